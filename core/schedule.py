@@ -1,0 +1,110 @@
+"""The noise schedule: the forward process q(x_t | x_0) and the DDPM reverse step.
+
+Tables are computed in float64 and stored in float32 (the cumulative product over 1000 steps
+loses precision otherwise), following lucidrains and EDM. Timesteps are 0-based as in the
+tutorial: ``t = 0`` is the last reverse step, where no noise is added.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from .config import DiffusionParams
+
+ScheduleKind = Literal["linear", "cosine"]
+
+
+def linear_betas(num_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """Ho et al. 2020: betas evenly spaced from ``beta_start`` to ``beta_end``."""
+    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+
+
+def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal 2021, eq. 17: alpha_bar follows a squared cosine, betas capped at 0.999."""
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+    abar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
+
+
+def _gather(table: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+    """``table[t]`` shaped to broadcast over a batch of images like ``like``."""
+    t = torch.as_tensor(t, device=table.device).long()
+    v = table[t].to(device=like.device, dtype=like.dtype)
+    return v.reshape(-1, *([1] * (like.ndim - 1))) if v.ndim else v
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``, drawn on the generator's device.
+
+    Drawing on the generator's own device (usually the CPU) makes a seed give the same images
+    whichever device runs the model.
+    """
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32).to(x.device, x.dtype)
+
+
+class NoiseSchedule:
+    """Betas and their derived tables, with the tutorial's forward and reverse formulas."""
+
+    def __init__(
+        self,
+        num_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        kind: ScheduleKind = "linear",
+    ) -> None:
+        if kind == "linear":
+            betas = linear_betas(num_timesteps, beta_start, beta_end)
+        elif kind == "cosine":
+            betas = cosine_betas(num_timesteps)
+        else:
+            raise ValueError(f"unknown schedule {kind!r}")
+        alphas = 1.0 - betas
+        abar = torch.cumprod(alphas, dim=0)
+        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        self.kind = kind
+        self.num_timesteps = num_timesteps
+        self.betas = betas.float()
+        self.alphas = alphas.float()
+        self.alpha_cum_prod = abar.float()
+        self.alpha_cum_prod64 = abar  # samplers that accumulate (DDIM, DPM-Solver) read float64
+        self.sqrt_alpha_cum_prod = abar.sqrt().float()
+        self.sqrt_one_minus_alpha_cum_prod = (1 - abar).sqrt().float()
+        # (1 - a_t)(1 - abar_{t-1}) / (1 - abar_t); zero at t = 0 where no noise is added
+        self.posterior_variance = (betas * (1 - abar_prev) / (1 - abar)).float()
+        self.posterior_variance[0] = 0.0
+
+    @classmethod
+    def from_config(cls, params: DiffusionParams) -> NoiseSchedule:
+        return cls(params.num_timesteps, params.beta_start, params.beta_end, params.schedule)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one t per image."""
+        return _gather(self.sqrt_alpha_cum_prod, t, x0) * x0 + _gather(self.sqrt_one_minus_alpha_cum_prod, t, x0) * noise
+
+    def predict_x0(self, xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The x_0 that ``eps`` implies, clamped to the image range [-1, 1]."""
+        x0 = (xt - _gather(self.sqrt_one_minus_alpha_cum_prod, t, xt) * eps) / _gather(self.sqrt_alpha_cum_prod, t, xt)
+        return x0.clamp(-1.0, 1.0)
+
+    def posterior_mean(self, xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """(x_t - (1 - a_t) / sqrt(1 - abar_t) eps) / sqrt(a_t): the tutorial's mean, from unclamped eps."""
+        coef = _gather(self.betas, t, xt) / _gather(self.sqrt_one_minus_alpha_cum_prod, t, xt)
+        return (xt - coef * eps) / _gather(self.alphas, t, xt).sqrt()
+
+    def step(
+        self,
+        xt: torch.Tensor,
+        eps: torch.Tensor,
+        t: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One ancestral reverse step from t to t-1: returns (x_{t-1}, clamped x0 estimate)."""
+        mean = self.posterior_mean(xt, eps, t)
+        x0 = self.predict_x0(xt, eps, t)
+        if t == 0:
+            return mean, x0
+        noise = randn_like(xt, generator)
+        return mean + float(self.posterior_variance[t]) ** 0.5 * noise, x0

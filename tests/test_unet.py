@@ -1,0 +1,59 @@
+"""The UNet is the tutorial's function: same parameters, same outputs for the same weights."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.config import Config, load_config
+from core.unet import UNet, count_parameters
+
+
+def test_tutorial_default_parameter_count_and_keys(fixtures_dir):
+    model = UNet(Config().model_params)
+    assert count_parameters(model) == 10_188_081
+    lines = (fixtures_dir / "tutorial_default_state_keys.txt").read_text().splitlines()
+    expected = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            key, shape = line.split("\t")
+            expected[key] = tuple(int(s) for s in shape.strip("(),").split(",") if s.strip())
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected
+
+
+@pytest.mark.parametrize("name", ["tiny_gray16", "small_rgb32"])
+@pytest.mark.parametrize("impl", ["sdpa", "naive"])
+def test_reproduces_tutorial_outputs(fixtures_dir, name, impl):
+    cfg = load_config(fixtures_dir / f"unet_{name}.yaml")
+    model = UNet(cfg.model_params, attention_impl=impl).eval()
+    model.load_state_dict(load_file(fixtures_dir / f"unet_{name}.safetensors"))
+    io = load_file(fixtures_dir / f"unet_{name}_io.safetensors")
+    with torch.no_grad():
+        eps = model(io["x"], io["t"])
+    torch.testing.assert_close(eps, io["eps"], rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_same_function(fixtures_dir):
+    cfg = load_config(fixtures_dir / "unet_small_rgb32.yaml")
+    model = UNet(cfg.model_params).eval()
+    model.load_state_dict(load_file(fixtures_dir / "unet_small_rgb32.safetensors"))
+    io = load_file(fixtures_dir / "unet_small_rgb32_io.safetensors")
+    model = model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        eps = model(io["x"].contiguous(memory_format=torch.channels_last), io["t"])
+    torch.testing.assert_close(eps, io["eps"], rtol=1e-5, atol=1e-5)
+
+
+def test_num_heads_is_honoured(tiny_config):
+    m = tiny_config.model_params
+    model = UNet(m)
+    heads = {a.num_heads for a in model.modules() if a.__class__.__name__ == "SelfAttention"}
+    assert heads == {m.num_heads}
+
+
+def test_attention_only_where_asked(tiny_config):
+    model = UNet(tiny_config.model_params)
+    assert len(model.downs[0].attentions) == 0 and len(model.downs[1].attentions) == 1
+    assert len(model.ups[0].attentions) == 1 and len(model.ups[1].attentions) == 0
+    x = torch.randn(2, 1, 16, 16)
+    assert model(x, torch.tensor([0, 99])).shape == x.shape
