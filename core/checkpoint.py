@@ -1,0 +1,226 @@
+"""Checkpoints and weights: safetensors only, written atomically, checked before use.
+
+A training checkpoint is one safetensors file holding the model, its EMA copy and the Adam
+state as tensors, with the step and the config as JSON metadata. One file means one atomic
+rename: a crash leaves the previous checkpoint or the new one, never a mix. Nothing here
+unpickles user data; the one place a tutorial ``.pth`` is read uses ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from .atomic import atomic_write_bytes
+from .config import Config
+from .errors import CheckpointError, ConfigError
+from .unet import UNet
+
+FORMAT = "ddpm-studio/1"
+
+
+@dataclass
+class TrainingState:
+    """Everything besides tensors that a resumed run needs."""
+
+    step: int
+    config: Config
+
+
+def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    cut = len(prefix) + 1
+    return {k[cut:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    """Adam's per-parameter state as flat tensors, and its param_groups as JSON."""
+    sd = optimizer.state_dict()
+    tensors = {}
+    for idx, slots in sd["state"].items():
+        for name, value in slots.items():
+            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().contiguous().cpu()
+    return tensors, json.dumps(sd["param_groups"])
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], groups_json: str) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": json.loads(groups_json)}
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    config: Config,
+    scaler_scale: float | None = None,
+) -> None:
+    """Write a resumable checkpoint atomically (temp file + rename)."""
+    tensors = _prefixed("model", model.state_dict()) | _prefixed("ema", ema.state_dict())
+    optim_tensors, groups = _optimizer_tensors(optimizer)
+    tensors |= optim_tensors
+    meta = {
+        "format": FORMAT,
+        "step": str(step),
+        "config": json.dumps(config.to_dict()),
+        "param_groups": groups,
+        "scaler_scale": json.dumps(scaler_scale),
+    }
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, or a CheckpointError saying it is damaged."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist; check the path.") from None
+    except OSError as e:
+        raise CheckpointError(f"Cannot read {path}: {e.strerror}.") from None
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, json.JSONDecodeError, OverflowError) as e:
+        raise CheckpointError(
+            f"{path} is damaged or not a safetensors file ({e}); use an earlier checkpoint."
+        ) from None
+    return tensors, meta
+
+
+def read_training_state(path: Path) -> TrainingState:
+    """Step and config of a checkpoint, without building a model."""
+    _, meta = _read(path)
+    return _state_from_meta(path, meta)
+
+
+def _state_from_meta(path: Path, meta: dict[str, str]) -> TrainingState:
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a DDPM Studio training checkpoint.")
+    try:
+        config = Config.from_dict(json.loads(meta["config"]), source=str(path))
+    except ConfigError as e:
+        raise CheckpointError(f"{path} holds an invalid config: {e}") from None
+    return TrainingState(step=int(meta["step"]), config=config)
+
+
+def shape_mismatches(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Human lines for every key missing, unexpected or of another shape."""
+    own = model.state_dict()
+    lines = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in own.items() if k in state and state[k].shape != v.shape]
+    lines += [f"{k}: missing from the checkpoint" for k in own if k not in state]
+    lines += [f"{k}: not in this model" for k in state if k not in own]
+    return lines
+
+
+def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load a state_dict, or say which shapes differ from the model the config describes."""
+    problems = shape_mismatches(model, state)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise CheckpointError(
+            f"{source} was made for a different model config ({len(problems)} differences: {shown}). "
+            "Use the config the checkpoint was trained with."
+        )
+    model.load_state_dict(state)
+
+
+def load_checkpoint(
+    path: Path,
+    *,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> tuple[TrainingState, float | None]:
+    """Restore model, EMA and optimizer in place; returns the state and the loss-scaler scale."""
+    tensors, meta = _read(path)
+    state = _state_from_meta(path, meta)
+    load_weights_into(model, _unprefixed("model", tensors), path)
+    load_weights_into(ema, _unprefixed("ema", tensors), path)
+    optimizer.load_state_dict(_optimizer_state(tensors, meta["param_groups"]))
+    return state, json.loads(meta.get("scaler_scale", "null"))
+
+
+def save_weights(path: Path, model: torch.nn.Module, config: Config) -> None:
+    """Sampling weights with the tutorial's key names, the config as metadata."""
+    meta = {"format": FORMAT + "/weights", "config": json.dumps(config.to_dict())}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_tutorial_pth(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict saved by the tutorial's ``torch.save``, refusing anything but tensors."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist; check the path.") from None
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"Refused to open {path}: it contains code or objects other than weights "
+            f"({str(e).splitlines()[0]}). Only open checkpoints from people you trust, and prefer .safetensors."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint ({e}).") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} is not a state_dict of tensors.")
+    return obj
+
+
+def load_for_sampling(
+    source: str | os.PathLike,
+    config: Config | None = None,
+    use_ema: bool = True,
+    device: torch.device | str | None = None,
+) -> tuple[UNet, Config]:
+    """A UNet in eval mode from a run folder, a weights/checkpoint .safetensors, or a tutorial .pth."""
+    from .runs import RunDir  # runs imports checkpoint for listing; keep the cycle one-way at import
+
+    path = Path(source)
+    if path.is_dir():
+        found = RunDir(path).latest_checkpoint()
+        if found is None:
+            weights = RunDir(path).weights_path()
+            if not weights.exists():
+                raise CheckpointError(f"{path} has no checkpoint or weights yet; train it first.")
+            path = weights
+        else:
+            path = found
+    if path.suffix == ".pth" or path.suffix == ".pt":
+        if config is None:
+            raise CheckpointError(f"{path} is a tutorial checkpoint: give the config it was trained with (--config).")
+        state = load_tutorial_pth(path)
+    else:
+        tensors, meta = _read(path)
+        fmt = meta.get("format", "")
+        if fmt == FORMAT:
+            config = config or _state_from_meta(path, meta).config
+            state = _unprefixed("ema" if use_ema else "model", tensors)
+        else:
+            if "config" in meta and config is None:
+                config = Config.from_dict(json.loads(meta["config"]), source=str(path))
+            if config is None:
+                raise CheckpointError(f"{path} carries no config: give the config it was trained with (--config).")
+            state = tensors
+    model = UNet(config.model_params)
+    load_weights_into(model, state, path)
+    return model.to(device or "cpu").eval(), config

@@ -1,0 +1,187 @@
+"""``ddpm``: train and sample from the command line, the contract scripts rely on.
+
+Exit status 0 on success and 2 on a user error, reported as one line on stderr that names the
+problem (never a traceback for bad input). Ctrl-C during training stops after the current
+step and writes a checkpoint; a second Ctrl-C aborts.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ddpm", description="Train a DDPM on your images and sample from it.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train (or resume) a run")
+    t.add_argument("config", help="YAML config (the tutorial's format) or preset:NAME")
+    t.add_argument("--data", help="dataset folder or IDX file; overrides dataset_params.im_path")
+    t.add_argument("--run-dir", help="run folder (default: ./<task_name>)")
+    t.add_argument("--max-steps", type=int, help="stop after this many steps in total")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides train_params.device")
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
+
+    s = sub.add_parser("sample", help="generate images from a run, weights file or tutorial .pth")
+    s.add_argument("source", help="run folder, .safetensors weights/checkpoint, or tutorial .pth")
+    s.add_argument("--config", help="config YAML (required for a tutorial .pth)")
+    s.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++"], default="ddpm")
+    s.add_argument("--steps", type=int, help="reverse steps (default: all T for ddpm, 50 ddim, 20 dpm++)")
+    s.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic, 1 like DDPM)")
+    s.add_argument("--num", type=int, help="number of images (default: train_params.num_samples)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    s.add_argument("--grid", help="write the final grid to this PNG")
+    s.add_argument("--animation", help="write the denoising (xt | x0) to this .gif or .mp4")
+    s.add_argument("--images", help="write each final image as a PNG into this folder")
+
+    sc = sub.add_parser("scan", help="check a dataset folder: count, sizes, skipped files")
+    sc.add_argument("path")
+    sc.add_argument("--channels", type=int, choices=[1, 3], default=1)
+    sc.add_argument("--size", type=int, default=28)
+    return p
+
+
+def _load_config(spec: str):
+    from .config import load_config
+    from .presets import load_preset
+
+    return load_preset(spec.split(":", 1)[1]) if spec.startswith("preset:") else load_config(spec)
+
+
+def _report_dataset(dataset) -> None:
+    report = dataset.report
+    print(f"dataset: {report.summary()}", file=sys.stderr)
+    for skipped in report.skipped:
+        print(f"  skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import trainer as tr
+    from .data import load_dataset
+
+    cfg = _load_config(args.config)
+    changes = {k: v for k, v in {"max_steps": args.max_steps, "device": args.device}.items() if v is not None}
+    if changes:
+        cfg = cfg.replace("train_params", **changes)
+    if args.data:
+        cfg = cfg.replace("dataset_params", im_path=args.data)
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    run_dir = Path(args.run_dir or cfg.train_params.task_name)
+    m = cfg.model_params
+    dataset = load_dataset(cfg.dataset_params.im_path, m.im_channels, m.im_size)
+    _report_dataset(dataset)
+
+    bar = None
+
+    def on_event(event: tr.Event) -> None:
+        nonlocal bar
+        if isinstance(event, tr.Started):
+            print(f"run: {event.run_dir}  device: {event.device} ({event.precision})  "
+                  f"parameters: {event.num_params:,}", file=sys.stderr)
+            bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True)
+        elif isinstance(event, tr.StepDone) and bar is not None:
+            bar.update(event.step - bar.n)
+            bar.set_postfix(loss=f"{event.loss:.4f}", ips=f"{event.images_per_s:.0f}", refresh=False)
+        elif isinstance(event, tr.CheckpointSaved) and bar is not None:
+            bar.write(f"checkpoint: {event.path}")
+
+    trainer = tr.Trainer(cfg, run_dir, dataset=dataset, resume=args.resume, on_event=on_event)
+    previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(trainer, previous))
+    try:
+        finished = trainer.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if bar is not None:
+            bar.close()
+    print(f"{finished.reason} at step {finished.step}; weights: {trainer.run_dir.weights_path(cfg)}", file=sys.stderr)
+    return 0
+
+
+def _interrupt(trainer, previous) -> None:
+    """First Ctrl-C: stop after this step with a checkpoint. Second: the default behaviour."""
+    print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+    trainer.request_stop()
+    signal.signal(signal.SIGINT, previous)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .checkpoint import load_for_sampling
+    from .device import pick_device, pick_precision
+    from .exports import save_animation, save_grid, save_images
+    from .frames import FrameStore
+    from .samplers import default_steps, sample
+    from .schedule import NoiseSchedule
+
+    cfg = _load_config(args.config) if args.config else None
+    device = pick_device(args.device)
+    model, cfg = load_for_sampling(args.source, cfg, use_ema=not args.raw, device=device)
+    schedule = NoiseSchedule.from_config(cfg.diffusion_params)
+    m, tp = cfg.model_params, cfg.train_params
+    num = args.num or tp.num_samples
+    steps = args.steps or default_steps(args.sampler, schedule.num_timesteps)
+    nrow = tp.num_grid_rows if num == tp.num_samples else max(1, round(num ** 0.5))
+    store = FrameStore(nrow=nrow) if args.animation else None
+    frames = sample(model, schedule, num_images=num, image_shape=(m.im_channels, m.im_size, m.im_size),
+                    sampler=args.sampler, steps=steps, eta=args.eta, seed=args.seed, device=device,
+                    precision=pick_precision(tp.precision, device),
+                    frame_stride=max(1, steps // 200) if store is not None else steps)
+    final = None
+    with tqdm(total=steps, unit="step", dynamic_ncols=True) as bar:
+        for frame in frames:
+            bar.update(frame.index + 1 - bar.n)
+            if store is not None:
+                store.add(frame)
+            final = frame
+    images: torch.Tensor = final.xt
+    written = []
+    if args.grid:
+        save_grid(images, args.grid, nrow=nrow)
+        written.append(args.grid)
+    if args.animation:
+        save_animation([store.side_by_side(i) for i in range(len(store))], args.animation)
+        written.append(args.animation)
+    if args.images:
+        save_images(images, args.images)
+        written.append(args.images)
+    if not written:
+        out = Path("samples.png")
+        save_grid(images, out, nrow=nrow)
+        written.append(str(out))
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+
+    _report_dataset(load_dataset(args.path, args.channels, args.size))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = {"train": cmd_train, "sample": cmd_sample, "scan": cmd_scan}[args.command]
+    try:
+        return command(args)
+    except UserError as e:
+        print(f"ddpm {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

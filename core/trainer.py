@@ -1,0 +1,429 @@
+"""The training loop: eps-MSE with Adam and EMA weights, reporting events to whoever runs it.
+
+The caller may run :meth:`Trainer.run` in any thread; it reports progress through one
+``on_event`` callback (called on the training thread) and takes pause / resume / stop requests
+from any thread, acted on between steps. Randomness is a pure function of (seed, step, rank):
+the batch order of an epoch comes from (seed, epoch) and each step's noise and timesteps from
+(seed, step, rank). A resumed run therefore draws exactly what an uninterrupted one would
+without saving generator states, also across DDP ranks.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import distributed
+from .atomic import atomic_write_text
+from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
+from .config import Config, dump_config
+from .device import Precision, describe, pick_device, pick_precision
+from .errors import CheckpointError, TrainingDiverged, UserError
+from .runs import RunDir
+from .schedule import NoiseSchedule
+from .unet import UNet, count_parameters
+
+
+@dataclass(frozen=True)
+class Started:
+    run_dir: Path
+    device: str
+    precision: str
+    num_params: int
+    total_steps: int
+    start_step: int
+    dataset_size: int
+
+
+@dataclass(frozen=True)
+class StepDone:
+    step: int
+    epoch: int
+    loss: float
+    lr: float
+    images_per_s: float
+    eta_s: float
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class PreviewReady:
+    step: int
+    images: torch.Tensor
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class Paused:
+    step: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    step: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    step: int
+    reason: str  # "completed" | "stopped"
+
+
+@dataclass(frozen=True)
+class Failed:
+    step: int
+    message: str
+    error: BaseException
+
+
+Event = Started | StepDone | PreviewReady | CheckpointSaved | Paused | Resumed | Finished | Failed
+
+PREVIEW_IMAGES = 16
+PREVIEW_STEPS = 20
+
+
+def _seeded(*parts: int) -> torch.Generator:
+    """A CPU generator seeded from several integers (seed, epoch or step, rank)."""
+    seed = 0
+    for p in parts:
+        seed = (seed * 1_000_003 + int(p)) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+class _Control:
+    """Thread-safe pause / stop requests, acted on by the training thread between steps."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.stop = False
+        self.pause = False
+
+    def request(self, *, stop: bool | None = None, pause: bool | None = None) -> None:
+        with self._cond:
+            if stop is not None:
+                self.stop = stop
+            if pause is not None:
+                self.pause = pause
+            self._cond.notify_all()
+
+    def wait_while_paused(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self.pause or self.stop)
+
+
+class _Throughput:
+    """Images/s and ETA from a moving average of recent step times."""
+
+    def __init__(self) -> None:
+        self.step_time: float | None = None
+        self.last = time.perf_counter()
+
+    def tick(self, images: int, remaining_steps: int) -> tuple[float, float]:
+        now = time.perf_counter()
+        dt, self.last = now - self.last, now
+        self.step_time = dt if self.step_time is None else 0.9 * self.step_time + 0.1 * dt
+        return images / max(self.step_time, 1e-9), remaining_steps * self.step_time
+
+    def reset_clock(self) -> None:
+        self.last = time.perf_counter()
+
+
+class Trainer:
+    """Trains a UNet on a dataset for one run folder; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: str | Path,
+        *,
+        dataset: Any = None,
+        resume: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        attention_impl: str = "sdpa",
+    ) -> None:
+        self.config = config
+        self.run_dir = RunDir(Path(run_dir))
+        self.on_event = on_event or (lambda event: None)
+        self.resume = resume
+        self.dist = distributed.current()
+        tp = config.train_params
+        self.device = self.dist.device or pick_device(tp.device)
+        self.precision: Precision = pick_precision(tp.precision, self.device)
+        torch.manual_seed(tp.seed)  # weights init: same seed, same start
+        self.model = UNet(config.model_params, attention_impl=attention_impl).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.schedule = NoiseSchedule.from_config(config.diffusion_params)
+        self._sqrt_abar = self.schedule.sqrt_alpha_cum_prod.to(self.device)
+        self._sqrt_1m_abar = self.schedule.sqrt_one_minus_alpha_cum_prod.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tp.lr, **_adam_kwargs(self.device))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
+        self._dataset = dataset
+        self._control = _Control()
+        self.step = 0
+
+    # -- requests from any thread ------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._control.request(stop=True)
+
+    def request_pause(self) -> None:
+        self._control.request(pause=True)
+
+    def request_resume(self) -> None:
+        self._control.request(pause=False)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> Finished:
+        """Train until done or stopped; emits Failed and re-raises on a user-facing error."""
+        try:
+            return self._run()
+        except UserError as e:
+            self.on_event(Failed(self.step, str(e), e))
+            raise
+        except (torch.OutOfMemoryError, MemoryError) as e:
+            raise self._fail(UserError(_oom_message(self.config, self.device)), e) from e
+        except RuntimeError as e:
+            if "out of memory" in str(e) or "can't allocate memory" in str(e):
+                raise self._fail(UserError(_oom_message(self.config, self.device)), e) from e
+            raise
+
+    def _fail(self, error: UserError, cause: BaseException) -> UserError:
+        self.on_event(Failed(self.step, str(error), cause))
+        return error
+
+    def _run(self) -> Finished:
+        tp = self.config.train_params
+        dataset = self._load_dataset()
+        if self.resume:
+            self._restore()
+        else:
+            self._start_fresh()
+        steps_per_epoch = max(1, math.ceil(len(dataset) / (tp.batch_size * self.dist.world_size)))
+        total = tp.max_steps or tp.num_epochs * steps_per_epoch
+        train_model = self.dist.wrap(self.model)
+        step_model = _maybe_compile(train_model, tp.compile)
+        self._emit(Started(self.run_dir.path, describe(self.device), self.precision.name,
+                           count_parameters(self.model), total, self.step, len(dataset)))
+        clock = _Throughput()
+        order_epoch, order = -1, torch.empty(0, dtype=torch.long)
+        last_saved = self.step
+        self.model.train()
+        while self.step < total:
+            if self._control.pause and not self._control.stop:
+                self._emit(Paused(self.step))
+                self._control.wait_while_paused()
+                clock.reset_clock()
+                if not self._control.stop:
+                    self._emit(Resumed(self.step))
+            if self._control.stop:
+                break
+            epoch, pos = divmod(self.step, steps_per_epoch)
+            if epoch != order_epoch:
+                order_epoch, order = epoch, torch.randperm(len(dataset), generator=_seeded(tp.seed, epoch))
+            idx = self.dist.shard(order)[pos * tp.batch_size:(pos + 1) * tp.batch_size]
+            batch = dataset.batch(idx)
+            try:
+                loss = self._train_step(step_model, batch)
+            except Exception:
+                if step_model is train_model:
+                    raise
+                step_model = train_model  # torch.compile failed on first use: run eagerly
+                loss = self._train_step(step_model, batch)
+            self.step += 1
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"The loss became {loss} at step {self.step}. The learning rate "
+                    f"(train_params.lr = {tp.lr:g}) is probably too high: lower it (e.g. to {tp.lr / 10:g}) "
+                    f"and resume from the last checkpoint, which is kept."
+                )
+            images_per_s, eta = clock.tick(len(idx) * self.dist.world_size, total - self.step)
+            self._log_step(epoch, loss, images_per_s)
+            self._emit(StepDone(self.step, epoch, loss, self.optimizer.param_groups[0]["lr"],
+                                images_per_s, eta, total))
+            if self.step % tp.checkpoint_every_steps == 0:
+                self._checkpoint()
+                last_saved = self.step
+            if tp.sample_every_steps and self.step % tp.sample_every_steps == 0:
+                self._preview()
+        if self.step != last_saved or not self.run_dir.list_checkpoints():
+            self._checkpoint()
+        self._export_weights()
+        reason = "completed" if self.step >= total else "stopped"
+        finished = Finished(self.step, reason)
+        self._emit(finished)
+        return finished
+
+    def _train_step(self, model: torch.nn.Module, x0: torch.Tensor) -> float:
+        """One Adam step on the eps-MSE loss; returns the loss (one host sync, which the UI shows)."""
+        tp = self.config.train_params
+        x0 = x0.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        gen = _seeded(tp.seed, self.step, self.dist.rank)
+        noise = torch.randn(x0.shape, generator=gen).to(self.device, non_blocking=True)
+        t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), generator=gen).to(self.device)
+        shape = (-1, 1, 1, 1)
+        xt = self._sqrt_abar[t].view(shape) * x0 + self._sqrt_1m_abar[t].view(shape) * noise
+        with self.precision.autocast(self.device):
+            eps = model(xt, t)
+        loss = F.mse_loss(eps.float(), noise)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self._update_ema()
+        return loss.item()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.config.train_params.ema_decay
+        ema_params = list(self.ema_model.parameters())
+        params = list(self.model.parameters())
+        if decay == 0:
+            torch._foreach_copy_(ema_params, params)
+        else:
+            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _load_dataset(self) -> Any:
+        if self._dataset is None:
+            from .data import load_dataset
+
+            m = self.config.model_params
+            self._dataset = load_dataset(self.config.dataset_params.im_path, m.im_channels, m.im_size)
+        return self._dataset
+
+    def _start_fresh(self) -> None:
+        if self.run_dir.list_checkpoints():
+            raise UserError(
+                f"{self.run_dir.path} already holds a training run. Resume it (--resume), or choose "
+                "another run folder so nothing is overwritten."
+            )
+        if self.dist.is_main:
+            self.run_dir.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir.config_path, dump_config(self.config))
+            atomic_write_text(self.run_dir.log_path, "")
+        self.dist.barrier()
+
+    def _restore(self) -> None:
+        """Load the newest checkpoint that reads cleanly; damaged ones are reported and skipped."""
+        found = self.run_dir.list_checkpoints()
+        if not found:
+            raise CheckpointError(f"{self.run_dir.path} has no checkpoint to resume from; start a new run instead.")
+        errors = []
+        for _, path in reversed(found):
+            try:
+                saved = read_training_state(path)
+                self._check_compatible(saved.config, path)
+                state, scale = load_checkpoint(path, model=self.model, ema=self.ema_model, optimizer=self.optimizer)
+            except CheckpointError as e:
+                if "different model config" in str(e):
+                    raise
+                errors.append(str(e))
+                continue
+            self.step = state.step
+            if scale is not None and self.scaler.is_enabled():
+                self.scaler.update(scale)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.train_params.lr
+            if self.dist.is_main:
+                self.run_dir.truncate_log(self.step)
+            return
+        raise CheckpointError("No checkpoint could be loaded: " + " | ".join(errors))
+
+    def _check_compatible(self, saved: Config, path: Path) -> None:
+        """Refuse to resume with a config whose model or schedule differs from the checkpoint's."""
+        if saved.model_params != self.config.model_params:
+            lines = shape_mismatches(self.model, UNet(saved.model_params).state_dict()) or ["attention layout"]
+            raise CheckpointError(
+                f"{path} was made for a different model config ({len(lines)} differences: "
+                f"{'; '.join(lines[:5])}). Resume with the run's own config ({self.run_dir.config_path})."
+            )
+        if saved.diffusion_params != self.config.diffusion_params:
+            raise CheckpointError(
+                f"{path} was trained with different diffusion_params ({saved.diffusion_params}); "
+                f"resume with the run's own config ({self.run_dir.config_path})."
+            )
+
+    # -- outputs ---------------------------------------------------------------------------------
+    def _emit(self, event: Event) -> None:
+        if self.dist.is_main:
+            self.on_event(event)
+
+    def _log_step(self, epoch: int, loss: float, images_per_s: float) -> None:
+        if not self.dist.is_main:
+            return
+        row = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+               "images_per_s": round(images_per_s, 2), "time": round(time.time(), 3)}
+        with open(self.run_dir.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _checkpoint(self) -> None:
+        if self.dist.is_main:
+            path = self.run_dir.checkpoint_path(self.step)
+            save_checkpoint(path, model=self.model, ema=self.ema_model, optimizer=self.optimizer,
+                            step=self.step, config=self.config,
+                            scaler_scale=self.scaler.get_scale() if self.scaler.is_enabled() else None)
+            self.run_dir.prune_checkpoints(self.config.train_params.keep_checkpoints)
+            self._emit(CheckpointSaved(self.step, path))
+        self.dist.barrier()
+
+    def _export_weights(self) -> None:
+        if self.dist.is_main:
+            save_weights(self.run_dir.weights_path(self.config), self.ema_model, self.config)
+
+    def _preview(self) -> None:
+        """A small, fast grid from the EMA weights, shown live and saved under samples/."""
+        if not self.dist.is_main:
+            return
+        from .exports import save_grid
+        from .samplers import generate
+
+        m = self.config.model_params
+        images = generate(self.ema_model, self.schedule, num_images=PREVIEW_IMAGES,
+                          image_shape=(m.im_channels, m.im_size, m.im_size), sampler="dpm++",
+                          steps=min(PREVIEW_STEPS, self.schedule.num_timesteps), seed=self.config.train_params.seed,
+                          device=self.device, precision=self.precision)
+        save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)
+        self._emit(PreviewReady(self.step, images))
+
+
+def _adam_kwargs(device: torch.device) -> dict[str, Any]:
+    """The fastest Adam implementation the device has: fused on GPUs, foreach elsewhere."""
+    if device.type in ("cuda", "mps"):
+        return {"fused": True}
+    return {"foreach": True}
+
+
+def _maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """torch.compile the model when asked and possible; otherwise the model as it is."""
+    if not enabled:
+        return model
+    try:
+        return torch.compile(model)
+    except Exception:  # noqa: BLE001 - any failure means: run uncompiled
+        return model
+
+
+def _oom_message(config: Config, device: torch.device) -> str:
+    tp, m = config.train_params, config.model_params
+    return (
+        f"Out of memory on {device.type} with batch_size {tp.batch_size} at {m.im_size}px. "
+        f"Lower train_params.batch_size (e.g. to {max(1, tp.batch_size // 2)}), lower model_params.im_size, "
+        "or pick the 'Fast CPU' preset; then resume from the last checkpoint."
+    )

@@ -1,0 +1,175 @@
+"""The training loop: events, pause/resume/stop, exact resume, checkpoints on disk, divergence."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from core import trainer as tr
+from core.config import Config
+from core.errors import CheckpointError, TrainingDiverged, UserError
+from core.runs import RunDir
+
+from .conftest import tiny_config_dict
+
+
+class RandomImages:
+    """A few random uint8 images behind the dataset interface the trainer uses (len, batch)."""
+
+    def __init__(self, n: int = 40, size: int = 16, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randint(0, 256, (n, 1, size, size), generator=g, dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.images[idx].float() / 127.5 - 1
+
+
+def _config(**train) -> Config:
+    return Config.from_dict(tiny_config_dict(**train))
+
+
+def _train(cfg: Config, run_dir, *, resume: bool = False, events: list | None = None) -> tr.Trainer:
+    trainer = tr.Trainer(cfg, run_dir, dataset=RandomImages(), resume=resume,
+                         on_event=(events.append if events is not None else None))
+    trainer.run()
+    return trainer
+
+
+def test_events_and_run_folder(tmp_path):
+    events: list = []
+    _train(_config(max_steps=12), tmp_path / "run", events=events)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "Started" and kinds[-1] == "Finished"
+    steps = [e.step for e in events if isinstance(e, tr.StepDone)]
+    assert steps == list(range(1, 13))
+    assert events[-1] == tr.Finished(12, "completed")
+    saved = [e.step for e in events if isinstance(e, tr.CheckpointSaved)]
+    assert saved == [5, 10, 12]
+    run = RunDir(tmp_path / "run")
+    assert [s for s, _ in run.list_checkpoints()] == [10, 12]  # keep_checkpoints = 2
+    assert run.config_path.exists() and run.weights_path(_config()).exists()
+    assert [r["step"] for r in run.read_log()] == list(range(1, 13))
+    done = [e for e in events if isinstance(e, tr.StepDone)][-1]
+    assert done.images_per_s > 0 and done.eta_s == pytest.approx(0.0) and done.total_steps == 12
+
+
+def test_epochs_decide_length_without_max_steps(tmp_path):
+    events: list = []
+    _train(_config(num_epochs=2, checkpoint_every_steps=100), tmp_path / "run", events=events)
+    assert events[-1].step == 2 * 5  # 40 images / batch 8 = 5 steps per epoch
+    assert {e.epoch for e in events if isinstance(e, tr.StepDone)} == {0, 1}
+
+
+def test_resume_ends_with_same_weights_as_uninterrupted(tmp_path):
+    """CPU, same seed: noise and batch order are functions of (seed, step), so resume is exact.
+
+    Bitwise equality is expected (same ops, same order, same thread count); the tolerance only
+    absorbs a different BLAS blocking should the thread count differ between the two runs.
+    """
+    _train(_config(max_steps=7), tmp_path / "split")
+    resumed = _train(_config(max_steps=13), tmp_path / "split", resume=True)
+    straight = _train(_config(max_steps=13), tmp_path / "straight")
+    for name in ("model", "ema_model"):
+        a, b = getattr(resumed, name).state_dict(), getattr(straight, name).state_dict()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    assert resumed.optimizer.state_dict()["state"][0]["step"] == 13
+    assert [r["step"] for r in RunDir(tmp_path / "split").read_log()] == list(range(1, 14))
+
+
+def test_pause_resume_stop_from_another_thread(tmp_path):
+    events: list = []
+    paused = threading.Event()
+    trainer = tr.Trainer(_config(max_steps=1000), tmp_path / "run", dataset=RandomImages(),
+                         on_event=events.append)
+
+    def on_event(event):
+        events.append(event)
+        if isinstance(event, tr.StepDone) and event.step == 3:
+            trainer.request_pause()
+        if isinstance(event, tr.Paused):
+            paused.set()
+        if isinstance(event, tr.StepDone) and event.step == 6:
+            trainer.request_stop()
+
+    trainer.on_event = on_event
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(trainer.run()))
+    thread.start()
+    assert paused.wait(60)
+    assert thread.is_alive()
+    trainer.request_resume()
+    thread.join(60)
+    assert not thread.is_alive()
+    kinds = [type(e).__name__ for e in events]
+    p, r = kinds.index("Paused"), kinds.index("Resumed")
+    assert "StepDone" not in kinds[p:r]
+    assert events[p].step == 3 and events[r].step == 3
+    assert result == [tr.Finished(6, "stopped")]
+    assert RunDir(tmp_path / "run").latest_checkpoint().name == "step-000006.safetensors"
+
+
+def test_stop_while_paused_finishes(tmp_path):
+    trainer = tr.Trainer(_config(max_steps=1000), tmp_path / "run", dataset=RandomImages())
+    paused = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, tr.StepDone) and event.step == 2:
+            trainer.request_pause()
+        if isinstance(event, tr.Paused):
+            paused.set()
+
+    trainer.on_event = on_event
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(trainer.run()))
+    thread.start()
+    assert paused.wait(60)
+    trainer.request_stop()
+    thread.join(60)
+    assert result == [tr.Finished(2, "stopped")]
+
+
+def test_nan_loss_stops_with_step_and_lr_and_keeps_checkpoint(tmp_path):
+    events: list = []
+    cfg = _config(max_steps=30, lr=1e4)
+    trainer = tr.Trainer(cfg, tmp_path / "run", dataset=RandomImages(), on_event=events.append)
+    with pytest.raises(TrainingDiverged, match=r"at step \d+.*train_params.lr = 10000"):
+        trainer.run()
+    failed = events[-1]
+    assert isinstance(failed, tr.Failed) and "learning rate" in failed.message
+    for _, path in RunDir(tmp_path / "run").list_checkpoints():
+        state = tr.read_training_state(path)
+        assert state.step < failed.step
+
+
+def test_refuses_to_overwrite_existing_run(tmp_path):
+    _train(_config(max_steps=5), tmp_path / "run")
+    with pytest.raises(UserError, match="already holds a training run"):
+        _train(_config(max_steps=5), tmp_path / "run")
+
+
+def test_resume_with_other_model_config_says_what_differs(tmp_path):
+    _train(_config(max_steps=5), tmp_path / "run")
+    other = tiny_config_dict(max_steps=10)
+    other["model_params"]["time_emb_dim"] = 64
+    with pytest.raises(CheckpointError, match=r"different model config .*t_proj.0.weight"):
+        _train(Config.from_dict(other), tmp_path / "run", resume=True)
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
+    _train(_config(max_steps=10), tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    newest = run.latest_checkpoint()
+    newest.write_bytes(newest.read_bytes()[:1000])  # torn write
+    events: list = []
+    _train(_config(max_steps=12), tmp_path / "run", resume=True, events=events)
+    assert events[0].start_step == 5
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        _train(_config(max_steps=5), tmp_path / "empty", resume=True)
