@@ -10,6 +10,7 @@ without saving generator states, also across DDP ranks.
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import threading
@@ -26,8 +27,8 @@ from . import distributed
 from .atomic import atomic_write_text
 from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
 from .config import Config, dump_config
-from .device import Precision, describe, pick_device, pick_precision
-from .errors import CheckpointError, TrainingDiverged, UserError
+from .device import Precision, describe, memory_format, pick_device, pick_precision
+from .errors import CheckpointError, DiskFullError, TrainingDiverged, UserError
 from .runs import RunDir
 from .schedule import NoiseSchedule
 from .unet import UNet, count_parameters
@@ -164,9 +165,10 @@ class Trainer:
         self.device = self.dist.device or pick_device(tp.device)
         self.precision: Precision = pick_precision(tp.precision, self.device)
         torch.manual_seed(tp.seed)  # weights init: same seed, same start
-        self.model = UNet(config.model_params, attention_impl=attention_impl).to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.memory_format = memory_format(self.device)
+        self.model = UNet(config.model_params, attention_impl=attention_impl).to(
+            self.device, memory_format=self.memory_format
+        )
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.schedule = NoiseSchedule.from_config(config.diffusion_params)
         self._sqrt_abar = self.schedule.sqrt_alpha_cum_prod.to(self.device)
@@ -271,12 +273,13 @@ class Trainer:
     def _train_step(self, model: torch.nn.Module, x0: torch.Tensor) -> float:
         """One Adam step on the eps-MSE loss; returns the loss (one host sync, which the UI shows)."""
         tp = self.config.train_params
-        x0 = x0.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            x0 = x0.contiguous(memory_format=torch.channels_last)
         gen = _seeded(tp.seed, self.step, self.dist.rank)
-        noise = torch.randn(x0.shape, generator=gen).to(self.device, non_blocking=True)
-        t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), generator=gen).to(self.device)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), generator=gen)
+        if self.device.type == "cuda":  # pinned: asynchronous copies, no host sync before the loss
+            x0, noise, t = x0.pin_memory(), noise.pin_memory(), t.pin_memory()
+        x0, noise = (v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in (x0, noise))
+        t = t.to(self.device, non_blocking=True)
         shape = (-1, 1, 1, 1)
         xt = self._sqrt_abar[t].view(shape) * x0 + self._sqrt_1m_abar[t].view(shape) * noise
         with self.precision.autocast(self.device):
@@ -370,8 +373,16 @@ class Trainer:
             return
         row = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
                "images_per_s": round(images_per_s, 2), "time": round(time.time(), 3)}
-        with open(self.run_dir.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.run_dir.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"No space left on the disk while writing {self.run_dir.log_path}. Free some space, "
+                    "then resume: the last checkpoint is intact."
+                ) from e
+            raise
 
     def _checkpoint(self) -> None:
         if self.dist.is_main:

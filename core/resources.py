@@ -1,0 +1,18 @@
+"""Where the files shipped with the program (demo datasets, presets, icons) live.
+
+One function so the engine, the presets and the window agree, whether the program runs from a
+checkout, from an installed package or frozen by PyInstaller (which unpacks data files under
+``sys._MEIPASS``; the spec must bundle the ``resources`` folder under that same name).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def resources_dir() -> Path:
+    """The ``resources`` folder: inside the PyInstaller bundle when frozen, else beside ``core``."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        return Path(bundle) / "resources"
+    return Path(__file__).resolve().parents[1] / "resources"

@@ -1,0 +1,86 @@
+"""Checkpoints and weights: safetensors round trips, tutorial .pth import, nothing unpickled."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.checkpoint import load_for_sampling, load_tutorial_pth, read_training_state, save_weights
+from core.config import Config, load_config
+from core.errors import CheckpointError
+from core.unet import UNet
+
+from .conftest import tiny_config_dict
+
+
+def test_tutorial_pth_imports_and_computes_the_same(fixtures_dir, tmp_path):
+    """A plain state_dict .pth as the tutorial's torch.save writes it loads with weights_only=True."""
+    cfg = load_config(fixtures_dir / "unet_tiny_gray16.yaml")
+    state = load_file(fixtures_dir / "unet_tiny_gray16.safetensors")
+    torch.save(state, tmp_path / "ddpm_ckpt.pth")
+    model, _ = load_for_sampling(tmp_path / "ddpm_ckpt.pth", cfg)
+    io = load_file(fixtures_dir / "unet_tiny_gray16_io.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(model(io["x"], io["t"]), io["eps"], rtol=1e-5, atol=1e-5)
+
+
+def test_tutorial_pth_needs_config(tmp_path):
+    torch.save(UNet(Config.from_dict(tiny_config_dict()).model_params).state_dict(), tmp_path / "a.pth")
+    with pytest.raises(CheckpointError, match="--config"):
+        load_for_sampling(tmp_path / "a.pth")
+
+
+class _Payload:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pth_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"conv_in.weight": _Payload(str(marker))}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="Refused to open"):
+        load_tutorial_pth(tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def test_weights_round_trip_with_config(tmp_path):
+    cfg = Config.from_dict(tiny_config_dict())
+    model = UNet(cfg.model_params)
+    save_weights(tmp_path / "w.safetensors", model, cfg)
+    loaded, loaded_cfg = load_for_sampling(tmp_path / "w.safetensors")
+    assert loaded_cfg == cfg
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_weights_from_another_config_name_the_shapes(tmp_path):
+    cfg = Config.from_dict(tiny_config_dict())
+    save_weights(tmp_path / "w.safetensors", UNet(cfg.model_params), cfg)
+    other = tiny_config_dict()
+    other["model_params"]["down_channels"] = [16, 32, 48]
+    other["model_params"]["mid_channels"] = [48, 32]
+    with pytest.raises(CheckpointError, match=r"different model config .*checkpoint \(32, 16, 3, 3\) vs model \(48, 16, 3, 3\)|vs model"):
+        load_for_sampling(tmp_path / "w.safetensors", Config.from_dict(other))
+
+
+@pytest.mark.parametrize("cut", [0, 7, 100, -10])
+def test_truncated_file_is_reported_damaged(tmp_path, cut):
+    cfg = Config.from_dict(tiny_config_dict())
+    path = tmp_path / "w.safetensors"
+    save_weights(path, UNet(cfg.model_params), cfg)
+    data = path.read_bytes()
+    path.write_bytes(data[:cut] if cut >= 0 else data[:cut])
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_for_sampling(path)
+
+
+def test_non_checkpoint_safetensors_is_refused_for_resume(tmp_path):
+    cfg = Config.from_dict(tiny_config_dict())
+    save_weights(tmp_path / "w.safetensors", UNet(cfg.model_params), cfg)
+    with pytest.raises(CheckpointError, match="not a DDPM Studio training checkpoint"):
+        read_training_state(tmp_path / "w.safetensors")
