@@ -1,0 +1,50 @@
+"""``ddpm-studio`` and ``python -m ddpm_gui``: open the window.
+
+``--timing`` prints how long the window took to appear and when the engine finished loading
+(the engine loads after the window is shown).
+"""
+from __future__ import annotations
+
+import time
+
+START = time.perf_counter()
+
+import argparse  # noqa: E402 - the clock starts before anything else is imported
+import io  # noqa: E402
+import multiprocessing  # noqa: E402
+import sys  # noqa: E402
+
+
+def _ensure_streams() -> None:
+    """A windowed frozen build has no console: sys.stdout/stderr are None, and writes would crash."""
+    if sys.stdout is None:
+        sys.stdout = io.StringIO()
+    if sys.stderr is None:
+        sys.stderr = io.StringIO()
+
+
+def main(argv: list[str] | None = None) -> int:
+    multiprocessing.freeze_support()
+    _ensure_streams()
+    parser = argparse.ArgumentParser(prog="ddpm-studio", description="Train a diffusion model on your images.")
+    parser.add_argument("--timing", action="store_true", help="print start-to-window and engine-load times")
+    parser.add_argument("--quit-after-ready", action="store_true",
+                        help="close once the engine has loaded (for start-up measurements)")
+    args, qt_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+
+    from .app import create_main_window, get_qapp
+
+    app = get_qapp([sys.argv[0], *qt_args])
+    window = create_main_window()
+    if args.timing:
+        window.shown.connect(lambda: print(f"start-to-window: {(window.shown_at - START) * 1000:.0f} ms", flush=True))
+        window.engineReady.connect(
+            lambda _: print(f"start-to-engine-ready: {(time.perf_counter() - START) * 1000:.0f} ms", flush=True))
+    if args.quit_after_ready:
+        window.engineReady.connect(lambda _: window.close())
+    window.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

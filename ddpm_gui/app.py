@@ -1,0 +1,78 @@
+"""The one place that builds the QApplication, and the window factory.
+
+Names, icon, style and error routing are set here once, so the window, the tests and a frozen
+build all run with the same application. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from .settings import APP_NAME
+
+if TYPE_CHECKING:  # the window module is imported when a window is made, not with the app
+    from .main_window import MainWindow
+
+ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
+
+
+def app_icon() -> QIcon:
+    """The icon at every shipped size (resources/icons/ddpm-studio-<px>.png)."""
+    from core.resources import resources_dir
+
+    icon = QIcon()
+    for size in ICON_SIZES:
+        path = resources_dir() / "icons" / f"ddpm-studio-{size}.png"
+        if path.exists():
+            icon.addFile(str(path))
+    return icon
+
+
+def get_qapp(argv: list[str] | None = None, *, route_exceptions: bool = True) -> QApplication:
+    """The QApplication, created and configured on the first call.
+
+    ``route_exceptions`` installs an excepthook that shows uncaught errors in a dialog: a windowed
+    app has no console. Tests leave it off, pytest-qt reports those errors itself.
+    """
+    app = QApplication.instance()
+    if app is None:
+        QApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+        app = QApplication(sys.argv if argv is None else argv)
+    app.setApplicationName(APP_NAME)
+    app.setApplicationDisplayName(APP_NAME)
+    app.setOrganizationName(APP_NAME)
+    app.setDesktopFileName("ddpm-studio")
+    app.setWindowIcon(app_icon())
+    app.setStyle("Fusion")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    if route_exceptions:
+        sys.excepthook = show_exception
+    return app
+
+
+def show_exception(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    """Uncaught errors: the message for people, the traceback behind "Show Details"."""
+    from .banner import error_text
+
+    details = "".join(traceback.format_exception(kind, error, tb))
+    if sys.stderr is not None:
+        sys.stderr.write(details)
+    if QApplication.instance() is None or issubclass(kind, KeyboardInterrupt):
+        return
+    box = QMessageBox(QMessageBox.Icon.Critical, APP_NAME, error_text(error, "Something went wrong"))
+    box.setDetailedText(details)
+    box.exec()
+
+
+def create_main_window() -> MainWindow:
+    """The main window, built but not shown and without entering the event loop."""
+    get_qapp(route_exceptions=False)
+    from .main_window import MainWindow
+
+    return MainWindow()

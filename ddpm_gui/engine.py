@@ -1,0 +1,206 @@
+"""The engine calls the window makes, each importing ``core``'s torch modules only when run.
+
+Everything here runs on a worker thread (see ``workers``): the first call pays for importing
+torch, so the window can appear before it. Results come back as plain data (numpy uint8
+grids, counts, names) so the UI thread never touches a tensor or a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import Config, ModelParams
+
+from .workers import Throttle, Worker
+
+THUMBNAILS = 96
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the window fills in once torch has loaded."""
+
+    devices: dict[str, str]  # name -> human description, best first
+    builtin_datasets: dict[str, str]  # name -> title
+    sampler_steps: dict[str, int | None]  # sampler -> default steps (None: all of them)
+
+
+def load_engine(_worker: Worker | None = None) -> EngineInfo:
+    """Import torch and the engine (seconds, once) and list what this machine offers."""
+    from core import data, device, samplers, trainer  # noqa: F401 - trainer: pay its import now
+
+    devices = {name: device.describe(device.pick_device(name)) for name in device.available_devices()}
+    return EngineInfo(devices, dict(data.BUILTIN_DATASETS), dict(samplers.DEFAULT_STEPS))
+
+
+def count_parameters(params: ModelParams) -> int:
+    """The UNet's parameter count, built on the meta device: no memory, milliseconds."""
+    import torch
+
+    from core.unet import UNet
+    from core.unet import count_parameters as count
+
+    with torch.device("meta"):
+        return count(UNet(params))
+
+
+# -- datasets ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetKey:
+    """What a scanned dataset depends on: change any of these and it must be scanned again."""
+
+    im_path: str
+    channels: int
+    size: int
+
+    @classmethod
+    def of(cls, config: Config) -> DatasetKey:
+        m = config.model_params
+        return cls(config.dataset_params.im_path, m.im_channels, m.im_size)
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    done: int
+    total: int
+
+
+@dataclass
+class ScanResult:
+    key: DatasetKey
+    dataset: Any  # core.data.ImageDataset, handed to the Trainer so it is not loaded twice
+    report: Any  # core.data.DatasetReport
+    thumbnails: np.ndarray  # (N, H, W, C) uint8, as the model will see them
+    thumbnail_labels: list[str]
+
+
+def scan_dataset(worker: Worker, key: DatasetKey) -> ScanResult:
+    """Load and report on a dataset, reporting :class:`ScanProgress` (core paces it to about a
+    hundred calls) and honouring abort."""
+    from core.data import load_dataset
+
+    dataset = load_dataset(key.im_path, key.channels, key.size,
+                           progress=lambda done, total: worker.report(ScanProgress(done, total)),
+                           should_cancel=worker.should_abort)
+    n = min(THUMBNAILS, len(dataset))
+    spread = np.linspace(0, len(dataset) - 1, n).astype(np.int64) if n else np.zeros(0, np.int64)
+    return ScanResult(key, dataset, dataset.report, _as_uint8(dataset, spread), _labels(dataset, spread))
+
+
+def _as_uint8(dataset: Any, indices: np.ndarray) -> np.ndarray:
+    """The chosen training images as (N, H, W, C) uint8 for display."""
+    images = getattr(dataset, "images", None)
+    if images is not None:
+        chosen = np.asarray(images[indices.tolist()])
+    else:  # streamed dataset: items are floats in [-1, 1]
+        chosen = np.stack([((dataset[int(i)].numpy() + 1) * 127.5).round().clip(0, 255) for i in indices])
+        chosen = chosen.astype(np.uint8)
+    return np.ascontiguousarray(chosen.transpose(0, 2, 3, 1))
+
+
+def _labels(dataset: Any, indices: np.ndarray) -> list[str]:
+    names = list(getattr(dataset, "class_names", []) or [])
+    labels = getattr(dataset, "labels", None)
+    if not names or labels is None:
+        return [""] * len(indices)
+    return [names[int(labels[int(i)])] if int(labels[int(i)]) < len(names) else "" for i in indices]
+
+
+# -- training ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PreviewGrid:
+    """A trainer preview as a display-ready grid (converted on the training thread)."""
+
+    step: int
+    grid: np.ndarray  # (H, W, C) uint8
+
+
+@dataclass(frozen=True)
+class LossLog:
+    """The steps a resumed run already logged, so its curve starts where it left off."""
+
+    steps: np.ndarray
+    losses: np.ndarray
+
+
+def for_display(event: Any) -> Any:
+    """A trainer event as the UI thread may hold it: previews become uint8 grids, the rest as is."""
+    images = getattr(event, "images", None)
+    if images is None:
+        return event
+    from core.exports import to_uint8_grid
+
+    nrow = max(1, int(round(len(images) ** 0.5)))
+    return PreviewGrid(event.step, to_uint8_grid(images, nrow))
+
+
+def logged_losses(run_dir: Path) -> LossLog:
+    """The loss column of a run's ``log.jsonl``."""
+    from core.runs import RunDir
+
+    rows = [r for r in RunDir(run_dir).read_log() if "step" in r and "loss" in r]
+    return LossLog(np.array([r["step"] for r in rows], dtype=np.float64),
+                   np.array([r["loss"] for r in rows], dtype=np.float64))
+
+
+# -- sampling ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleRequest:
+    source: Path  # a run folder, a .safetensors file or a tutorial .pth
+    config: Config | None  # required for a .pth; a run knows its own
+    sampler: str
+    steps: int
+    num_images: int
+    seed: int
+    use_ema: bool
+    device: str  # "auto" or a device name
+
+
+@dataclass(frozen=True)
+class SampleFrame:
+    """One step of the animation, ready to show."""
+
+    index: int
+    num_steps: int
+    t: int
+    xt: np.ndarray  # (H, W, C) uint8 grid
+    x0: np.ndarray
+
+
+@dataclass
+class SampleResult:
+    store: Any  # core.frames.FrameStore with every kept frame
+    images: Any  # final images, float [-1, 1] CPU (N, C, H, W), for exports
+    nrow: int
+
+
+MAX_FRAMES = 200
+
+
+def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
+    """Load the model, sample, keep frames in a FrameStore and report each as a SampleFrame."""
+    from core.checkpoint import load_for_sampling
+    from core.device import pick_device
+    from core.frames import FrameStore
+    from core.samplers import sample
+    from core.schedule import NoiseSchedule
+
+    device = pick_device(request.device)
+    model, config = load_for_sampling(request.source, request.config, use_ema=request.use_ema, device=device)
+    m = config.model_params
+    nrow = max(1, int(round(request.num_images ** 0.5)))
+    store = FrameStore(max_frames=MAX_FRAMES, nrow=nrow)
+    throttle = Throttle(0.03)
+    final = None
+    frames = sample(model, NoiseSchedule.from_config(config.diffusion_params), num_images=request.num_images,
+                    image_shape=(m.im_channels, m.im_size, m.im_size), sampler=request.sampler,
+                    steps=request.steps, seed=request.seed, device=device,
+                    frame_stride=max(1, request.steps // MAX_FRAMES), should_cancel=worker.should_abort)
+    for final in frames:
+        store.add(final)
+        if throttle.ready(force=final.index + 1 == final.num_steps):
+            worker.report(SampleFrame(final.index, final.num_steps, final.t, store.xt(-1), store.x0(-1)))
+    return SampleResult(store, final.xt, nrow)

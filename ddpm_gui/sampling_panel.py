@@ -1,0 +1,317 @@
+"""The sampling view: generate images from a trained model and watch them being denoised.
+
+The sampler runs on a worker that keeps every frame in a ``core.frames.FrameStore`` and sends
+the newest one to the view as it goes. When it ends, the store is handed to the view for
+playback (it is never read while the worker still writes to it). The x_t grid and the model's
+current estimate of x_0 are shown side by side, so one sees both the noisy state and what the
+model believes lies under it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.config import Config
+
+from .banner import Banner, error_text
+from .engine import SampleFrame, SampleRequest, SampleResult, run_sampling
+from .frame_player import BASE_FPS, SPEEDS, FramePlayer
+from .images import ImageView
+from .workers import Worker
+
+SAMPLER_TITLES = {"ddpm": "DDPM (tutorial, ancestral)", "ddim": "DDIM", "dpm++": "DPM-Solver++ (2M)"}
+MAX_SEED = 2**31 - 1
+
+
+class SamplingPanel(QWidget):
+    """Sampler settings, Sample / Cancel, the two animated grids, the player and exports."""
+
+    exported = Signal(str)  # the path written
+    sampled = Signal()  # a sampling run ended with frames to show
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.source: Path | None = None
+        self.source_config: Config | None = None
+        self.result: SampleResult | None = None
+        self.device = "auto"
+        self._default_steps: dict[str, int | None] = {}
+        self._num_timesteps = 1000
+        self._worker: Worker | None = None
+        self._exporter: Worker | None = None
+        self._busy_elsewhere = False
+
+        self.source_label = QLabel("No model yet: train one, or open a run (File ▸ Open Run…).")
+        self.source_label.setObjectName("sampleSourceLabel")
+        self.source_label.setWordWrap(True)
+        self.sampler_combo = QComboBox()
+        self.sampler_combo.setObjectName("samplerCombo")
+        self.sampler_combo.setToolTip("DDPM is the tutorial's sampler (one model call per training step); "
+                                      "DDIM and DPM-Solver++ get similar images in 20-50 steps.")
+        self.sampler_combo.currentIndexChanged.connect(self._on_sampler)
+        self.steps_spin = _spin("sampleStepsSpin", 1, 1000, 1000, "Denoising steps (model calls).")
+        self.count_spin = _spin("numSamplesSpin", 1, 256, 16, "How many images to generate at once.")
+        self.seed_spin = _spin("seedSpin", 0, MAX_SEED, 0, "Same seed, same images.")
+        self.seed_spin.setMaximumWidth(110)
+        self.weights_combo = QComboBox()
+        self.weights_combo.setObjectName("weightsCombo")
+        self.weights_combo.addItem("EMA weights", True)
+        self.weights_combo.addItem("Raw weights", False)
+        self.weights_combo.setToolTip("EMA (averaged) weights usually give cleaner samples.")
+        self.sample_button = QPushButton("Sample")
+        self.sample_button.setObjectName("sampleButton")
+        self.sample_button.clicked.connect(lambda: self.start())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("sampleCancelButton")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("sampleProgressBar")
+        self.progress.setFormat("step %v / %m")
+        self.progress.hide()
+        self.banner = Banner()
+
+        settings = QHBoxLayout()
+        for label, widget in (("Sampler", self.sampler_combo), ("Steps", self.steps_spin),
+                              ("Images", self.count_spin), ("Seed", self.seed_spin), (None, self.weights_combo)):
+            if label:
+                settings.addWidget(QLabel(label))
+            settings.addWidget(widget)
+        settings.addStretch(1)
+        settings.addWidget(self.sample_button)
+        settings.addWidget(self.cancel_button)
+
+        self.xt_view = ImageView("x_t: the noisy images, step by step")
+        self.xt_view.setObjectName("xtView")
+        self.x0_view = ImageView("predicted x_0: what the model believes lies under the noise")
+        self.x0_view.setObjectName("x0View")
+        views = QGridLayout()
+        views.addWidget(QLabel("<b>x<sub>t</sub></b> — current sample"), 0, 0, Qt.AlignmentFlag.AlignHCenter)
+        views.addWidget(QLabel("<b>predicted x<sub>0</sub></b> — the model's estimate of the clean image"),
+                        0, 1, Qt.AlignmentFlag.AlignHCenter)
+        views.addWidget(self.xt_view, 1, 0)
+        views.addWidget(self.x0_view, 1, 1)
+        views.setRowStretch(1, 1)
+
+        self.player = FramePlayer()
+        self.player.frameChanged.connect(self._show_frame)
+
+        self.export_grid_button = QPushButton("Export grid…")
+        self.export_grid_button.setObjectName("exportGridButton")
+        self.export_grid_button.clicked.connect(lambda: self.export_grid())
+        self.export_animation_button = QPushButton("Export animation…")
+        self.export_animation_button.setObjectName("exportAnimationButton")
+        self.export_animation_button.clicked.connect(lambda: self.export_animation())
+        self.export_images_button = QPushButton("Export images…")
+        self.export_images_button.setObjectName("exportImagesButton")
+        self.export_images_button.clicked.connect(lambda: self.export_images())
+        exports = QHBoxLayout()
+        exports.addWidget(self.progress, 1)
+        exports.addWidget(self.export_grid_button)
+        exports.addWidget(self.export_animation_button)
+        exports.addWidget(self.export_images_button)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.source_label)
+        layout.addLayout(settings)
+        layout.addWidget(self.banner)
+        layout.addLayout(views, 1)
+        layout.addWidget(self.player)
+        layout.addLayout(exports)
+        self._update_enabled()
+
+    # -- setup from the window --------------------------------------------------------------------
+    def set_samplers(self, default_steps: dict[str, int | None]) -> None:
+        """Fill the sampler list once the engine is loaded (``core.samplers.DEFAULT_STEPS``)."""
+        self._default_steps = dict(default_steps)
+        self.sampler_combo.blockSignals(True)
+        for name in default_steps:
+            self.sampler_combo.addItem(SAMPLER_TITLES.get(name, name), name)
+        self.sampler_combo.blockSignals(False)
+        self._on_sampler()
+        self._update_enabled()
+
+    def set_source(self, source: Path | None, config: Config | None, description: str = "") -> None:
+        """The model to sample (a run folder or a weights file) and the config it was trained with."""
+        self.source, self.source_config = source, config
+        if config is not None:
+            self._num_timesteps = config.diffusion_params.num_timesteps
+            self.steps_spin.setMaximum(self._num_timesteps)
+            self.count_spin.setValue(min(config.train_params.num_samples, self.count_spin.maximum()))
+            self._on_sampler()
+        self.source_label.setText(f"Model: <b>{description or source}</b>" if source is not None else
+                                  "No model yet: train one, or open a run (File ▸ Open Run…).")
+        self._update_enabled()
+
+    def set_busy_elsewhere(self, busy: bool) -> None:
+        """Training uses the same cores: sampling waits until it ends or pauses."""
+        self._busy_elsewhere = busy
+        self._update_enabled()
+
+    def _on_sampler(self) -> None:
+        name = self.sampler_combo.currentData()
+        if name in self._default_steps:
+            self.steps_spin.setValue(min(self._default_steps[name] or self._num_timesteps, self._num_timesteps))
+
+    def _update_enabled(self) -> None:
+        running = self._worker is not None
+        ready = self.source is not None and bool(self._default_steps) and not self._busy_elsewhere
+        self.sample_button.setEnabled(ready and not running)
+        self.cancel_button.setEnabled(running)
+        has = self.result is not None and not running
+        for button in (self.export_grid_button, self.export_animation_button, self.export_images_button):
+            button.setEnabled(has and self._exporter is None)
+        if self.source is None:
+            self.sample_button.setToolTip("Train a model or open a run first.")
+        elif self._busy_elsewhere:
+            self.sample_button.setToolTip("Pause or stop training to sample.")
+        else:
+            self.sample_button.setToolTip("Generate images from pure noise.")
+
+    # -- sampling -------------------------------------------------------------------------------
+    def request(self) -> SampleRequest:
+        return SampleRequest(
+            source=self.source, config=self.source_config, sampler=self.sampler_combo.currentData(),
+            steps=self.steps_spin.value(), num_images=self.count_spin.value(), seed=self.seed_spin.value(),
+            use_ema=bool(self.weights_combo.currentData()), device=self.device,
+        )
+
+    def start(self) -> Worker | None:
+        """Sample with the current settings; returns the worker (tests wait on its signals)."""
+        if not self.sample_button.isEnabled():
+            return None
+        request = self.request()
+        self.banner.clear()
+        self.result = None
+        self.player.set_frames([])
+        self.progress.setRange(0, request.steps)
+        self.progress.setValue(0)
+        self.progress.show()
+        worker = Worker(lambda w: run_sampling(w, request), self)
+        worker.yielded.connect(self._on_frame)
+        worker.returned.connect(self._on_done)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(lambda: self.progress.setFormat("Cancelled at step %v / %m"))
+        worker.finished.connect(lambda: self._on_finished(worker))
+        self._worker = worker
+        self.progress.setFormat("step %v / %m")
+        self._update_enabled()
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.abort()
+
+    def is_sampling(self) -> bool:
+        return self._worker is not None
+
+    def _on_frame(self, frame: SampleFrame) -> None:
+        self.progress.setValue(frame.index + 1)
+        self.xt_view.set_array(frame.xt)
+        self.x0_view.set_array(frame.x0)
+        self.player.t_label.setText(f"t = {frame.t}")
+
+    def _on_done(self, result: SampleResult) -> None:
+        self.result = result
+        self.player.set_frames(list(result.store.ts))
+        self.sampled.emit()
+
+    def _on_error(self, error: BaseException) -> None:
+        self.banner.show_message(error_text(error, "Sampling failed"))
+
+    def _on_finished(self, worker: Worker) -> None:
+        if self._worker is worker:
+            self._worker = None
+        worker.deleteLater()
+        self._update_enabled()
+
+    def _show_frame(self, index: int) -> None:
+        if self.result is not None:
+            self.xt_view.set_array(self.result.store.xt(index))
+            self.x0_view.set_array(self.result.store.x0(index))
+
+    # -- exports -------------------------------------------------------------------------------
+    def export_grid(self, path: str | Path | None = None) -> Worker | None:
+        """The final images as one PNG grid (a save dialog when no path)."""
+        from core.exports import save_grid
+
+        path = path or self._ask_path("Export grid", "samples.png", "PNG image (*.png)")
+        if not path or self.result is None:
+            return None
+        images, nrow = self.result.images, self.result.nrow
+        return self._export(lambda w: save_grid(images, path, nrow), path)
+
+    def export_animation(self, path: str | Path | None = None) -> Worker | None:
+        """The denoising (x_t beside x0) as a GIF or MP4, at the player's speed."""
+        from core.exports import save_animation
+
+        path = path or self._ask_path("Export animation", "denoising.gif", "GIF (*.gif);;MP4 video (*.mp4)")
+        if not path or self.result is None:
+            return None
+        store = self.result.store
+        frames = [store.side_by_side(i) for i in range(len(store))]
+        fps = BASE_FPS * SPEEDS[self.player.speed.currentText()]
+        loop = self.player.loop.isChecked()
+        return self._export(lambda w: save_animation(frames, path, fps=fps, loop=loop), path)
+
+    def export_images(self, folder: str | Path | None = None) -> Worker | None:
+        """Each final image as its own PNG in a folder."""
+        from core.exports import save_images
+
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Export images into folder")
+        if not folder or self.result is None:
+            return None
+        images = self.result.images
+        return self._export(lambda w: save_images(images, folder), folder)
+
+    def _ask_path(self, title: str, name: str, filters: str) -> str:
+        path, _ = QFileDialog.getSaveFileName(self, title, str(Path.home() / name), filters)
+        return path
+
+    def _export(self, write: Callable[[Worker], Any], path: str | Path) -> Worker:
+        """Write on a worker (an MP4 of a large grid takes seconds); report in the banner."""
+        worker = Worker(write, self)
+        worker.returned.connect(lambda _: self._on_exported(str(path)))
+        worker.errored.connect(lambda e: self.banner.show_message(error_text(e, f"Could not write {path}")))
+        worker.finished.connect(lambda: self._on_export_finished(worker))
+        self._exporter = worker
+        self._update_enabled()
+        worker.start()
+        return worker
+
+    def _on_exported(self, path: str) -> None:
+        self.banner.show_message(f"Saved {path}", "info")
+        self.exported.emit(path)
+
+    def _on_export_finished(self, worker: Worker) -> None:
+        if self._exporter is worker:
+            self._exporter = None
+        worker.deleteLater()
+        self._update_enabled()
+
+
+def _spin(name: str, low: int, high: int, value: int, tip: str) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setObjectName(name)
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    spin.setAccelerated(True)
+    return spin
+
