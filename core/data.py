@@ -41,14 +41,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from .choices import BUILTIN_DATASETS, BUILTIN_PREFIX
 from .errors import DatasetError, UserError
 from .resources import resources_dir
 
-BUILTIN_DATASETS: dict[str, str] = {
-    "mnist": "MNIST digits (5,000)",
-    "fashion-mnist": "Fashion-MNIST (10,000)",
-}
-BUILTIN_PREFIX = "builtin:"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Larger images are skipped before decoding: 8192x8192 RGBA already needs 256 MiB. It sits below
 # PIL's own decompression-bomb warning (89 Mpx); PIL refuses anything over 179 Mpx at open.

@@ -27,21 +27,13 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from .choices import DEFAULT_STEPS, SAMPLERS, SamplerName
 from .device import Precision
 from .errors import UserError
 from .schedule import NoiseSchedule, randn_like
-
-SamplerName = Literal["ddpm", "ddim", "dpm++"]
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++")
-
-#: Steps used when ``steps`` is None (capped at the schedule's length): the tutorial's full chain
-#: for DDPM; the step counts at which DDIM (Song et al. 2020, table 1) and DPM-Solver++ (Lu et
-#: al. 2022, fig. 1) reach most of their quality.
-DEFAULT_STEPS: dict[str, int | None] = {"ddpm": None, "ddim": 50, "dpm++": 20}
 
 EpsModel = Callable[[torch.Tensor, int], torch.Tensor]
 StepIter = Iterator[tuple[int, torch.Tensor, torch.Tensor]]

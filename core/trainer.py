@@ -262,6 +262,7 @@ class Trainer:
                 last_saved = self.step
             if tp.sample_every_steps and self.step % tp.sample_every_steps == 0:
                 self._preview()
+            clock.reset_clock()  # checkpoints and previews are not training time: keep them out of the ETA
         if self.step != last_saved or not self.run_dir.list_checkpoints():
             self._checkpoint()
         self._export_weights()
@@ -403,13 +404,17 @@ class Trainer:
         if not self.dist.is_main:
             return
         from .exports import save_grid
-        from .samplers import generate
+        from .samplers import SamplingCancelled, generate
 
         m = self.config.model_params
-        images = generate(self.ema_model, self.schedule, num_images=PREVIEW_IMAGES,
-                          image_shape=(m.im_channels, m.im_size, m.im_size), sampler="dpm++",
-                          steps=min(PREVIEW_STEPS, self.schedule.num_timesteps), seed=self.config.train_params.seed,
-                          device=self.device, precision=self.precision)
+        try:
+            images = generate(self.ema_model, self.schedule, num_images=PREVIEW_IMAGES,
+                              image_shape=(m.im_channels, m.im_size, m.im_size), sampler="dpm++",
+                              steps=min(PREVIEW_STEPS, self.schedule.num_timesteps),
+                              seed=self.config.train_params.seed, device=self.device, precision=self.precision,
+                              should_cancel=lambda: self._control.stop)
+        except SamplingCancelled:
+            return  # Stop pressed mid-preview: stopping matters more than the picture
         save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)
         self._emit(PreviewReady(self.step, images))
 

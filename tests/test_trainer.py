@@ -197,3 +197,12 @@ def test_tiny_model_overfits_a_handful_of_real_digits(tmp_path):
         return ((x[:, None] - train[None]) ** 2).mean(dim=(2, 3, 4)).min(dim=1).values.mean().item()
 
     assert nearest(samples) < 0.8 * nearest(noise)
+
+
+def test_previews_are_emitted_and_saved(tmp_path):
+    events: list = []
+    _train(_config(max_steps=6, sample_every_steps=3), tmp_path / "run", events=events)
+    previews = [e for e in events if isinstance(e, tr.PreviewReady)]
+    assert [p.step for p in previews] == [3, 6]
+    assert previews[0].images.shape == (tr.PREVIEW_IMAGES, 1, 16, 16)
+    assert sorted(p.name for p in RunDir(tmp_path / "run").samples.iterdir()) == ["step-000003.png", "step-000006.png"]
