@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .choices import DEFAULT_STEPS, SAMPLERS, SamplerName
+from .choices import DEFAULT_STEPS, SAMPLERS
 from .device import Precision
 from .errors import UserError
 from .schedule import NoiseSchedule, randn_like

@@ -151,7 +151,10 @@ def _self_test(args: argparse.Namespace, work: Path, started: float) -> dict[str
     window.show()
     _wait(app, lambda: window.shown_at is not None, 30, "the window to show")
     to_window = window.shown_at - started
-    _wait(app, lambda: "info" in ready, args.timeout, "the engine (PyTorch) to load")
+    # The window loads the engine on a worker thread and shows a failure in its banner.
+    _wait(app, lambda: "info" in ready or window.banner.kind == "error", args.timeout, "the engine (PyTorch) to load")
+    if "info" not in ready:
+        raise RuntimeError(f"the engine did not load: {window.banner.message}")
     to_engine = time.perf_counter() - started
     resources = _check_resources()
     try:
