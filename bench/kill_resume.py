@@ -29,11 +29,13 @@ from core.errors import CheckpointError  # noqa: E402
 from core.runs import RunDir  # noqa: E402
 from core.trainer import Trainer  # noqa: E402
 
+# A wide time embedding makes each checkpoint ~40 MB while a step stays cheap, so a good share
+# of random kills lands while a checkpoint is being written.
 TINY = {
     "dataset_params": {"im_path": "builtin:mnist"},
     "diffusion_params": {"num_timesteps": 100},
     "model_params": {"im_channels": 1, "im_size": 16, "down_channels": [16, 32, 32], "mid_channels": [32, 32],
-                     "down_sample": [True, False], "time_emb_dim": 32, "num_down_layers": 1,
+                     "down_sample": [True, False], "time_emb_dim": 1024, "num_down_layers": 1,
                      "num_mid_layers": 1, "num_up_layers": 1, "num_heads": 2, "down_attention": [False, True]},
     "train_params": {"batch_size": 8, "lr": 1e-3, "device": "cpu", "precision": "fp32",
                      "checkpoint_every_steps": 1, "keep_checkpoints": 3, "max_steps": 100000},
@@ -88,18 +90,20 @@ def trial(work: Path, rng: random.Random) -> dict:
     config = Config.from_dict(TINY)
     run = RunDir(work / "run")
     _kill_after_progress(_train_cmd(config_path, run.path, resume=False), run, 0, rng.uniform(0.0, 1.5))
+    mid_write = len(list(run.checkpoints.glob(".*.tmp")))  # a temp file left: killed while writing
     count, corrupt, newest = _checkpoints_load(run, config)
     resumed_from = None
     progressed = False
     if count:
         _kill_after_progress(_train_cmd(config_path, run.path, resume=True), run, newest, rng.uniform(0.0, 1.5))
+        mid_write += len(list(run.checkpoints.glob(".*.tmp")))
         log = run.read_log()
         steps = [r["step"] for r in log]
         resumed_from = newest
         after_count, after_corrupt, after_newest = _checkpoints_load(run, config)
         corrupt += after_corrupt
         progressed = after_newest > newest and steps == list(range(1, len(steps) + 1))
-    return {"checkpoints": count, "corrupt": corrupt, "newest_step_before_resume": newest,
+    return {"checkpoints": count, "killed_mid_write": mid_write, "corrupt": corrupt, "newest_step_before_resume": newest,
             "resumed_from": resumed_from, "progressed_after_resume": progressed}
 
 
@@ -118,6 +122,7 @@ def main() -> None:
         "trials": len(results),
         "corrupt_checkpoints": sum(r["corrupt"] for r in results),
         "trials_without_checkpoint": sum(r["checkpoints"] == 0 for r in results),
+        "kills_mid_checkpoint_write": sum(r["killed_mid_write"] for r in results),
         "resumed_and_progressed": sum(r["progressed_after_resume"] for r in results),
         "seconds": round(time.time() - start, 1),
         "results": results,
