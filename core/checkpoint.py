@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,11 +174,14 @@ def load_tutorial_pth(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist; check the path.") from None
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"Refused to open {path}: it contains code or objects other than weights "
-            f"({str(e).splitlines()[0]}). Only open checkpoints from people you trust, and prefer .safetensors."
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        blocked = re.search(r"unsupported GLOBAL (\S+)", str(e))
+        if blocked:
+            raise CheckpointError(
+                f"Refused to open {path}: it asks to run {blocked.group(1)}, which a checkpoint of weights "
+                "never needs. Only open checkpoints from people you trust, and prefer .safetensors."
+            ) from None
+        raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint.") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint ({e}).") from None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]

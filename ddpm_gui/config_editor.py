@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 from core.config import SECTIONS, Config, load_config, save_config
 from core.errors import ConfigError, UserError
 
-from .banner import Banner
+from .banner import Banner, error_text
 from .fields import FieldEditor, editor_for
 from .workers import Worker
 
@@ -249,7 +249,7 @@ class ConfigEditor(QWidget):
 
         self._counter = Worker(lambda w: count_parameters(params), self)
         self._counter.returned.connect(lambda n: self._show_count(params, n))
-        self._counter.errored.connect(lambda e: self.params_label.setText("Parameters: ?"))
+        self._counter.errored.connect(self._count_failed)
         self._counter.finished.connect(self._count_finished)
         self._counter.start()
 
@@ -258,6 +258,12 @@ class ConfigEditor(QWidget):
         if params == self._count_wanted:
             count = f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n:,}"
             self.params_label.setText(f"Parameters: <b>{count}</b>")
+            self.params_label.setToolTip("")
+
+    def _count_failed(self, error: BaseException) -> None:
+        """Not worth a banner (training would report the real problem), but never silent."""
+        self.params_label.setText("Parameters: ?")
+        self.params_label.setToolTip(error_text(error, "Could not count the parameters"))
 
     def _count_finished(self) -> None:
         worker, self._counter = self._counter, None

@@ -34,12 +34,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.choices import BUILTIN_DATASETS, BUILTIN_PREFIX
+
 from .banner import Banner, error_text
 from .engine import DatasetKey, ScanProgress, ScanResult, scan_dataset
 from .images import thumbnail
 from .workers import Worker
 
-BUILTIN_PREFIX = "builtin:"
 THUMB_PX = 64
 MAX_NAME_COLUMN_PX = 200  # the reason, not the path, is what the user needs to read
 
@@ -77,6 +78,13 @@ class DatasetPanel(QWidget):
         self.demo_row.addWidget(QLabel("Built-in demos:"))
         self.demo_buttons = QButtonGroup(self)
         self.demo_buttons.setExclusive(False)  # checked from im_path, which may name no demo
+        for name, title in BUILTIN_DATASETS.items():
+            button = QPushButton(title)
+            button.setObjectName(f"demo-{name}")
+            button.setCheckable(True)
+            button.clicked.connect(lambda _=False, n=name: self._choose(BUILTIN_PREFIX + n))
+            self.demo_buttons.addButton(button)
+            self.demo_row.addWidget(button)
         self.demo_row.addStretch(1)
 
         self.progress = QProgressBar()
@@ -165,17 +173,6 @@ class DatasetPanel(QWidget):
     def _choose(self, path: str) -> None:
         if path:
             self.pathChosen.emit(path)
-
-    def set_builtins(self, builtins: dict[str, str]) -> None:
-        """Add one button per built-in demo (known once the engine has loaded)."""
-        for name, title in builtins.items():
-            button = QPushButton(title)
-            button.setObjectName(f"demo-{name}")
-            button.setCheckable(True)
-            button.clicked.connect(lambda _=False, n=name: self._choose(BUILTIN_PREFIX + n))
-            self.demo_buttons.addButton(button)
-            self.demo_row.insertWidget(self.demo_row.count() - 1, button)
-        self._check_demo()
 
     def set_locked(self, locked: bool) -> None:
         """While a run trains on the current images, picking others waits until it ends."""

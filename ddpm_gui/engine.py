@@ -21,19 +21,20 @@ THUMBNAILS = 96
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """What the window fills in once torch has loaded."""
+    """What the window fills in once torch has loaded: only what depends on this machine.
+
+    Names known without torch (demo datasets, samplers) come from ``core.choices`` when the
+    window is built, so they never wait for this.
+    """
 
     devices: dict[str, str]  # name -> human description, best first
-    builtin_datasets: dict[str, str]  # name -> title
-    sampler_steps: dict[str, int | None]  # sampler -> default steps (None: all of them)
 
 
 def load_engine(_worker: Worker | None = None) -> EngineInfo:
     """Import torch and the engine (seconds, once) and list what this machine offers."""
-    from core import data, device, samplers, trainer  # noqa: F401 - trainer: pay its import now
+    from core import data, device, samplers, trainer  # noqa: F401 - pay every heavy import now, off the UI thread
 
-    devices = {name: device.describe(device.pick_device(name)) for name in device.available_devices()}
-    return EngineInfo(devices, dict(data.BUILTIN_DATASETS), dict(samplers.DEFAULT_STEPS))
+    return EngineInfo({name: device.describe(device.pick_device(name)) for name in device.available_devices()})
 
 
 def count_parameters(params: ModelParams) -> int:
@@ -144,6 +145,22 @@ def logged_losses(run_dir: Path) -> LossLog:
     rows = [r for r in RunDir(run_dir).read_log() if "step" in r and "loss" in r]
     return LossLog(np.array([r["step"] for r in rows], dtype=np.float64),
                    np.array([r["loss"] for r in rows], dtype=np.float64))
+
+
+def run_history(run_dir: Path) -> list[LossLog | PreviewGrid]:
+    """What an opened run shows on the Train page: its loss curve and its newest preview grid
+    (``samples/step-NNNNNN.png``, as the trainer saved it), as the events a live run sends."""
+    from PIL import Image
+
+    from core.runs import RunDir
+
+    history: list[LossLog | PreviewGrid] = [logged_losses(run_dir)]
+    previews = sorted(RunDir(run_dir).samples.glob("step-*.png"))
+    if previews:
+        with Image.open(previews[-1]) as im:
+            grid = np.asarray(im.convert("L" if im.mode in ("1", "L", "I", "I;16") else "RGB"))
+        history.append(PreviewGrid(int(previews[-1].stem.removeprefix("step-")), grid))
+    return history
 
 
 # -- sampling ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.choices import BUILTIN_PREFIX
 from core.config import Config, load_config
 from core.errors import UserError
 from core.presets import DEFAULT_PRESET
@@ -34,7 +35,7 @@ from core.presets import DEFAULT_PRESET
 from .banner import Banner, error_text
 from .config_editor import ConfigEditor
 from .dataset_panel import DatasetPanel
-from .engine import DatasetKey, EngineInfo, LossLog, ScanResult, load_engine, logged_losses
+from .engine import DatasetKey, EngineInfo, ScanResult, load_engine, run_history
 from .sampling_panel import SamplingPanel
 from .settings import APP_NAME, Settings, load_geometry, new_run_dir, runs_dir, save_geometry
 from .training import State, TrainingRunner
@@ -175,8 +176,6 @@ class MainWindow(QMainWindow):
     def _on_engine_ready(self, info: EngineInfo) -> None:
         self.engine = info
         self.config_editor.set_devices(info.devices)
-        self.dataset_panel.set_builtins(info.builtin_datasets)
-        self.sampling_panel.set_samplers(info.sampler_steps)
         self.statusBar().showMessage(f"Engine ready · {', '.join(info.devices.values())}", 8000)
         self._on_config_changed(self.config_editor.config)
         self.engineReady.emit(info)
@@ -198,7 +197,7 @@ class MainWindow(QMainWindow):
 
     def _on_scanned(self, result: ScanResult) -> None:
         path = result.key.im_path
-        if not path.lower().startswith("builtin:"):
+        if not path.lower().startswith(BUILTIN_PREFIX):
             self.settings.add_recent(path)
             self.dataset_panel.set_recent(self.settings.recent_folders)
         self._update_controls()
@@ -211,6 +210,8 @@ class MainWindow(QMainWindow):
         return result.dataset
 
     def _why_not_train(self) -> str:
+        if self._closing:
+            return "Closing…"
         if self.engine is None:
             return "Loading the engine…"
         if self.config_editor.config is None:
@@ -295,12 +296,18 @@ class MainWindow(QMainWindow):
         self._set_resume_run(run_dir if _has_checkpoint(run_dir) else None)
         self._offer_for_sampling(run_dir)
         self.settings.last_run = str(run_dir)
-        loader = Worker(lambda w: logged_losses(run_dir), self)
-        loader.returned.connect(lambda log: self.training_panel.on_event(LossLog(log.steps, log.losses)))
+        loader = Worker(lambda w: run_history(run_dir), self)
+        loader.returned.connect(self._show_history)
+        loader.errored.connect(
+            lambda e: self.banner.show_message(error_text(e, f"Could not read the log of {run_dir}")))
         loader.finished.connect(loader.deleteLater)
         loader.start()
         self._show_page(2)
         return True
+
+    def _show_history(self, events: list[Any]) -> None:
+        for event in events:
+            self.training_panel.on_event(event)
 
     def _reopen_last_run(self) -> None:
         self.open_run(self.settings.last_run)
@@ -344,23 +351,35 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
-        """While training: ask, stop, and close only after the checkpoint is written."""
+        """While training: ask, stop, and close only after the checkpoint is written. Then join
+        every worker, so no thread outlives the window (Qt aborts on destroying a running one)."""
         if self.runner.is_active():
             if not self._closing and not self.confirm_close():
                 event.ignore()
                 return
-            self._closing = True
+            self._begin_closing()
             self.runner.stop()
             self.statusBar().showMessage("Stopping training and saving a checkpoint…")
             event.ignore()  # closed again from _on_training_ended
             return
-        for worker in self.findChildren(Worker):  # scans, sampling, exports, the engine load
+        self._begin_closing()
+        workers = self.findChildren(Worker)  # scans, sampling, exports, the engine load
+        for worker in workers:  # all asked first, so they wind down together
             worker.abort()
+        for worker in workers:
             worker.wait()
         self.settings.save(self._store)
         save_geometry(self.saveGeometry(), self._store)
         self._store.sync()
         super().closeEvent(event)
+
+    def _begin_closing(self) -> None:
+        """Once closing is decided, clicks and menu actions still queued must start nothing new:
+        a run or a sampler started now would outlive the window."""
+        self._closing = True
+        self.centralWidget().setEnabled(False)
+        self.menuBar().setEnabled(False)
+        self._update_controls()
 
     def _about(self) -> None:
         QMessageBox.about(self, f"About {APP_NAME}",

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.choices import DEFAULT_STEPS, SAMPLER_TITLES, SAMPLERS
 from core.config import Config
 
 from .banner import Banner, error_text
@@ -34,7 +35,6 @@ from .frame_player import BASE_FPS, SPEEDS, FramePlayer
 from .images import ImageView
 from .workers import Worker
 
-SAMPLER_TITLES = {"ddpm": "DDPM (tutorial, ancestral)", "ddim": "DDIM", "dpm++": "DPM-Solver++ (2M)"}
 MAX_SEED = 2**31 - 1
 
 
@@ -50,7 +50,6 @@ class SamplingPanel(QWidget):
         self.source_config: Config | None = None
         self.result: SampleResult | None = None
         self.device = "auto"
-        self._default_steps: dict[str, int | None] = {}
         self._num_timesteps = 1000
         self._worker: Worker | None = None
         self._exporter: Worker | None = None
@@ -63,6 +62,8 @@ class SamplingPanel(QWidget):
         self.sampler_combo.setObjectName("samplerCombo")
         self.sampler_combo.setToolTip("DDPM is the tutorial's sampler (one model call per training step); "
                                       "DDIM and DPM-Solver++ get similar images in 20-50 steps.")
+        for name in SAMPLERS:
+            self.sampler_combo.addItem(SAMPLER_TITLES[name], name)
         self.sampler_combo.currentIndexChanged.connect(self._on_sampler)
         self.steps_spin = _spin("sampleStepsSpin", 1, 1000, 1000, "Denoising steps (model calls).")
         self.count_spin = _spin("numSamplesSpin", 1, 256, 16, "How many images to generate at once.")
@@ -132,19 +133,10 @@ class SamplingPanel(QWidget):
         layout.addLayout(views, 1)
         layout.addWidget(self.player)
         layout.addLayout(exports)
-        self._update_enabled()
-
-    # -- setup from the window --------------------------------------------------------------------
-    def set_samplers(self, default_steps: dict[str, int | None]) -> None:
-        """Fill the sampler list once the engine is loaded (``core.samplers.DEFAULT_STEPS``)."""
-        self._default_steps = dict(default_steps)
-        self.sampler_combo.blockSignals(True)
-        for name in default_steps:
-            self.sampler_combo.addItem(SAMPLER_TITLES.get(name, name), name)
-        self.sampler_combo.blockSignals(False)
         self._on_sampler()
         self._update_enabled()
 
+    # -- setup from the window --------------------------------------------------------------------
     def set_source(self, source: Path | None, config: Config | None, description: str = "") -> None:
         """The model to sample (a run folder or a weights file) and the config it was trained with."""
         self.source, self.source_config = source, config
@@ -163,13 +155,13 @@ class SamplingPanel(QWidget):
         self._update_enabled()
 
     def _on_sampler(self) -> None:
-        name = self.sampler_combo.currentData()
-        if name in self._default_steps:
-            self.steps_spin.setValue(min(self._default_steps[name] or self._num_timesteps, self._num_timesteps))
+        """A sampler's own default step count (the full chain for DDPM), capped at the schedule's length."""
+        steps = DEFAULT_STEPS[self.sampler_combo.currentData()] or self._num_timesteps
+        self.steps_spin.setValue(min(steps, self._num_timesteps))
 
     def _update_enabled(self) -> None:
         running = self._worker is not None
-        ready = self.source is not None and bool(self._default_steps) and not self._busy_elsewhere
+        ready = self.source is not None and not self._busy_elsewhere
         self.sample_button.setEnabled(ready and not running)
         self.cancel_button.setEnabled(running)
         has = self.result is not None and not running

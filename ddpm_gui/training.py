@@ -110,11 +110,6 @@ class TrainingRunner(QObject):
             self._call("request_stop", stop=True)
             self._set_state(State.STOPPING)
 
-    def wait(self) -> None:
-        """Block until the worker thread ends (the last resort when the app quits)."""
-        if self._worker is not None:
-            self._worker.wait()
-
     def _on_event(self, event: Any) -> None:
         kind = type(event).__name__
         if kind == "Started" and self.state is State.STARTING:

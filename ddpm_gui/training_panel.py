@@ -236,9 +236,13 @@ class TrainingPanel(QWidget):
             handler(event)
 
     def _on_LossLog(self, log: Any) -> None:  # noqa: N802 - named after the event type
+        """The steps already trained (an opened or continued run): the curve, and where it ended."""
         self.loss_plot.clear_history()
         for step, loss in zip(log.steps, log.losses, strict=True):
             self.loss_plot.add(int(step), float(loss))
+        if len(log.steps):
+            self.stats["step"].value.setText(f"{int(log.steps[-1]):,}")
+            self.stats["loss"].value.setText(f"{log.losses[-1]:.4f}")
 
     def _on_Started(self, e: Any) -> None:  # noqa: N802
         self.stats["device"].value.setText(f"{e.device} · {e.precision}")

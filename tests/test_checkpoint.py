@@ -43,9 +43,16 @@ class _Payload:
 def test_malicious_pth_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"conv_in.weight": _Payload(str(marker))}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="Refused to open"):
+    with pytest.raises(CheckpointError, match="Refused to open .*system"):
         load_tutorial_pth(tmp_path / "evil.pth")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"hello world", bytes(range(256)) * 12, b""])
+def test_garbage_pth_is_reported_damaged(tmp_path, content):
+    (tmp_path / "junk.pth").write_bytes(content)
+    with pytest.raises(CheckpointError, match="damaged or not a PyTorch checkpoint"):
+        load_tutorial_pth(tmp_path / "junk.pth")
 
 
 def test_weights_round_trip_with_config(tmp_path):

@@ -1,7 +1,7 @@
 """The real window, driven end to end with pytest-qt: pick data, configure, train, sample, export.
 
 Every wait is on a signal or a condition (``waitSignal`` / ``waitUntil``), never a sleep. Runs
-and settings go to ``tmp_path``. Each test leaves screenshots in docs/screenshots.
+and settings go to ``tmp_path``. Tests leave screenshots in docs/screenshots/test (git-ignored).
 """
 from __future__ import annotations
 
@@ -15,43 +15,17 @@ import yaml
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLineEdit, QPushButton, QWidget
 
-from core.config import Config
 from tests.conftest import ROOT
-from tests.gui_helpers import (
-    ENGINE_TIMEOUT_MS,
+from tests.gui_helpers import (  # noqa: F401 - window is a fixture
     STEP_TIMEOUT_MS,
-    isolate_environment,
+    find,
     screenshot,
-    tiny_config,
+    use_tiny_config,
+    window,
     write_image_folder,
 )
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    """The main window, shown, engine loaded, default dataset scanned; closed and drained after."""
-    isolate_environment(tmp_path, monkeypatch)
-    from ddpm_gui.app import create_main_window
-
-    w = create_main_window()
-    w.confirm_close = lambda: True
-    qtbot.addWidget(w)
-    with qtbot.waitSignal(w.engineReady, timeout=ENGINE_TIMEOUT_MS):
-        w.show()
-    qtbot.waitUntil(lambda: w.dataset_panel.result is not None, timeout=STEP_TIMEOUT_MS)
-    yield w
-    if w.runner.is_active():
-        w.runner.stop()
-        qtbot.waitUntil(lambda: not w.runner.is_active(), timeout=STEP_TIMEOUT_MS)
-    w.close()
-
-
-def find(w: QWidget, name: str, kind: type = QWidget) -> QWidget:
-    found = w.findChild(kind, name)
-    assert found is not None, f"no {kind.__name__} named {name}"
-    return found
 
 
 def pick_folder(qtbot, w, folder: Path) -> None:
@@ -61,13 +35,6 @@ def pick_folder(qtbot, w, folder: Path) -> None:
     qtbot.keyClicks(edit, str(folder))
     with qtbot.waitSignals([w.dataset_panel.scanned], timeout=STEP_TIMEOUT_MS):
         qtbot.keyClick(edit, Qt.Key.Key_Return)
-
-
-def use_tiny_config(qtbot, w, folder: Path, **train) -> Config:
-    config = Config.from_dict(tiny_config(folder, **train))
-    w.config_editor.set_config(config)
-    qtbot.waitUntil(lambda: w.current_dataset() is not None, timeout=STEP_TIMEOUT_MS)
-    return config
 
 
 def train_until(qtbot, w, points: int) -> None:
@@ -204,6 +171,7 @@ def test_pause_resume_then_continue_the_run(window, qtbot, tmp_path):
     assert window.open_run(run_dir)
     qtbot.waitUntil(lambda: len(window.training_panel.loss_plot.history) >= stopped_at, timeout=STEP_TIMEOUT_MS)
     assert window.resume_run == run_dir and window.sampling_panel.source == run_dir
+    assert window.training_panel.preview.image() is not None  # the newest preview grid the run saved
 
 
 def test_closing_while_training_asks_stops_and_keeps_a_checkpoint(window, qtbot, tmp_path):
@@ -334,11 +302,23 @@ def test_settings_remember_recent_folders_and_geometry(window, qtbot, tmp_path):
     assert again.height() == 700 and again.width() <= 1100
 
 
-def test_window_module_does_not_import_torch_and_app_reports_start_time(tmp_path):
+WINDOW_WITHOUT_TORCH = """
+import sys
+from ddpm_gui.app import create_main_window
+w = create_main_window()
+demos = [b.objectName() for b in w.dataset_panel.demo_buttons.buttons()]
+assert demos == ["demo-mnist", "demo-fashion-mnist"], demos
+combo = w.sampling_panel.sampler_combo
+assert [combo.itemData(i) for i in range(combo.count())] == ["ddpm", "ddim", "dpm++"]
+assert "torch" not in sys.modules, "torch imported"
+"""
+
+
+def test_window_is_built_without_torch_and_app_reports_start_time(tmp_path):
+    """The window, with its demo buttons and sampler list, exists before torch is imported."""
     env = dict(os.environ, DDPM_STUDIO_HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "cfg"),
                QT_QPA_PLATFORM="offscreen")
-    probe = "import sys, ddpm_gui.app, ddpm_gui.main_window; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", WINDOW_WITHOUT_TORCH], cwd=ROOT, env=env, check=True, timeout=60)
     out = subprocess.run([sys.executable, "-m", "ddpm_gui", "--timing", "--quit-after-ready"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
