@@ -1,6 +1,6 @@
 """``ddpm-studio`` and ``python -m ddpm_gui``: open the window.
 
-``--timing`` prints how long the window took to appear and when the engine finished loading
+``--self-test`` runs the packaged app's end-to-end check (see ``selftest``); ``--timing`` prints how long the window took to appear and when the engine finished loading
 (the engine loads after the window is shown).
 """
 from __future__ import annotations
@@ -26,11 +26,16 @@ def _ensure_streams() -> None:
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()
     _ensure_streams()
+    args_in = sys.argv[1:] if argv is None else argv
+    if "--self-test" in args_in:
+        from .selftest import run_self_test
+
+        return run_self_test(args_in)
     parser = argparse.ArgumentParser(prog="ddpm-studio", description="Train a diffusion model on your images.")
     parser.add_argument("--timing", action="store_true", help="print start-to-window and engine-load times")
     parser.add_argument("--quit-after-ready", action="store_true",
                         help="close once the engine has loaded (for start-up measurements)")
-    args, qt_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, qt_args = parser.parse_known_args(args_in)
 
     from .app import create_main_window, get_qapp
 

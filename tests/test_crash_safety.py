@@ -83,3 +83,14 @@ def test_full_disk_during_export_keeps_existing_file(tmp_path, monkeypatch):
         save_grid(-images, out, nrow=2)
     monkeypatch.undo()
     assert out.read_bytes() == before
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from core.atomic import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644

@@ -1,0 +1,123 @@
+"""Fast checks of the packaging files; the real build is ``packaging/build`` (minutes, not here).
+
+* the PyInstaller spec is valid Python and keeps its promises (onedir, resources, excludes);
+* the .desktop entry validates (``desktop-file-validate``, when installed) and names the icon,
+  the launcher and the window class the app uses;
+* the build scripts are executable bash with ``set -euo pipefail`` and pass ``bash -n``;
+* the self-test runs in-process, in a temp folder, in under a minute.
+"""
+from __future__ import annotations
+
+import ast
+import configparser
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGING = ROOT / "packaging"
+SPEC = PACKAGING / "ddpm-studio.spec"
+DESKTOP = PACKAGING / "linux" / "ddpm-studio.desktop"
+SCRIPTS = [PACKAGING / "build", PACKAGING / "ci-build-and-selftest", PACKAGING / "linux" / "make-deb",
+           PACKAGING / "linux" / "make-tarball", PACKAGING / "linux" / "test-deb", PACKAGING / "macos" / "make-dmg"]
+
+
+def test_spec_parses_and_builds_a_onedir_bundle_with_resources():
+    tree = ast.parse(SPEC.read_text(encoding="utf-8"), filename=str(SPEC))
+    calls = {node.func.id: node for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert {"Analysis", "PYZ", "EXE", "COLLECT", "BUNDLE"} <= set(calls), "onedir needs EXE + COLLECT"
+    text = SPEC.read_text(encoding="utf-8")
+    assert "exclude_binaries=True" in text, "EXE must leave binaries to COLLECT (onedir, not onefile)"
+    assert 'prefix="resources"' in text, "resources/ must be bundled as 'resources' (core.resources)"
+    assert '"torch": "pyz+py"' in text
+    for name in ("PyQt5", "PyQt6", "PySide2", "QtQml", "QtQuick", "QtWebEngineCore", "QtMultimedia", "Qt3DCore"):
+        assert f'"{name}"' in text, f"{name} should be excluded"
+    for entry in ("ddpm_studio.py", "ddpm.py"):
+        assert (PACKAGING / "entry" / entry).is_file()
+    assert (PACKAGING / "rthooks" / "rth_ddpm_studio.py").is_file()
+
+
+def test_spec_excludes_no_qt_module_the_app_imports():
+    """Every PySide6 module imported by ddpm_gui and pyqtgraph must survive the excludes."""
+    text = SPEC.read_text(encoding="utf-8")
+    excluded = set(re.findall(r'"(Qt\w+)"', text))
+    used = {"QtCore", "QtGui", "QtWidgets", "QtSvg", "QtOpenGL", "QtOpenGLWidgets", "QtTest"}
+    for path in (ROOT / "ddpm_gui").glob("*.py"):
+        used |= set(re.findall(r"PySide6\.(Qt\w+)", path.read_text(encoding="utf-8")))
+    assert not used & excluded, f"excluded but used: {sorted(used & excluded)}"
+
+
+def test_desktop_entry_is_valid_and_matches_the_app():
+    entry = configparser.ConfigParser(interpolation=None)
+    entry.optionxform = str
+    entry.read(DESKTOP, encoding="utf-8")
+    d = entry["Desktop Entry"]
+    assert d["Name"] == "DDPM Studio"
+    assert d["Exec"].split()[0] == "ddpm-studio"
+    assert d["Icon"] == "ddpm-studio"
+    assert d["Categories"] == "Graphics;Science;"
+    # X11 WM_CLASS instance = argv[0]'s name; Wayland app id = setDesktopFileName("ddpm-studio")
+    assert d["StartupWMClass"] == "ddpm-studio"
+    assert 'setDesktopFileName("ddpm-studio")' in (ROOT / "ddpm_gui" / "app.py").read_text(encoding="utf-8")
+    validator = shutil.which("desktop-file-validate")
+    if validator is None:
+        pytest.skip("desktop-file-validate not installed (apt-get install desktop-file-utils)")
+    result = subprocess.run([validator, str(DESKTOP)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_icons_for_the_hicolor_theme_exist():
+    sizes = {int(p.stem.rsplit("-", 1)[1]) for p in (ROOT / "resources" / "icons").glob("ddpm-studio-*.png")}
+    assert {16, 32, 48, 128, 256} <= sizes
+    assert (ROOT / "resources" / "icons" / "ddpm-studio.ico").is_file()  # the Windows executable's icon
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_build_scripts_are_strict_bash(script):
+    text = script.read_text(encoding="utf-8")
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    assert os.access(script, os.X_OK), f"{script} is not executable"
+    bash = shutil.which("bash")
+    if bash:
+        result = subprocess.run([bash, "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+def test_self_test_runs_in_process_under_a_minute(capsys, monkeypatch):
+    from PySide6.QtCore import QSettings
+
+    from ddpm_gui.selftest import run_self_test
+
+    home = os.environ.get("DDPM_STUDIO_HOME")
+    start = time.perf_counter()
+    status = run_self_test(["--device", "cpu"])
+    seconds = time.perf_counter() - start
+    lines = capsys.readouterr().out.strip().splitlines()
+    verdict = json.loads(lines[-1])
+    assert status == 0, verdict
+    assert verdict["ok"] is True
+    assert verdict["steps"] == 3
+    assert verdict["grid"].endswith(".png")
+    assert verdict["frozen"] is False
+    assert verdict["device"].startswith("cpu")
+    assert seconds < 60, f"self-test took {seconds:.1f} s"
+    assert os.environ.get("DDPM_STUDIO_HOME") == home, "the self-test must restore the environment"
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)  # as the app leaves it
+
+
+def test_self_test_reports_failure_as_json(capsys):
+    from ddpm_gui.selftest import run_self_test
+
+    status = run_self_test(["--device", "cpu", "--steps", "0"])  # 0 steps: the config is invalid
+    verdict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert status == 1
+    assert verdict["ok"] is False
+    assert verdict["error"]
