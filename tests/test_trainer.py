@@ -206,3 +206,16 @@ def test_previews_are_emitted_and_saved(tmp_path):
     assert [p.step for p in previews] == [3, 6]
     assert previews[0].images.shape == (tr.PREVIEW_IMAGES, 1, 16, 16)
     assert sorted(p.name for p in RunDir(tmp_path / "run").samples.iterdir()) == ["step-000003.png", "step-000006.png"]
+
+
+def test_out_of_memory_says_what_to_change(tmp_path, monkeypatch):
+    events: list = []
+    trainer = tr.Trainer(_config(max_steps=5), tmp_path / "run", dataset=RandomImages(), on_event=events.append)
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer.model, "forward", exhausted)
+    with pytest.raises(UserError, match=r"Out of memory .* Lower train_params.batch_size \(e.g. to 4\)"):
+        trainer.run()
+    assert isinstance(events[-1], tr.Failed) and "preset" in events[-1].message
