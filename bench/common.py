@@ -1,0 +1,200 @@
+"""What every benchmark here shares: config lookup, machine facts, statistics and peak memory.
+
+Benchmarks compare the tutorial's way of running the model with the app's in one process, step
+by step in alternation, so that load from other programs on the machine hits both alike; their
+ratio is the figure to quote. Peak resident memory is a whole-process property, so each path
+is measured again alone in a fresh subprocess.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from core.config import Config, load_config
+from core.device import pick_device
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, batch: int, repeats: int) -> None:
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    parser.add_argument("--batch", type=int, default=batch, help="images per step")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed steps per path")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per path first")
+    parser.add_argument(
+        "--config", default="default",
+        help="'default' (the tutorial's config), preset:NAME, or a YAML path",
+    )
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-path memory subprocesses")
+
+
+def resolve_config(spec: str) -> Config:
+    """The tutorial's default config, a shipped preset (preset:NAME) or a YAML file."""
+    if spec == "default":
+        return Config()
+    if spec.startswith("preset:"):
+        from core.presets import load_preset
+
+        return load_preset(spec.removeprefix("preset:"))
+    return load_config(spec)
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return pick_device(args.device)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict:
+    """Facts a reader needs to compare figures: versions, CPU, threads, load, accelerator."""
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_bf16": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
+        "loadavg": os.getloadavg(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+
+
+class Timer:
+    """Wall and process CPU seconds of one step.
+
+    On a machine shared with other work, wall time swings with the load; with one thread
+    (``--threads 1``) the process CPU time is what the step itself costs, nearly independent of
+    the load, which makes it the steadier figure to compare levers with.
+    """
+
+    def __enter__(self) -> Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def alternate(steppers: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, dict]:
+    """Warm every path up, then time one step of each in turn for ``repeats`` rounds.
+
+    Taking turns spreads outside load over all paths alike, so their ratio stays meaningful.
+    ``steppers`` must leave the device synchronised when they return.
+    """
+    for step in steppers.values():
+        for _ in range(warmup):
+            step()
+    wall: dict[str, list[float]] = {n: [] for n in steppers}
+    cpu: dict[str, list[float]] = {n: [] for n in steppers}
+    for _ in range(repeats):
+        for n, step in steppers.items():
+            with Timer() as t:
+                step()
+            wall[n].append(t.wall)
+            cpu[n].append(t.cpu)
+    return {n: {"step_s": summarize(wall[n]), "cpu_s": summarize(cpu[n])} for n in steppers}
+
+
+def compare(
+    bench: str, args: argparse.Namespace, device: torch.device, names: list[str],
+    make: Callable[[str], Callable[[], None]], settings: dict,
+) -> dict:
+    """The shared body of a benchmark: memory per path in subprocesses, then alternating timing.
+
+    ``make(name)`` builds a path and returns its step function. The result holds every path's
+    figures, their ratios to the ``naive`` path, the settings and the machine.
+    """
+    facts = machine(device)
+    # memory first, in subprocesses started while this process is still small (see peak_memory)
+    memory = {} if args.no_memory else {n: memory_in_subprocess(f"bench.{bench}", forward_argv(args), n) for n in names}
+    rows = alternate({n: make(n) for n in names}, args.warmup, args.repeats)
+    for n, row in rows.items():
+        row["images_per_s"] = args.batch / row["step_s"]["median"]
+        row.update(memory.get(n, {}))
+    base = rows.get("naive")
+    if base:
+        for row in rows.values():
+            row["speedup_vs_naive"] = base["step_s"]["median"] / row["step_s"]["median"]
+            row["cpu_speedup_vs_naive"] = base["cpu_s"]["median"] / row["cpu_s"]["median"]
+            if "peak_rss_gib" in row and "peak_rss_gib" in base:
+                row["rss_vs_naive"] = row["peak_rss_gib"] / base["peak_rss_gib"]
+    facts["loadavg_end"] = os.getloadavg()
+    return {"bench": bench, "machine": facts, "settings": {
+        "config": args.config, "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, **settings,
+    }, "paths": rows}
+
+
+def memory_child(step: Callable[[], None], warmup: int, device: torch.device) -> None:
+    """The ``--memory-of`` side of :func:`compare`: run one path a few steps, print its peaks."""
+    for _ in range(warmup + 1):
+        step()
+    emit(peak_memory(device), indent=None)
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """This process's peak resident set (and the accelerator's peak allocation), in GiB.
+
+    ``ru_maxrss`` survives exec: a child reports at least its parent's resident set at the time
+    it was started, which is why memory subprocesses are started before the parent grows.
+    VmHWM, the high-water mark of this process image alone, is reported beside it as a check.
+    """
+    out = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    status = Path("/proc/self/status")
+    if status.exists():  # Linux
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                out["vm_hwm_gib"] = int(line.split()[1]) / 2**20
+    if device.type == "cuda":
+        out["peak_cuda_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+def memory_in_subprocess(module: str, argv: list[str], path: str) -> dict[str, float]:
+    """Run ``python -m module argv --memory-of path`` and read the JSON it prints last."""
+    cmd = [sys.executable, "-m", module, *argv, "--memory-of", path]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def forward_argv(args: argparse.Namespace) -> list[str]:
+    """The command-line settings a memory subprocess needs to rebuild the same run."""
+    argv = ["--device", args.device, "--batch", str(args.batch), "--config", args.config,
+            "--warmup", str(args.warmup)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    return argv
+
+
+def emit(result: dict, *, indent: int | None = 2) -> None:
+    print(json.dumps(result, indent=indent, default=str), flush=True)

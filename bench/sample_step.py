@@ -1,0 +1,92 @@
+"""Sampling-step benchmark: the tutorial's reverse loop against the app's sampler, in one process.
+
+The naive path is the tutorial's ``sample()``: explicit softmax attention, fp32, NCHW, under
+``torch.no_grad``, one ancestral step (:meth:`NoiseSchedule.step`) per timestep. The fast path is
+:func:`core.samplers.sample` as the app calls it: fused attention, the device's reduced precision,
+channels_last weights, inference mode. Both take the same DDPM steps from t = T-1 down, one step
+of each in alternation, so outside load hits both alike. Weights are random: the cost of a step
+does not depend on them.
+
+    .venv/bin/python bench/sample_step.py [--device cpu] [--batch 100] [--repeats 10] [--config default]
+
+Prints JSON: per path the seconds per reverse step (median/min/max), images/s, peak RSS from a
+fresh subprocess per path, and the naive/fast ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from bench.common import add_common_args, compare, emit, memory_child, resolve_config, setup
+from core.config import Config
+from core.device import memory_format, pick_precision
+from core.samplers import sample
+from core.schedule import NoiseSchedule
+from core.unet import UNet
+
+PATHS = ("naive", "fast")
+
+
+def naive_steps(config: Config, device: torch.device, batch: int) -> Iterator[None]:
+    """The tutorial's sampling loop, one yield per reverse step."""
+    m = config.model_params
+    model = UNet(m, attention_impl="naive").to(device).eval()
+    schedule = NoiseSchedule.from_config(config.diffusion_params)
+    xt = torch.randn(batch, m.im_channels, m.im_size, m.im_size, device=device)
+    with torch.no_grad():
+        for t in reversed(range(schedule.num_timesteps)):
+            eps = model(xt, torch.as_tensor(t, device=device).unsqueeze(0))
+            xt, _ = schedule.step(xt, eps, t)
+            yield
+
+
+def fast_steps(config: Config, device: torch.device, batch: int) -> Iterator[None]:
+    """:func:`core.samplers.sample`, DDPM, with the app's precision and memory format."""
+    m = config.model_params
+    model = UNet(m).to(device, memory_format=memory_format(device)).eval()
+    schedule = NoiseSchedule.from_config(config.diffusion_params)
+    precision = pick_precision(config.train_params.precision, device)
+    for _ in sample(model, schedule, num_images=batch, image_shape=(m.im_channels, m.im_size, m.im_size),
+                    sampler="ddpm", device=device, precision=precision):
+        yield
+
+
+def stepper(steps: Iterator[None], device: torch.device) -> Callable[[], None]:
+    """One reverse step per call, the device synchronised after it."""
+    def step() -> None:
+        next(steps)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return step
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(parser, batch=100, repeats=10)
+    parser.add_argument("--memory-of", choices=PATHS, help=argparse.SUPPRESS)  # internal: one path's memory
+    args = parser.parse_args(argv)
+    device = setup(args)
+    config = resolve_config(args.config)
+    makers = {"naive": naive_steps, "fast": fast_steps}
+
+    def make(name: str) -> Callable[[], None]:
+        return stepper(makers[name](config, device, args.batch), device)
+
+    if args.memory_of:
+        memory_child(make(args.memory_of), args.warmup, device)
+        return
+    emit(compare("sample_step", args, device, list(PATHS), make, {
+        "fast_precision": pick_precision(config.train_params.precision, device).name,
+        "fast_memory_format": str(memory_format(device)),
+    }))
+
+
+if __name__ == "__main__":
+    main()

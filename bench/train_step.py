@@ -1,0 +1,120 @@
+"""Training-step benchmark: the tutorial's way against the app's fast path, in one process.
+
+Both paths run :meth:`core.trainer.Trainer._train_step`, the step the app runs (eps-MSE, Adam,
+EMA update, one ``loss.item()``), so they differ only in the levers listed in :class:`TrainPath`.
+The naive path is the tutorial's: explicit softmax attention, fp32, NCHW, plain per-tensor
+Adam. ``--ablate`` adds the fast path with one lever undone at a time (and with torch.compile),
+which is how each lever's effect is measured. Images are random: no step depends on the data.
+
+    .venv/bin/python bench/train_step.py [--device cpu] [--batch 64] [--repeats 5] [--config default] [--ablate]
+
+Prints JSON: per path the step time (median/min/max), images/s and, from a fresh subprocess
+per path, peak RSS (ru_maxrss) and peak CUDA allocation; the naive/fast ratios; the settings.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from bench.common import add_common_args, compare, emit, memory_child, resolve_config, setup
+from core.config import Config
+from core.trainer import Trainer, _maybe_compile
+
+
+@dataclass(frozen=True)
+class TrainPath:
+    """One way of running the step; ``precision`` is train_params.precision."""
+
+    name: str
+    attention: str = "sdpa"
+    precision: str = "auto"
+    channels_last: bool = True
+    fast_adam: bool = True
+    compile: bool = False
+
+
+NAIVE = TrainPath("naive", attention="naive", precision="fp32", channels_last=False, fast_adam=False)
+FAST = TrainPath("fast")
+ABLATIONS = (
+    dataclasses.replace(FAST, name="fast-naive_attention", attention="naive"),
+    dataclasses.replace(FAST, name="fast-fp32", precision="fp32"),
+    dataclasses.replace(FAST, name="fast-nchw", channels_last=False),
+    dataclasses.replace(FAST, name="fast-plain_adam", fast_adam=False),
+    dataclasses.replace(FAST, name="fast+compile", compile=True),
+)
+PATHS = {p.name: p for p in (NAIVE, FAST, *ABLATIONS)}
+
+
+class Runner:
+    """A Trainer set up for one path, stepping on random images."""
+
+    def __init__(self, config: Config, path: TrainPath, device: torch.device, batch: int, run_dir: Path) -> None:
+        config = config.replace("train_params", precision=path.precision, device=device.type, batch_size=batch)
+        self.trainer = Trainer(config, run_dir / path.name, attention_impl=path.attention)
+        if not path.channels_last:
+            self.trainer.memory_format = torch.contiguous_format
+            self.trainer.model.to(memory_format=torch.contiguous_format)
+        if not path.fast_adam:
+            self.trainer.optimizer = torch.optim.Adam(
+                self.trainer.model.parameters(), lr=config.train_params.lr, foreach=False
+            )
+        self.model = _maybe_compile(self.trainer.model, path.compile)
+        self.compile_error: str | None = None
+        m = config.model_params
+        gen = torch.Generator().manual_seed(0)
+        self.images = torch.rand((batch, m.im_channels, m.im_size, m.im_size), generator=gen) * 2 - 1
+        self.trainer.model.train()
+
+    def step(self) -> None:
+        """One training step, host-synchronised by the loss read."""
+        try:
+            self.trainer._train_step(self.model, self.images)
+        except Exception as e:  # noqa: BLE001 - as the Trainer does: a failed compile runs eagerly
+            if self.model is self.trainer.model:
+                raise
+            self.compile_error = f"{type(e).__name__}: {e}"[:300]
+            self.model = self.trainer.model
+            self.trainer._train_step(self.model, self.images)
+        self.trainer.step += 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(parser, batch=64, repeats=5)
+    parser.add_argument("--paths", default="naive,fast", help=f"comma-separated, from: {', '.join(PATHS)}")
+    parser.add_argument("--ablate", action="store_true", help="also run the fast path with each lever undone")
+    parser.add_argument("--memory-of", choices=PATHS, help=argparse.SUPPRESS)  # internal: one path's memory
+    args = parser.parse_args(argv)
+    device = setup(args)
+    config = resolve_config(args.config)
+    names = args.paths.split(",") + ([p.name for p in ABLATIONS] if args.ablate else [])
+    runners: dict[str, Runner] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        def make(name: str) -> Callable[[], None]:
+            runners[name] = Runner(config, PATHS[name], device, args.batch, Path(tmp))
+            return runners[name].step
+
+        if args.memory_of:
+            memory_child(make(args.memory_of), args.warmup, device)
+            return
+        result = compare("train_step", args, device, names, make, {})
+    result["settings"]["paths"] = {
+        n: dataclasses.asdict(PATHS[n]) | {"resolved_precision": r.trainer.precision.name,
+                                           "compile_error": r.compile_error}
+        for n, r in runners.items()
+    }
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
