@@ -39,24 +39,13 @@ DEFAULT_TIMEOUT_S = 240.0
 
 
 def _tiny_config(steps: int, device: str) -> Any:
-    """The default preset shrunk to a model that trains a step in well under a second on a CPU."""
+    """The engine's tiny model, checkpointing once at the end of a ``steps``-step run."""
     from core.config import Config
+    from core.presets import tiny_config_dict
 
-    return Config.from_dict({
-        "dataset_params": {"im_path": "builtin:mnist"},
-        "diffusion_params": {"num_timesteps": 100, "beta_start": 1e-4, "beta_end": 0.02},
-        "model_params": {
-            "im_channels": 1, "im_size": 16, "down_channels": [16, 32, 32], "mid_channels": [32, 32],
-            "down_sample": [True, False], "time_emb_dim": 32, "num_down_layers": 1,
-            "num_mid_layers": 1, "num_up_layers": 1, "num_heads": 2, "down_attention": [False, True],
-        },
-        "train_params": {
-            "task_name": "self-test", "batch_size": 8, "num_epochs": 1, "num_samples": 4,
-            "num_grid_rows": 2, "lr": 1e-3, "seed": 0, "device": device, "ema_decay": 0.9,
-            "checkpoint_every_steps": steps, "keep_checkpoints": 1, "max_steps": steps,
-            "precision": "fp32",
-        },
-    }, source="self-test")
+    data = tiny_config_dict(task_name="self-test", device=device, checkpoint_every_steps=steps,
+                            keep_checkpoints=1, max_steps=steps)
+    return Config.from_dict(data, source="self-test")
 
 
 def _wait(app: Any, done: Any, timeout_s: float, what: str) -> None:
