@@ -36,7 +36,7 @@ class TrainPath:
     """One way of running the step; ``precision`` is train_params.precision."""
 
     name: str
-    attention: str = "sdpa"
+    attention: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
     fast_adam: bool = True
@@ -47,6 +47,7 @@ NAIVE = TrainPath("naive", attention="naive", precision="fp32", channels_last=Fa
 FAST = TrainPath("fast")
 ABLATIONS = (
     dataclasses.replace(FAST, name="fast-naive_attention", attention="naive"),
+    dataclasses.replace(FAST, name="fast-sdpa_attention", attention="sdpa"),
     dataclasses.replace(FAST, name="fast-fp32", precision="fp32"),
     dataclasses.replace(FAST, name="fast-nchw", channels_last=False),
     dataclasses.replace(FAST, name="fast-plain_adam", fast_adam=False),

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from . import distributed
 from .atomic import atomic_write_text
+from .attention import AttentionImpl
 from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
 from .config import Config, dump_config
 from .device import Precision, describe, memory_format, pick_device, pick_precision
@@ -154,7 +155,7 @@ class Trainer:
         dataset: Any = None,
         resume: bool = False,
         on_event: Callable[[Event], None] | None = None,
-        attention_impl: str = "sdpa",
+        attention_impl: AttentionImpl = "auto",
     ) -> None:
         self.config = config
         self.run_dir = RunDir(Path(run_dir))

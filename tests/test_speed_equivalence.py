@@ -116,7 +116,7 @@ def test_fp32_fast_step_equals_tutorial_step(tmp_path):
     batch = _Bars(8).images
     runs = []
     for fast in (False, True):
-        trainer = tr.Trainer(cfg, tmp_path / str(fast), attention_impl="sdpa" if fast else "naive")
+        trainer = tr.Trainer(cfg, tmp_path / str(fast), attention_impl="auto" if fast else "naive")
         if not fast:
             trainer.memory_format = torch.contiguous_format
             trainer.model.to(memory_format=torch.contiguous_format)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from core.config import Config, load_config
-from core.unet import UNet, count_parameters
+from core.unet import GroupNorm, UNet, count_parameters
 
 
 def test_tutorial_default_parameter_count_and_keys(fixtures_dir):
@@ -22,7 +23,7 @@ def test_tutorial_default_parameter_count_and_keys(fixtures_dir):
 
 
 @pytest.mark.parametrize("name", ["tiny_gray16", "small_rgb32"])
-@pytest.mark.parametrize("impl", ["sdpa", "naive"])
+@pytest.mark.parametrize("impl", ["chunked", "sdpa", "naive"])
 def test_reproduces_tutorial_outputs(fixtures_dir, name, impl):
     cfg = load_config(fixtures_dir / f"unet_{name}.yaml")
     model = UNet(cfg.model_params, attention_impl=impl).eval()
@@ -57,3 +58,22 @@ def test_attention_only_where_asked(tiny_config):
     assert len(model.ups[0].attentions) == 1 and len(model.ups[1].attentions) == 0
     x = torch.randn(2, 1, 16, 16)
     assert model(x, torch.tensor([0, 99])).shape == x.shape
+
+
+def test_narrow_group_norm_in_fp32_has_the_reference_gradients():
+    """The CPU's bf16 channels-last path for narrow groups (fp32 inside, input kept as it came)
+    gives what autograd gives through an explicit fp32 cast, up to the bf16 rounding of outputs."""
+    torch.manual_seed(0)
+    norm = GroupNorm(8, 32)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(4, 32, 6, 6).bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(4, 32, 6, 6)
+    out = norm(x)
+    assert out.dtype == torch.bfloat16 and out.grad_fn.name() == "_Fp32GroupNormBackward"
+    got = torch.autograd.grad(out, (x, norm.weight, norm.bias), grad.bfloat16())
+    ref_out = F.group_norm(x.float(), 8, norm.weight, norm.bias)
+    want = torch.autograd.grad(ref_out, (x, norm.weight, norm.bias), grad.bfloat16().float())
+    torch.testing.assert_close(out.float(), ref_out, rtol=1e-2, atol=1e-2)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.float(), w.float(), rtol=2e-2, atol=2e-2)
