@@ -5,9 +5,11 @@ All three ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed
 - ``naive``: the tutorial's way, the whole (B*heads, N, N) attention map in memory.
 - ``sdpa``: ``scaled_dot_product_attention``, fused kernels; the best on CUDA.
 - ``chunked``: the map in slices small enough to stay in the CPU's cache, recomputed in the
-  backward pass instead of kept. The tutorial's heads are tiny (4 to 32 channels), which the CPU
-  flash kernel handles poorly: at 28x28 (784 tokens) on 2 Zen 4 cores in bf16 a forward+backward
-  took 267 ms with ``sdpa`` and 165 ms chunked, at 7x7 16 ms and 2.5 ms (``bench/train_step.py``).
+  backward pass instead of kept. The tutorial's heads are narrow (4 to 64 channels each), which the CPU
+  flash kernel handles poorly: forward+backward of one 28x28 layer (784 tokens, 64 channels,
+  batch 64, bf16, 2 Zen 4 cores) took 280 ms with ``sdpa`` and 190 ms chunked, of a 7x7 layer
+  17 ms and 3.7 ms; all 16 layers of the tutorial's network 1.42 s and 0.81 s
+  (``bench/attention.py``).
 
 ``auto`` picks ``chunked`` on the CPU and ``sdpa`` elsewhere.
 """

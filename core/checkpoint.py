@@ -21,6 +21,7 @@ from safetensors.torch import load, save
 
 from .atomic import atomic_write_bytes
 from .config import Config
+from .device import memory_format
 from .errors import CheckpointError, ConfigError
 from .unet import UNet
 
@@ -227,4 +228,5 @@ def load_for_sampling(
             state = tensors
     model = UNet(config.model_params)
     load_weights_into(model, state, path)
-    return model.to(device or "cpu").eval(), config
+    device = torch.device(device or "cpu")
+    return model.to(device, memory_format=memory_format(device)).eval(), config
