@@ -114,6 +114,12 @@ class TrainParams:
         "fp16 with loss scaling on older GPUs, fp32 otherwise.",
     )
     compile: bool = _f(False, "Compile the model with torch.compile (falls back if it cannot).")
+    micro_batch_size: Optional[int] = _f(
+        None,
+        "Images per forward/backward pass: a larger batch is split and the gradients added up, which "
+        "gives the same step in less memory and a little more time (empty: the whole batch at once).",
+        min=1,
+    )
 
 
 SECTIONS: dict[str, type] = {

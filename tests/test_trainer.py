@@ -219,3 +219,28 @@ def test_out_of_memory_says_what_to_change(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"Out of memory .* Lower train_params.batch_size \(e.g. to 4\)"):
         trainer.run()
     assert isinstance(events[-1], tr.Failed) and "preset" in events[-1].message
+
+
+@pytest.mark.parametrize("batch, size", [(8, 3), (8, 8), (5, 16), (64, 32), (64, None)])
+def test_micro_batches_cover_the_batch_in_near_equal_parts(batch, size):
+    parts = tr.micro_batches(batch, size)
+    assert parts[0].start == 0 and parts[-1].stop == batch
+    assert all(a.stop == b.start for a, b in zip(parts, parts[1:]))
+    lengths = [p.stop - p.start for p in parts]
+    assert max(lengths) <= (size or batch) and max(lengths) - min(lengths) <= 1
+    assert len(parts) == (-(-batch // size) if size else 1)
+
+
+def test_micro_batches_give_the_whole_batch_step(tmp_path):
+    """The same step, split in parts of 3 or run whole: same loss, same gradients (compared
+    rather than the updated weights: Adam's first step is lr * sign(g) where |g| is tiny, which
+    any rounding flips)."""
+    x0 = RandomImages(n=8).batch(torch.arange(8))
+    grads, losses = [], []
+    for size in (3, 8):
+        cfg = _config(batch_size=8, micro_batch_size=size, precision="fp32")
+        trainer = tr.Trainer(cfg, tmp_path / str(size), dataset=RandomImages())
+        losses.append(trainer._train_step(trainer.model, x0))
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
