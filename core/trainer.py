@@ -434,8 +434,8 @@ def micro_batches(batch: int, size: int | None) -> list[slice]:
 
     Nothing in the model mixes images (GroupNorm, not BatchNorm), so the parts' gradients add
     up to the batch's: the same step in less activation memory, for a little time. A tutorial-
-    config step at batch 64 on 2 CPU cores peaked at 1.59 GiB RSS whole, 1.30 GiB in parts of
-    32 (3.5 % slower) and 1.16 GiB in parts of 16 (14 % slower) (``bench/train_step.py``).
+    config step at batch 64 on 2 CPU cores peaked at 1.58 GiB RSS whole, 1.30-1.33 GiB in parts
+    of 32 (3.5 % slower) and 1.16 GiB in parts of 16 (14 % slower) (``bench/train_step.py``).
     """
     parts = math.ceil(batch / size) if size else 1
     bounds = [round(i * batch / parts) for i in range(parts + 1)]
