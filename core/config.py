@@ -117,7 +117,7 @@ class TrainParams:
     micro_batch_size: Optional[int] = _f(
         None,
         "Images per forward/backward pass: a larger batch is split and the gradients added up, which "
-        "gives the same step in less memory and a little more time (empty: the whole batch at once).",
+        "gives the same step in less memory (empty: at most 32 on the CPU, the whole batch elsewhere).",
         min=1,
     )
 

@@ -286,7 +286,7 @@ class Trainer:
         shape = (-1, 1, 1, 1)
         xt = self._sqrt_abar[t].view(shape) * x0 + self._sqrt_1m_abar[t].view(shape) * noise
         self.optimizer.zero_grad(set_to_none=True)
-        parts = micro_batches(x0.shape[0], tp.micro_batch_size)
+        parts = micro_batches(x0.shape[0], tp.micro_batch_size, self.device)
         loss = torch.zeros((), device=self.device)
         for i, part in enumerate(parts):
             # DDP averages gradients on the last part only: the others add up locally first
@@ -429,15 +429,22 @@ class Trainer:
         self._emit(PreviewReady(self.step, images))
 
 
-def micro_batches(batch: int, size: int | None) -> list[slice]:
-    """The parts a batch is run in: near-equal, at most ``size`` images each (None: one part).
+CPU_MICRO_BATCH = 32
+
+
+def micro_batches(batch: int, size: int | None, device: torch.device) -> list[slice]:
+    """The parts a batch is run in: near-equal, at most ``size`` images each; by default at most
+    :data:`CPU_MICRO_BATCH` on the CPU and the whole batch on other devices.
 
     Nothing in the model mixes images (GroupNorm, not BatchNorm), so the parts' gradients add
-    up to the batch's: the same step in less activation memory, for a little time. A tutorial-
-    config step at batch 64 on 2 CPU cores peaked at 1.58 GiB RSS whole, 1.30-1.33 GiB in parts
-    of 32 (3.5 % slower) and 1.16 GiB in parts of 16 (14 % slower) (``bench/train_step.py``).
+    up to the batch's: the same step in less activation memory. On 2 CPU cores, tutorial config,
+    batch 64 (``bench/train_step.py``): whole, 1.25-1.41 s per step and 1.51-1.58 GiB peak RSS;
+    in parts of 32, 1.24-1.40 s and 1.27-1.33 GiB; in parts of 16, 10 % slower and 1.14 GiB.
+    A GPU has the memory and wants the large kernels.
     """
-    parts = math.ceil(batch / size) if size else 1
+    if size is None:
+        size = CPU_MICRO_BATCH if device.type == "cpu" else batch
+    parts = math.ceil(batch / size)
     bounds = [round(i * batch / parts) for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
@@ -461,8 +468,11 @@ def _maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
 
 def _oom_message(config: Config, device: torch.device) -> str:
     tp, m = config.train_params, config.model_params
+    part = micro_batches(tp.batch_size, tp.micro_batch_size, device)[0]
+    smaller_part = max(1, (part.stop - part.start) // 2)
     return (
         f"Out of memory on {device.type} with batch_size {tp.batch_size} at {m.im_size}px. "
-        f"Lower train_params.batch_size (e.g. to {max(1, tp.batch_size // 2)}), lower model_params.im_size, "
-        "or pick the 'Fast CPU' preset; then resume from the last checkpoint."
+        f"Lower train_params.batch_size (e.g. to {max(1, tp.batch_size // 2)}), or keep it and set "
+        f"train_params.micro_batch_size to {smaller_part} (the same steps in less memory), lower "
+        "model_params.im_size, or pick the 'Fast CPU' preset; then resume from the last checkpoint."
     )

@@ -216,19 +216,22 @@ def test_out_of_memory_says_what_to_change(tmp_path, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(trainer.model, "forward", exhausted)
-    with pytest.raises(UserError, match=r"Out of memory .* Lower train_params.batch_size \(e.g. to 4\)"):
+    with pytest.raises(UserError, match=r"Out of memory .* Lower train_params.batch_size \(e.g. to 4\)"
+                       r".* set train_params.micro_batch_size to 4 "):
         trainer.run()
     assert isinstance(events[-1], tr.Failed) and "preset" in events[-1].message
 
 
-@pytest.mark.parametrize("batch, size", [(8, 3), (8, 8), (5, 16), (64, 32), (64, None)])
+@pytest.mark.parametrize("batch, size", [(8, 3), (8, 8), (5, 16), (64, 32), (100, None)])
 def test_micro_batches_cover_the_batch_in_near_equal_parts(batch, size):
-    parts = tr.micro_batches(batch, size)
+    parts = tr.micro_batches(batch, size, torch.device("cpu"))
     assert parts[0].start == 0 and parts[-1].stop == batch
     assert all(a.stop == b.start for a, b in zip(parts, parts[1:]))
     lengths = [p.stop - p.start for p in parts]
-    assert max(lengths) <= (size or batch) and max(lengths) - min(lengths) <= 1
-    assert len(parts) == (-(-batch // size) if size else 1)
+    limit = size or tr.CPU_MICRO_BATCH
+    assert max(lengths) <= limit and max(lengths) - min(lengths) <= 1
+    assert len(parts) == -(-batch // limit)
+    assert len(tr.micro_batches(batch, None, torch.device("cuda"))) == 1  # GPUs: whole by default
 
 
 def test_micro_batches_give_the_whole_batch_step(tmp_path):
