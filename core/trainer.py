@@ -438,9 +438,9 @@ def micro_batches(batch: int, size: int | None, device: torch.device) -> list[sl
 
     Nothing in the model mixes images (GroupNorm, not BatchNorm), so the parts' gradients add
     up to the batch's: the same step in less activation memory. On 2 CPU cores, tutorial config,
-    batch 64 (``bench/train_step.py``): whole, 1.25-1.41 s per step and 1.51-1.58 GiB peak RSS;
-    in parts of 32, 1.24-1.40 s and 1.27-1.33 GiB; in parts of 16, 10 % slower and 1.14 GiB.
-    A GPU has the memory and wants the large kernels.
+    batch 64, six paired runs of ``bench/train_step.py``: in parts of 32 the step took 0-6 %
+    longer than whole and peak RSS fell from 1.50-1.58 to 1.27-1.33 GiB; in parts of 16 it took
+    10 % longer for 1.14 GiB. A GPU has the memory and wants the large kernels.
     """
     if size is None:
         size = CPU_MICRO_BATCH if device.type == "cpu" else batch
