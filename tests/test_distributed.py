@@ -22,7 +22,8 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.timeout(400)
 def test_two_cpu_processes_train_and_resume(tmp_path):
-    cfg = tiny_config_dict(batch_size=4, checkpoint_every_steps=3)
+    # in parts of 2: DDP syncs the last part's backward only (no_sync before it)
+    cfg = tiny_config_dict(batch_size=4, micro_batch_size=2, checkpoint_every_steps=3)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
     first = _torchrun(str(tmp_path / "c.yaml"), "--run-dir", str(run), "--max-steps", "4")
