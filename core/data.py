@@ -589,7 +589,11 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 def _idx_labels(images: Path, count: int) -> tuple[torch.Tensor, list[str], list[SkippedFile]]:
-    """Labels from the matching labels file; without a usable one, every image is class ""."""
+    """Labels from the matching labels file; without a usable one, every image is class "".
+
+    IDX labels are numbers; a ``classes.txt`` beside the file (one name per line, line i naming
+    label i) gives them names, as the built-in Fashion-MNIST has.
+    """
     unlabelled = torch.zeros(count, dtype=torch.int64), [""]
     path = _idx_labels_file(images)
     if path is None:
@@ -601,7 +605,22 @@ def _idx_labels(images: Path, count: int) -> tuple[torch.Tensor, list[str], list
     if len(raw) != count:
         return *unlabelled, [SkippedFile(str(path), f"holds {len(raw):,} labels for {count:,} images")]
     values, inverse = np.unique(raw, return_inverse=True)
-    return torch.from_numpy(inverse.astype(np.int64).reshape(-1)), [str(v) for v in values], []
+    names = _class_names(path.with_name(CLASS_NAMES_FILE), values)
+    return torch.from_numpy(inverse.astype(np.int64).reshape(-1)), names, []
+
+
+CLASS_NAMES_FILE = "classes.txt"
+
+
+def _class_names(path: Path, values: np.ndarray) -> list[str]:
+    """Names for numeric labels from ``path`` when it names every one of them, else the numbers."""
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    if len(lines) > int(values.max()) and all(lines[v] for v in values):
+        return [lines[v] for v in values]
+    return [str(v) for v in values]
 
 
 def _load_idx(

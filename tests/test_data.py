@@ -64,6 +64,16 @@ def test_builtin_fashion_mnist_is_the_10k_test_set():
     ds = load_dataset("builtin:fashion-mnist", 1, 28)
     assert ds.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(ds.labels).tolist() == [1000] * 10
+    assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"  # classes.txt
+
+
+def test_idx_class_names_file_is_used_only_when_it_names_every_label(tmp_path):
+    for name in ("mnist5k-images-idx3-ubyte.gz", "mnist5k-labels-idx1-ubyte.gz"):
+        shutil.copy(builtin_path("mnist") / name, tmp_path / name)
+    (tmp_path / "classes.txt").write_text("zero\none\ntwo\n")  # too short: 10 labels
+    assert load_dataset(tmp_path, 1, 28).class_names == [str(i) for i in range(10)]
+    (tmp_path / "classes.txt").write_text("".join(f"digit {i}\n" for i in range(10)))
+    assert load_dataset(tmp_path, 1, 28).class_names == [f"digit {i}" for i in range(10)]
 
 
 def test_builtin_files_ship_with_their_licences():
