@@ -197,6 +197,14 @@ class SampleResult:
 MAX_FRAMES = 200
 
 
+def check_weights(source: Path, config: Config) -> None:
+    """Load ``source`` as sampling will, so that a damaged file or one from another config is
+    reported when it is chosen rather than when Sample is pressed."""
+    from core.checkpoint import load_for_sampling
+
+    load_for_sampling(source, config)
+
+
 def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
     """Load the model, sample, keep frames in a FrameStore and report each as a SampleFrame."""
     from core.checkpoint import load_for_sampling

@@ -313,7 +313,8 @@ class MainWindow(QMainWindow):
         self.open_run(self.settings.last_run)
 
     def import_checkpoint(self, path: str | Path | None = None) -> bool:
-        """Sample from a tutorial ``.pth`` (or a weights file) with the current config's model."""
+        """Sample from a tutorial ``.pth`` (or a weights file) with the current config's model,
+        once it has loaded in the background (the sampling page says why if it cannot)."""
         config = self.config_editor.config
         if config is None:
             self.banner.show_message("Fix the config first: a .pth holds only weights, so the model "
@@ -325,7 +326,7 @@ class MainWindow(QMainWindow):
             if not path:
                 return False
         path = Path(path)
-        self.sampling_panel.set_source(path, config, f"{path.name} (with the current config's model)")
+        self.sampling_panel.check_source(path, config, f"{path.name} (with the current config's model)")
         self._show_page(3)
         return True
 

@@ -30,7 +30,7 @@ from core.choices import DEFAULT_STEPS, SAMPLER_TITLES, SAMPLERS
 from core.config import Config
 
 from .banner import Banner, error_text
-from .engine import SampleFrame, SampleRequest, SampleResult, run_sampling
+from .engine import SampleFrame, SampleRequest, SampleResult, check_weights, run_sampling
 from .frame_player import BASE_FPS, SPEEDS, FramePlayer
 from .images import ImageView
 from .workers import Worker
@@ -43,6 +43,7 @@ class SamplingPanel(QWidget):
 
     exported = Signal(str)  # the path written
     sampled = Signal()  # a sampling run ended with frames to show
+    sourceChecked = Signal(bool)  # noqa: N815 - Qt naming; a file offered by check_source was usable
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -148,6 +149,19 @@ class SamplingPanel(QWidget):
         self.source_label.setText(f"Model: <b>{description or source}</b>" if source is not None else
                                   "No model yet: train one, or open a run (File ▸ Open Run…).")
         self._update_enabled()
+
+    def check_source(self, source: Path, config: Config, description: str) -> Worker:
+        """Load ``source`` in the background; sample from it if it loads, else say why not and
+        keep the model there was. Emits :attr:`sourceChecked` either way."""
+        self.banner.clear()
+        worker = Worker(lambda w: check_weights(source, config), self)
+        worker.returned.connect(lambda _: (self.set_source(source, config, description),
+                                           self.sourceChecked.emit(True)))
+        worker.errored.connect(lambda e: (self.banner.show_message(error_text(e, f"Could not read {source}")),
+                                          self.sourceChecked.emit(False)))
+        worker.finished.connect(worker.deleteLater)
+        worker.start()
+        return worker
 
     def set_busy_elsewhere(self, busy: bool) -> None:
         """Training uses the same cores: sampling waits until it ends or pauses."""

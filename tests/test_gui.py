@@ -276,8 +276,10 @@ def test_tutorial_pth_can_be_imported_and_sampled(window, qtbot, tmp_path):
     config = use_tiny_config(qtbot, window, folder)
     pth = tmp_path / "ddpm_ckpt.pth"
     torch.save(UNet(config.model_params).state_dict(), pth)
-    assert window.import_checkpoint(pth)
     panel = window.sampling_panel
+    with qtbot.waitSignal(panel.sourceChecked, timeout=STEP_TIMEOUT_MS) as checked:
+        assert window.import_checkpoint(pth)
+    assert checked.args == [True] and panel.source == pth
     combo = find(window, "samplerCombo")
     combo.setCurrentIndex(combo.findData("dpm++"))
     find(window, "sampleStepsSpin").setValue(3)

@@ -72,8 +72,16 @@ def test_a_damaged_checkpoint_shows_why_it_cannot_be_sampled(window, qtbot, tmp_
     path.write_bytes(b"\x80\x04not a checkpoint at all" * 20)
     with pytest.raises(CheckpointError) as expected:
         load_for_sampling(path, config)
-    assert window.import_checkpoint(path)
     panel = window.sampling_panel
+    # chosen: it is loaded in the background at once, and refused with the reason
+    with qtbot.waitSignal(panel.sourceChecked, timeout=STEP_TIMEOUT_MS) as checked:
+        assert window.import_checkpoint(path)
+    assert checked.args == [False] and panel.source is None
+    assert panel.banner.isVisible() and panel.banner.kind == "error"
+    assert panel.banner.message == str(expected.value)
+    assert not find(window, "sampleButton").isEnabled()  # nothing to sample from yet
+    # damaged after it was chosen (a run's checkpoint, a file replaced): Sample says why
+    panel.set_source(path, config, path.name)
     worker = panel.start()
     assert worker is not None
     # The garbage fails at once, possibly before a waitSignal could connect: wait on the outcome.
