@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
+from .adam import Optimizer
 from .atomic import atomic_write_bytes
 from .config import Config
 from .device import memory_format
@@ -45,7 +46,7 @@ def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torc
     return {k[cut:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+def _optimizer_tensors(optimizer: Optimizer) -> tuple[dict[str, torch.Tensor], str]:
     """Adam's per-parameter state as flat tensors, and its param_groups as JSON."""
     sd = optimizer.state_dict()
     tensors = {}
@@ -69,7 +70,7 @@ def save_checkpoint(
     *,
     model: torch.nn.Module,
     ema: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     step: int,
     config: Config,
     scaler_scale: float | None = None,
@@ -150,7 +151,7 @@ def load_checkpoint(
     *,
     model: torch.nn.Module,
     ema: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
 ) -> tuple[TrainingState, float | None]:
     """Restore model, EMA and optimizer in place; returns the state and the loss-scaler scale."""
     tensors, meta = _read(path)

@@ -16,7 +16,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
+from .adam import Adam, Optimizer
 from .atomic import atomic_write_text
 from .attention import AttentionImpl
 from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
@@ -175,7 +176,7 @@ class Trainer:
         self.schedule = NoiseSchedule.from_config(config.diffusion_params)
         self._sqrt_abar = self.schedule.sqrt_alpha_cum_prod.to(self.device)
         self._sqrt_1m_abar = self.schedule.sqrt_one_minus_alpha_cum_prod.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tp.lr, **_adam_kwargs(self.device))
+        self.optimizer = make_adam(self.model.parameters(), tp.lr, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
         self._dataset = dataset
         self._control = _Control()
@@ -450,11 +451,12 @@ def micro_batches(batch: int, size: int | None, device: torch.device) -> list[sl
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
-def _adam_kwargs(device: torch.device) -> dict[str, Any]:
-    """The fastest Adam implementation the device has: fused on GPUs, foreach elsewhere."""
+def make_adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) -> Optimizer:
+    """Adam as the device runs it best: torch's fused kernel on GPUs; on the CPU the foreach
+    update of :class:`core.adam.Adam`, which leaves out torch.optim's 0.15 GiB import."""
     if device.type in ("cuda", "mps"):
-        return {"fused": True}
-    return {"foreach": True}
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    return Adam(params, lr=lr)
 
 
 def _maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
