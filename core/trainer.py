@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from . import distributed
 from .adam import Adam, Optimizer
+from .allocator import keep_freed_memory, release_freed_memory
 from .atomic import atomic_write_text
 from .attention import AttentionImpl
 from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
@@ -169,6 +170,8 @@ class Trainer:
         self.precision: Precision = pick_precision(tp.precision, self.device)
         torch.manual_seed(tp.seed)  # weights init: same seed, same start
         self.memory_format = memory_format(self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each step reuses the last one's memory (see core.allocator)
         self.model = UNet(config.model_params, attention_impl=attention_impl).to(
             self.device, memory_format=self.memory_format
         )
@@ -206,6 +209,8 @@ class Trainer:
             if "out of memory" in str(e) or "can't allocate memory" in str(e):
                 raise self._fail(UserError(_oom_message(self.config, self.device)), e) from e
             raise
+        finally:
+            release_freed_memory()
 
     def _fail(self, error: UserError, cause: BaseException) -> UserError:
         self.on_event(Failed(self.step, str(error), cause))
@@ -257,7 +262,7 @@ class Trainer:
                     f"and resume from the last checkpoint, which is kept."
                 )
             images_per_s, eta = clock.tick(len(idx) * self.dist.world_size, total - self.step)
-            self._log_step(epoch, loss, images_per_s)
+            self._log_step(epoch, loss, images_per_s, eta, total)
             self._emit(StepDone(self.step, epoch, loss, self.optimizer.param_groups[0]["lr"],
                                 images_per_s, eta, total))
             if self.step % tp.checkpoint_every_steps == 0:
@@ -380,11 +385,13 @@ class Trainer:
         if self.dist.is_main:
             self.on_event(event)
 
-    def _log_step(self, epoch: int, loss: float, images_per_s: float) -> None:
+    def _log_step(self, epoch: int, loss: float, images_per_s: float, eta_s: float, total: int) -> None:
+        """One line of ``log.jsonl``: what a StepDone says, so an opened run shows where it stood."""
         if not self.dist.is_main:
             return
         row = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
-               "images_per_s": round(images_per_s, 2), "time": round(time.time(), 3)}
+               "images_per_s": round(images_per_s, 2), "eta_s": round(eta_s, 1), "total_steps": total,
+               "time": round(time.time(), 3)}
         try:
             with open(self.run_dir.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")

@@ -121,10 +121,13 @@ class PreviewGrid:
 
 @dataclass(frozen=True)
 class LossLog:
-    """The steps a resumed run already logged, so its curve starts where it left off."""
+    """The steps a resumed run already logged, so its curve starts where it left off, and the
+    last logged row (step, epoch, loss, images_per_s, eta_s, total_steps; logs written before
+    eta_s and total_steps were logged lack them), so its statistics do too."""
 
     steps: np.ndarray
     losses: np.ndarray
+    last: dict[str, Any]
 
 
 def for_display(event: Any) -> Any:
@@ -144,7 +147,7 @@ def logged_losses(run_dir: Path) -> LossLog:
 
     rows = [r for r in RunDir(run_dir).read_log() if "step" in r and "loss" in r]
     return LossLog(np.array([r["step"] for r in rows], dtype=np.float64),
-                   np.array([r["loss"] for r in rows], dtype=np.float64))
+                   np.array([r["loss"] for r in rows], dtype=np.float64), rows[-1] if rows else {})
 
 
 def run_history(run_dir: Path) -> list[LossLog | PreviewGrid]:

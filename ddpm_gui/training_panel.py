@@ -240,9 +240,21 @@ class TrainingPanel(QWidget):
         self.loss_plot.clear_history()
         for step, loss in zip(log.steps, log.losses, strict=True):
             self.loss_plot.add(int(step), float(loss))
-        if len(log.steps):
-            self.stats["step"].value.setText(f"{int(log.steps[-1]):,}")
-            self.stats["loss"].value.setText(f"{log.losses[-1]:.4f}")
+        last = log.last
+        if not last:
+            return
+        total = last.get("total_steps")
+        self.stats["step"].value.setText(f"{last['step']:,}" + (f" / {total:,}" if total else ""))
+        self.stats["loss"].value.setText(f"{last['loss']:.4f}")
+        if "epoch" in last:
+            self.stats["epoch"].value.setText(str(last["epoch"] + 1))
+        if "images_per_s" in last:
+            self.stats["speed"].value.setText(f"{last['images_per_s']:,.0f}")
+        if "eta_s" in last:  # at the speed it last ran: the time a continued run still needs
+            self.stats["eta"].value.setText(format_duration(last["eta_s"]))
+        if total:
+            self.controls.progress.setMaximum(total)
+            self.controls.progress.setValue(last["step"])
 
     def _on_Started(self, e: Any) -> None:  # noqa: N802
         self.stats["device"].value.setText(f"{e.device} · {e.precision}")

@@ -15,6 +15,8 @@ import yaml
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLineEdit, QPushButton, QWidget
 
+from core.runs import RunDir
+from ddpm_gui.training_panel import format_duration
 from tests.conftest import ROOT
 from tests.gui_helpers import (  # noqa: F401 - window is a fixture
     STEP_TIMEOUT_MS,
@@ -172,6 +174,12 @@ def test_pause_resume_then_continue_the_run(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: len(window.training_panel.loss_plot.history) >= stopped_at, timeout=STEP_TIMEOUT_MS)
     assert window.resume_run == run_dir and window.sampling_panel.source == run_dir
     assert window.training_panel.preview.image() is not None  # the newest preview grid the run saved
+    last = RunDir(run_dir).read_log()[-1]
+    stats = window.training_panel.stats  # where the run stood when it stopped, as its log says
+    assert stats["step"].value.text() == f"{last['step']:,} / {last['total_steps']:,}"
+    assert stats["epoch"].value.text() == str(last["epoch"] + 1)
+    assert stats["speed"].value.text() == f"{last['images_per_s']:,.0f}"
+    assert stats["eta"].value.text() == format_duration(last["eta_s"]) != "–"
 
 
 def test_closing_while_training_asks_stops_and_keeps_a_checkpoint(window, qtbot, tmp_path):
