@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .allocator import keep_freed_memory
 from .choices import DEFAULT_STEPS, SAMPLERS
 from .device import Precision
 from .errors import UserError
@@ -266,6 +267,8 @@ def sample(
     if frame_stride < 1:
         raise UserError(f"frame_stride must be at least 1; got {frame_stride}.")
     device = torch.device(device) if device is not None else _model_device(model)
+    if device.type == "cpu":
+        keep_freed_memory()  # each step reuses the last one's memory (see core.allocator)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((num_images, *image_shape), generator=generator, dtype=torch.float32).to(device)
 

@@ -210,6 +210,7 @@ def check_weights(source: Path, config: Config) -> None:
 
 def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
     """Load the model, sample, keep frames in a FrameStore and report each as a SampleFrame."""
+    from core.allocator import release_freed_memory
     from core.checkpoint import load_for_sampling
     from core.device import pick_device
     from core.frames import FrameStore
@@ -227,8 +228,11 @@ def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
                     image_shape=(m.im_channels, m.im_size, m.im_size), sampler=request.sampler,
                     steps=request.steps, seed=request.seed, device=device,
                     frame_stride=max(1, request.steps // MAX_FRAMES), should_cancel=worker.should_abort)
-    for final in frames:
-        store.add(final)
-        if throttle.ready(force=final.index + 1 == final.num_steps):
-            worker.report(SampleFrame(final.index, final.num_steps, final.t, store.xt(-1), store.x0(-1)))
+    try:
+        for final in frames:
+            store.add(final)
+            if throttle.ready(force=final.index + 1 == final.num_steps):
+                worker.report(SampleFrame(final.index, final.num_steps, final.t, store.xt(-1), store.x0(-1)))
+    finally:
+        release_freed_memory()  # the window lives on: what the steps kept goes back to the system
     return SampleResult(store, final.xt, nrow)

@@ -180,6 +180,7 @@ def test_pause_resume_then_continue_the_run(window, qtbot, tmp_path):
     assert stats["epoch"].value.text() == str(last["epoch"] + 1)
     assert stats["speed"].value.text() == f"{last['images_per_s']:,.0f}"
     assert stats["eta"].value.text() == format_duration(last["eta_s"]) != "–"
+    screenshot(window, "opened-run")
 
 
 def test_closing_while_training_asks_stops_and_keeps_a_checkpoint(window, qtbot, tmp_path):
