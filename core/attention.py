@@ -7,9 +7,9 @@ All three ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed
 - ``chunked``: the map in slices small enough to stay in the CPU's cache, recomputed in the
   backward pass instead of kept. The tutorial's heads are narrow (4 to 64 channels each), which the CPU
   flash kernel handles poorly: forward+backward of one 28x28 layer (784 tokens, 64 channels,
-  batch 64, bf16, 2 Zen 4 cores) took 280 ms with ``sdpa`` and 190 ms chunked, of a 7x7 layer
-  17 ms and 3.7 ms; all 16 layers of the tutorial's network 1.42 s and 0.81 s
-  (``bench/attention.py``).
+  batch 64, bf16, 2 Zen 4 cores) took 284 ms with ``sdpa`` and 165 ms chunked, of a 7x7 layer
+  17 ms and 3.4 ms; all 16 layers of the tutorial's network 1.43 s and 0.71 s, the tutorial's
+  way 2.87 s (``bench/attention.py``, ``docs/bench/cpu-attention.json``).
 
 ``auto`` picks ``chunked`` on the CPU and ``sdpa`` elsewhere.
 """

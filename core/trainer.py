@@ -448,8 +448,9 @@ def micro_batches(batch: int, size: int | None, device: torch.device) -> list[sl
     up to the batch's: the same step in less activation memory. On 2 CPU cores, tutorial config,
     batch 64, six paired runs of ``bench/train_step.py``: in parts of 32 the step took from 1 %
     less to 9 % more time than whole (median +3.5 %) and peak RSS fell from 1.50-1.58 to
-    1.27-1.33 GiB; in parts of 16 it took 10 % more for 1.14 GiB. A GPU has the memory and
-    wants the large kernels.
+    1.27-1.33 GiB; in parts of 16 it took 10 % more for 1.14 GiB. (Since then the CPU's Adam
+    stopped importing torch._dynamo: 1.13-1.14 GiB in parts of 32, 1.35 GiB whole.) A GPU has
+    the memory and wants the large kernels.
     """
     if size is None:
         size = CPU_MICRO_BATCH if device.type == "cpu" else batch
