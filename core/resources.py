@@ -11,8 +11,11 @@ from pathlib import Path
 
 
 def resources_dir() -> Path:
-    """The ``resources`` folder: inside the PyInstaller bundle when frozen, else beside ``core``."""
+    """The ``resources`` folder: inside the PyInstaller bundle when frozen, else beside ``core``:
+    ``resources`` in a checkout, ``ddpm_studio_resources`` where a wheel installed it."""
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle:
         return Path(bundle) / "resources"
-    return Path(__file__).resolve().parents[1] / "resources"
+    beside = Path(__file__).resolve().parents[1]
+    checkout = beside / "resources"
+    return checkout if checkout.is_dir() else beside / "ddpm_studio_resources"

@@ -121,3 +121,25 @@ def test_self_test_reports_failure_as_json(capsys):
     assert status == 1
     assert verdict["ok"] is False
     assert verdict["error"]
+
+
+def test_wheel_ships_the_resources_and_finds_them_installed(tmp_path):
+    """A plain ``pip install`` (not editable) gets the demo datasets, presets and icons too."""
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("ddpm_studio-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {p.relative_to(ROOT / "resources").as_posix() for p in (ROOT / "resources").rglob("*") if p.is_file()}
+    assert shipped and {f"ddpm_studio_resources/{n}" for n in shipped} <= names
+
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)  # what pip puts in site-packages
+    probe = "from core.resources import resources_dir; print(resources_dir())"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+                         capture_output=True, text=True, check=True)
+    found = Path(out.stdout.strip())
+    assert found == site / "ddpm_studio_resources"
+    assert (found / "presets" / "fast-cpu.yaml").is_file()
