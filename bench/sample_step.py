@@ -1,6 +1,7 @@
 """Sampling-step benchmark: the tutorial's reverse loop against the app's sampler, in one process.
 
-The naive path is the tutorial's ``sample()``: explicit softmax attention, fp32, NCHW, under
+The naive path is the tutorial's ``sample()``: ``nn.MultiheadAttention``'s own forward as the
+tutorial calls it, fp32, NCHW, under
 ``torch.no_grad``, one ancestral step (:meth:`NoiseSchedule.step`) per timestep. The fast path is
 :func:`core.samplers.sample` as the app calls it: fused attention, the device's reduced precision,
 channels_last weights, inference mode. Both take the same DDPM steps from t = T-1 down, one step
@@ -37,7 +38,7 @@ PATHS = ("naive", "fast")
 def naive_steps(config: Config, device: torch.device, batch: int) -> Iterator[None]:
     """The tutorial's sampling loop, one yield per reverse step."""
     m = config.model_params
-    model = UNet(m, attention_impl="naive").to(device).eval()
+    model = UNet(m, attention_impl="tutorial").to(device).eval()
     schedule = NoiseSchedule.from_config(config.diffusion_params)
     xt = torch.randn(batch, m.im_channels, m.im_size, m.im_size, device=device)
     with torch.no_grad():

@@ -2,8 +2,10 @@
 
 Both paths run :meth:`core.trainer.Trainer._train_step`, the step the app runs (eps-MSE, Adam,
 EMA update, one ``loss.item()``), so they differ only in the levers listed in :class:`TrainPath`.
-The naive path is the tutorial's: explicit softmax attention, fp32, NCHW, plain per-tensor
-Adam, the batch in one pass. ``--ablate`` adds the fast path with one lever undone at a time
+The naive path is the tutorial's: ``nn.MultiheadAttention``'s own forward as the tutorial
+calls it (explicit softmax attention, and the map averaged over heads for ``need_weights``),
+fp32, NCHW, plain per-tensor Adam, the batch in one pass; ``naive-attention_kernel`` is the
+same with only the attention kernel's explicit softmax (no head average), for comparison. ``--ablate`` adds the fast path with one lever undone at a time
 (and with torch.compile, and in micro-batches of 16), which is how each lever's effect is
 measured. Images are random: no step depends on the data.
 
@@ -46,8 +48,9 @@ class TrainPath:
     whole_batch: bool = False  # the batch in one pass, whatever the default
 
 
-NAIVE = TrainPath("naive", attention="naive", precision="fp32", channels_last=False, fast_adam=False,
+NAIVE = TrainPath("naive", attention="tutorial", precision="fp32", channels_last=False, fast_adam=False,
                   whole_batch=True)
+NAIVE_KERNEL = dataclasses.replace(NAIVE, name="naive-attention_kernel", attention="naive")
 FAST = TrainPath("fast")
 ABLATIONS = (
     dataclasses.replace(FAST, name="fast-naive_attention", attention="naive"),
@@ -59,7 +62,7 @@ ABLATIONS = (
     dataclasses.replace(FAST, name="fast-micro_batches", whole_batch=True),
     dataclasses.replace(FAST, name="fast+micro_batch_16", micro_batch_size=16),
 )
-PATHS = {p.name: p for p in (NAIVE, FAST, *ABLATIONS)}
+PATHS = {p.name: p for p in (NAIVE, NAIVE_KERNEL, FAST, *ABLATIONS)}
 
 
 class Runner:

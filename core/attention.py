@@ -21,7 +21,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-AttentionImpl = Literal["auto", "chunked", "sdpa", "naive"]
+AttentionImpl = Literal["auto", "chunked", "sdpa", "naive", "tutorial"]
+"""The kernels below, and "tutorial": ``nn.MultiheadAttention``'s own forward, which only
+:class:`core.unet.SelfAttention` can run (it includes the projections)."""
 
 # Attention-map elements per slice: 2.4 MB in bf16, which a core's L2 plus its share of L3
 # holds. Measured at 784 tokens: 1 or 2 maps per slice are equally fast, 4 or more slower.
@@ -32,6 +34,8 @@ ONEDNN_MIN_TOKENS = 512
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: AttentionImpl) -> torch.Tensor:
     """(B, heads, N, d) queries, keys and values -> (B, heads, N, d) attended values."""
+    if impl == "tutorial":
+        raise ValueError("attention_impl 'tutorial' is nn.MultiheadAttention's forward: only SelfAttention runs it")
     if impl == "auto":
         impl = "chunked" if q.device.type == "cpu" else "sdpa"
     if impl == "sdpa":

@@ -23,7 +23,7 @@ def test_tutorial_default_parameter_count_and_keys(fixtures_dir):
 
 
 @pytest.mark.parametrize("name", ["tiny_gray16", "small_rgb32"])
-@pytest.mark.parametrize("impl", ["chunked", "sdpa", "naive"])
+@pytest.mark.parametrize("impl", ["chunked", "sdpa", "naive", "tutorial"])
 def test_reproduces_tutorial_outputs(fixtures_dir, name, impl):
     cfg = load_config(fixtures_dir / f"unet_{name}.yaml")
     model = UNet(cfg.model_params, attention_impl=impl).eval()
