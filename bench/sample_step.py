@@ -1,7 +1,7 @@
 """Sampling-step benchmark: the tutorial's reverse loop against the app's sampler, in one process.
 
 The naive path is the tutorial's ``sample()``: ``nn.MultiheadAttention``'s own forward as the
-tutorial calls it, fp32, NCHW, under
+tutorial calls it (``naive-attention_kernel``: the explicit softmax kernel instead), fp32, NCHW, under
 ``torch.no_grad``, one ancestral step (:meth:`NoiseSchedule.step`) per timestep. The fast path is
 :func:`core.samplers.sample` as the app calls it: fused attention, the device's reduced precision,
 channels_last weights, inference mode. Both take the same DDPM steps from t = T-1 down, one step
@@ -16,6 +16,7 @@ fresh subprocess per path, and the naive/fast ratio.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,13 +33,18 @@ from core.samplers import sample
 from core.schedule import NoiseSchedule
 from core.unet import UNet
 
-PATHS = ("naive", "fast")
+PATHS = ("naive", "naive-attention_kernel", "fast")
 
 
-def naive_steps(config: Config, device: torch.device, batch: int) -> Iterator[None]:
-    """The tutorial's sampling loop, one yield per reverse step."""
+def naive_steps(config: Config, device: torch.device, batch: int, attention: str = "tutorial") -> Iterator[None]:
+    """The tutorial's sampling loop, one yield per reverse step.
+
+    With ``attention="tutorial"`` the attention layers run ``nn.MultiheadAttention``'s forward as
+    the tutorial calls it, which in eval mode without gradients takes torch's fused native
+    kernel; ``"naive"`` runs the explicit softmax-attention kernel instead.
+    """
     m = config.model_params
-    model = UNet(m, attention_impl="tutorial").to(device).eval()
+    model = UNet(m, attention_impl=attention).to(device).eval()
     schedule = NoiseSchedule.from_config(config.diffusion_params)
     xt = torch.randn(batch, m.im_channels, m.im_size, m.im_size, device=device)
     with torch.no_grad():
@@ -75,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = setup(args)
     config = resolve_config(args.config)
-    makers = {"naive": naive_steps, "fast": fast_steps}
+    makers = {"naive": naive_steps, "naive-attention_kernel": functools.partial(naive_steps, attention="naive"),
+              "fast": fast_steps}
 
     def make(name: str) -> Callable[[], None]:
         return stepper(makers[name](config, device, args.batch), device)
