@@ -35,6 +35,7 @@ class TrainingState:
 
     step: int
     config: Config
+    train_seconds: float = 0.0  # training time so far, which a time budget continues from
 
 
 def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,6 +75,7 @@ def save_checkpoint(
     step: int,
     config: Config,
     scaler_scale: float | None = None,
+    train_seconds: float = 0.0,
 ) -> None:
     """Write a resumable checkpoint atomically (temp file + rename)."""
     tensors = _prefixed("model", model.state_dict()) | _prefixed("ema", ema.state_dict())
@@ -85,6 +87,7 @@ def save_checkpoint(
         "config": json.dumps(config.to_dict()),
         "param_groups": groups,
         "scaler_scale": json.dumps(scaler_scale),
+        "train_seconds": repr(float(train_seconds)),
     }
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
@@ -121,7 +124,8 @@ def _state_from_meta(path: Path, meta: dict[str, str]) -> TrainingState:
         config = Config.from_dict(json.loads(meta["config"]), source=str(path))
     except ConfigError as e:
         raise CheckpointError(f"{path} holds an invalid config: {e}") from None
-    return TrainingState(step=int(meta["step"]), config=config)
+    return TrainingState(step=int(meta["step"]), config=config,
+                         train_seconds=float(meta.get("train_seconds", "0")))
 
 
 def shape_mismatches(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:

@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="dataset folder or IDX file; overrides dataset_params.im_path")
     t.add_argument("--run-dir", help="run folder (default: ./<task_name>)")
     t.add_argument("--max-steps", type=int, help="stop after this many steps in total")
+    t.add_argument("--max-minutes", type=float, help="stop after this many minutes of training time")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides train_params.device")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
 
@@ -71,7 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_dataset
 
     cfg = _load_config(args.config)
-    changes = {k: v for k, v in {"max_steps": args.max_steps, "device": args.device}.items() if v is not None}
+    changes = {k: v for k, v in {"max_steps": args.max_steps, "max_minutes": args.max_minutes,
+                                      "device": args.device}.items() if v is not None}
     if changes:
         cfg = cfg.replace("train_params", **changes)
     if args.data:

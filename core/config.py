@@ -120,6 +120,36 @@ class TrainParams:
         "gives the same step in less memory (empty: at most 32 on the CPU, the whole batch elsewhere).",
         min=1,
     )
+    max_minutes: Optional[float] = _f(
+        None,
+        "Stop after this many minutes of training time (checkpoints, previews and pauses do not "
+        "count), writing a checkpoint as max_steps does; empty: no time limit.",
+        exclusive_min=0.0,
+    )
+    lr_schedule: Literal["constant", "cosine"] = _f(
+        "constant",
+        "Learning rate over the run: 'constant' (the tutorial's) or 'cosine', decaying to zero at "
+        "the end of max_steps (or num_epochs) or of max_minutes, whichever comes first.",
+    )
+    warmup_steps: int = _f(0, "Steps over which the learning rate rises linearly from near zero (0: none).", min=0)
+    ema_halflife_kimg: Optional[float] = _f(
+        None,
+        "EMA half-life in thousands of images (EDM's ema_halflife_kimg); replaces ema_decay when "
+        "set. Empty: ema_decay decides.",
+        exclusive_min=0.0,
+    )
+    ema_rampup: Optional[float] = _f(
+        None,
+        "With ema_halflife_kimg: the half-life is at most this fraction of the images seen so "
+        "far (EDM uses 0.05), so a short run does not average in its random start. Empty: no ramp-up.",
+        exclusive_min=0.0,
+    )
+    loss_weighting: Literal["none", "min_snr"] = _f(
+        "none",
+        "Weight of each timestep's loss: 'none' (the tutorial's plain MSE) or 'min_snr' "
+        "(Hang et al. 2023: balances easy low-noise and hard high-noise steps; converges faster).",
+    )
+    min_snr_gamma: float = _f(5.0, "The SNR at which min_snr clamps the weights (5 in the paper).", exclusive_min=0.0)
 
 
 SECTIONS: dict[str, type] = {

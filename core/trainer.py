@@ -28,6 +28,10 @@ from . import distributed
 from .adam import Adam, Optimizer
 from .allocator import keep_freed_memory, release_freed_memory
 from .atomic import atomic_write_text
+from .budget import TrainClock
+from .ema import ema_beta, update_ema
+from .loss_weighting import loss_weights
+from .lr_schedule import lr_factor, run_progress
 from .attention import AttentionImpl
 from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
 from .config import Config, dump_config
@@ -58,6 +62,8 @@ class StepDone:
     images_per_s: float
     eta_s: float
     total_steps: int
+    time_used_s: float = 0.0  # training time so far (checkpoints, previews, pauses excluded)
+    time_left_s: float | None = None  # of train_params.max_minutes; None without a time budget
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,9 @@ class Trainer:
         self.schedule = NoiseSchedule.from_config(config.diffusion_params)
         self._sqrt_abar = self.schedule.sqrt_alpha_cum_prod.to(self.device)
         self._sqrt_1m_abar = self.schedule.sqrt_one_minus_alpha_cum_prod.to(self.device)
+        weights = loss_weights(tp.loss_weighting, self.schedule.alpha_cum_prod64, tp.min_snr_gamma, "eps")
+        self._loss_weights = None if weights is None else weights.float().to(self.device)
+        self.clock = TrainClock(tp.max_minutes)
         self.optimizer = make_adam(self.model.parameters(), tp.lr, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
         self._dataset = dataset
@@ -233,11 +242,13 @@ class Trainer:
         order_epoch, order = -1, torch.empty(0, dtype=torch.long)
         last_saved = self.step
         self.model.train()
-        while self.step < total:
+        self.clock.start()
+        while self.step < total and not self.clock.exhausted:
             if self._control.pause and not self._control.stop:
                 self._emit(Paused(self.step))
                 self._control.wait_while_paused()
                 clock.reset_clock()
+                self.clock.start()
                 if not self._control.stop:
                     self._emit(Resumed(self.step))
             if self._control.stop:
@@ -247,6 +258,7 @@ class Trainer:
                 order_epoch, order = epoch, torch.randperm(len(dataset), generator=_seeded(tp.seed, epoch))
             idx = self.dist.shard(order)[pos * tp.batch_size:(pos + 1) * tp.batch_size]
             batch = dataset.batch(idx)
+            self._set_lr(total)
             try:
                 loss = self._train_step(step_model, batch)
             except Exception:
@@ -262,19 +274,23 @@ class Trainer:
                     f"and resume from the last checkpoint, which is kept."
                 )
             images_per_s, eta = clock.tick(len(idx) * self.dist.world_size, total - self.step)
+            self.clock.lap()
+            if self.clock.left_s is not None:
+                eta = min(eta, self.clock.left_s)
             self._log_step(epoch, loss, images_per_s, eta, total)
             self._emit(StepDone(self.step, epoch, loss, self.optimizer.param_groups[0]["lr"],
-                                images_per_s, eta, total))
+                                images_per_s, eta, total, self.clock.used_s, self.clock.left_s))
             if self.step % tp.checkpoint_every_steps == 0:
                 self._checkpoint()
                 last_saved = self.step
             if tp.sample_every_steps and self.step % tp.sample_every_steps == 0:
                 self._preview()
             clock.reset_clock()  # checkpoints and previews are not training time: keep them out of the ETA
+            self.clock.start()
         if self.step != last_saved or not self.run_dir.list_checkpoints():
             self._checkpoint()
         self._export_weights()
-        reason = "completed" if self.step >= total else "stopped"
+        reason = "completed" if self.step >= total or self.clock.exhausted else "stopped"
         finished = Finished(self.step, reason)
         self._emit(finished)
         return finished
@@ -301,7 +317,7 @@ class Trainer:
                 with self.precision.autocast(self.device):
                     eps = model(xt[part], t[part])
                 # the batch mean as a sum of per-part means weighted by size: the same gradient
-                part_loss = F.mse_loss(eps.float(), noise[part]) * ((part.stop - part.start) / x0.shape[0])
+                part_loss = self._loss(eps.float(), noise[part], t[part]) * ((part.stop - part.start) / x0.shape[0])
                 self.scaler.scale(part_loss).backward()
             loss += part_loss.detach()
         self.scaler.step(self.optimizer)
@@ -309,15 +325,28 @@ class Trainer:
         self._update_ema()
         return loss.item()
 
-    @torch.no_grad()
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The batch's MSE, each image's weighted by its timestep's loss weight if any."""
+        if self._loss_weights is None:
+            return F.mse_loss(pred, target)
+        per_image = (pred - target).square().mean(dim=tuple(range(1, pred.ndim)))
+        return (per_image * self._loss_weights[t]).mean()
+
+    def _set_lr(self, total: int) -> None:
+        tp = self.config.train_params
+        progress = run_progress(self.step, total, self.clock.used_s, self.clock.budget_s)
+        lr = tp.lr * lr_factor(tp.lr_schedule, self.step, tp.warmup_steps, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def _update_ema(self) -> None:
-        decay = self.config.train_params.ema_decay
-        ema_params = list(self.ema_model.parameters())
-        params = list(self.model.parameters())
-        if decay == 0:
-            torch._foreach_copy_(ema_params, params)
+        tp = self.config.train_params
+        if tp.ema_halflife_kimg is None:
+            beta = tp.ema_decay
         else:
-            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+            batch = tp.batch_size * self.dist.world_size
+            beta = ema_beta((self.step + 1) * batch, batch, tp.ema_halflife_kimg, tp.ema_rampup)
+        update_ema(self.ema_model, self.model, beta)
 
     # -- setup ----------------------------------------------------------------------------------
     def _load_dataset(self) -> Any:
@@ -357,6 +386,7 @@ class Trainer:
                 errors.append(str(e))
                 continue
             self.step = state.step
+            self.clock.used_s = state.train_seconds
             if scale is not None and self.scaler.is_enabled():
                 self.scaler.update(scale)
             for group in self.optimizer.param_groups:
@@ -391,6 +421,7 @@ class Trainer:
             return
         row = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
                "images_per_s": round(images_per_s, 2), "eta_s": round(eta_s, 1), "total_steps": total,
+               "train_s": round(self.clock.used_s, 2), "time_left_s": _rounded(self.clock.left_s),
                "time": round(time.time(), 3)}
         try:
             with open(self.run_dir.log_path, "a", encoding="utf-8") as f:
@@ -408,7 +439,8 @@ class Trainer:
             path = self.run_dir.checkpoint_path(self.step)
             save_checkpoint(path, model=self.model, ema=self.ema_model, optimizer=self.optimizer,
                             step=self.step, config=self.config,
-                            scaler_scale=self.scaler.get_scale() if self.scaler.is_enabled() else None)
+                            scaler_scale=self.scaler.get_scale() if self.scaler.is_enabled() else None,
+                            train_seconds=self.clock.used_s)
             self.run_dir.prune_checkpoints(self.config.train_params.keep_checkpoints)
             self._emit(CheckpointSaved(self.step, path))
         self.dist.barrier()
@@ -435,6 +467,10 @@ class Trainer:
             return  # Stop pressed mid-preview: stopping matters more than the picture
         save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)
         self._emit(PreviewReady(self.step, images))
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 CPU_MICRO_BATCH = 32

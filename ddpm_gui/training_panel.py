@@ -149,7 +149,8 @@ class TrainingPanel(QWidget):
         self.controls = controls
         self.banner = Banner()
         self.stats = {key: _Stat(title, f"{key}Label") for key, title in (
-            ("step", "Step"), ("epoch", "Epoch"), ("loss", "Loss"), ("speed", "Images / s"), ("eta", "Time left"),
+            ("step", "Step"), ("epoch", "Epoch"), ("loss", "Loss"), ("speed", "Images / s"),
+            ("time", "Training time"), ("eta", "Time left"),
             ("device", "Device"))}
         stats_row = QHBoxLayout()
         for stat in self.stats.values():
@@ -252,6 +253,8 @@ class TrainingPanel(QWidget):
             self.stats["speed"].value.setText(f"{last['images_per_s']:,.0f}")
         if "eta_s" in last:  # at the speed it last ran: the time a continued run still needs
             self.stats["eta"].value.setText(format_duration(last["eta_s"]))
+        if "train_s" in last:
+            self.stats["time"].value.setText(_time_used(last["train_s"], last.get("time_left_s")))
         if total:
             self.controls.progress.setMaximum(total)
             self.controls.progress.setValue(last["step"])
@@ -289,10 +292,21 @@ class TrainingPanel(QWidget):
         self.stats["loss"].value.setText(f"{e.loss:.4f}")
         self.stats["speed"].value.setText(f"{e.images_per_s:,.0f}")
         self.stats["eta"].value.setText(format_duration(e.eta_s))
+        self.stats["time"].value.setText(_time_used(e.time_used_s, e.time_left_s))
         bar = self.controls.progress
-        bar.setMaximum(max(1, e.total_steps))
-        bar.setValue(e.step)
+        if e.time_left_s is None:
+            bar.setMaximum(max(1, e.total_steps))
+            bar.setValue(e.step)
+        else:  # a time budget ends the run: show the share of it used
+            bar.setMaximum(max(1, round(e.time_used_s + e.time_left_s)))
+            bar.setValue(round(e.time_used_s))
 
     def _open_run_folder(self) -> None:
         if self.run_dir is not None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.run_dir)))
+
+
+def _time_used(used_s: float, left_s: float | None) -> str:
+    """Training time so far, and of how much when a time budget (max_minutes) is set."""
+    used = format_duration(used_s)
+    return used if left_s is None else f"{used} of {format_duration(used_s + left_s)}"
