@@ -218,7 +218,7 @@ def load_for_sampling(
     if path.suffix == ".pth" or path.suffix == ".pt":
         if config is None:
             raise CheckpointError(f"{path} is a tutorial checkpoint: give the config it was trained with (--config).")
-        state = load_tutorial_pth(path)
+        state, meta = load_tutorial_pth(path), {}
     else:
         tensors, meta = _read(path)
         fmt = meta.get("format", "")
@@ -231,7 +231,19 @@ def load_for_sampling(
             if config is None:
                 raise CheckpointError(f"{path} carries no config: give the config it was trained with (--config).")
             state = tensors
+    config = _with_recorded_prediction(config, meta)
     model = UNet(config.model_params)
     load_weights_into(model, state, path)
     device = torch.device(device or "cpu")
     return model.to(device, memory_format=memory_format(device)).eval(), config
+
+
+def _with_recorded_prediction(config: Config, meta: dict[str, str]) -> Config:
+    """``config`` with the prediction type the file records, whatever config was passed: a
+    network sampled as the wrong type gives noise, with no error to say why."""
+    if "config" not in meta:
+        return config
+    recorded = json.loads(meta["config"]).get("diffusion_params", {}).get("prediction", "eps")
+    if recorded == config.diffusion_params.prediction:
+        return config
+    return config.replace("diffusion_params", prediction=recorded)

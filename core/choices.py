@@ -52,6 +52,8 @@ SAMPLER_TABLE: tuple[SamplerSpec, ...] = (
     SamplerSpec("ddpm", "DDPM (the tutorial's ancestral sampler)", None),
     SamplerSpec("ddim", "DDIM", 50, (ETA,)),
     SamplerSpec("dpm++", "DPM-Solver++ (2M)", 20),
+    SamplerSpec("dpm++3m", "DPM-Solver++ (3M)", 20),
+    SamplerSpec("unipc", "UniPC (bh2)", 20),
 )
 SAMPLER_SPECS: dict[str, SamplerSpec] = {spec.name: spec for spec in SAMPLER_TABLE}
 SAMPLERS: tuple[str, ...] = tuple(SAMPLER_SPECS)

@@ -50,6 +50,12 @@ class DiffusionParams:
         "Noise schedule: 'linear' (Ho et al. 2020, the tutorial's) or 'cosine' (Nichol & "
         "Dhariwal 2021, better for small images).",
     )
+    prediction: Literal["eps", "v"] = _f(
+        "eps",
+        "What the network predicts: 'eps', the noise (the tutorial's), or 'v', the velocity "
+        "sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022). Recorded in checkpoints: a "
+        "model is always sampled as it was trained.",
+    )
 
 
 @dataclass

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from .config import DiffusionParams
 from .device import Precision
+from .loss_weighting import LossWeighting, loss_weights
 from .schedule import NoiseSchedule
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -49,10 +50,13 @@ class Denoiser:
 
     prediction: ClassVar[str]
 
-    def __init__(self, net: Network, schedule: NoiseSchedule, *, precision: Precision | None = None) -> None:
+    def __init__(self, net: Network, schedule: NoiseSchedule, *, precision: Precision | None = None,
+                 weighting: LossWeighting = "none", min_snr_gamma: float = 5.0) -> None:
         self.net = net
         self.schedule = schedule
         self.precision = precision
+        weights = loss_weights(weighting, schedule.alpha_cum_prod64, min_snr_gamma, self.prediction)
+        self._weights = None if weights is None else weights.float().to(schedule.alpha_cum_prod.device)
 
     def network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The network's raw output for images ``x`` at timesteps ``t`` (B,), as float32."""
@@ -76,8 +80,9 @@ class Denoiser:
         raise NotImplementedError
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor | None:
-        """Per-image weight of the squared error at timesteps ``t``; None weighs every image alike."""
-        return None
+        """Per-image weight of the squared error at timesteps ``t`` (see :mod:`core.loss_weighting`);
+        None weighs every image alike."""
+        return None if self._weights is None else self._weights[t]
 
     @staticmethod
     def loss(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -100,12 +105,35 @@ class EpsDenoiser(Denoiser):
         return noise
 
 
-PREDICTIONS: dict[str, type[Denoiser]] = {cls.prediction: cls for cls in (EpsDenoiser,)}
+class VDenoiser(Denoiser):
+    """The network predicts the velocity v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho
+    2022). Its target keeps unit scale at every noise level, where an eps error is magnified
+    into the x0 estimate by sqrt((1 - abar) / abar), which is large near pure noise.
+
+    With a = sqrt(abar), s = sqrt(1 - abar) and a^2 + s^2 = 1, x_t = a x0 + s eps inverts to
+    x0 = a x_t - s v and eps = s x_t + a v.
+    """
+
+    prediction = "v"
+
+    def split(self, xt: torch.Tensor, out: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, s = self.schedule.signal_noise(t, xt)
+        return s * xt + a * out, a * xt - s * out
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a, s = self.schedule.signal_noise(t, x0)
+        return a * noise - s * x0
+
+
+PREDICTIONS: dict[str, type[Denoiser]] = {cls.prediction: cls for cls in (EpsDenoiser, VDenoiser)}
 
 
 def make_denoiser(
     net: Network, schedule: NoiseSchedule, params: DiffusionParams, *, precision: Precision | None = None,
+    weighting: LossWeighting = "none", min_snr_gamma: float = 5.0,
 ) -> Denoiser:
     """The denoiser for a network trained with ``params``: the one place a config picks the
-    parameterisation (every config so far trains eps prediction, the tutorial's)."""
-    return PREDICTIONS["eps"](net, schedule, precision=precision)
+    parameterisation (``params.prediction``); ``weighting`` and ``min_snr_gamma`` set the
+    training loss's per-timestep weights (sampling ignores them)."""
+    return PREDICTIONS[params.prediction](net, schedule, precision=precision, weighting=weighting,
+                                          min_snr_gamma=min_snr_gamma)

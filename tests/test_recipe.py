@@ -1,4 +1,5 @@
-"""Training-recipe options: learning-rate schedule, EMA half-life, min-SNR weights, time budget."""
+"""Training-recipe options: learning-rate schedule, EMA half-life, min-SNR weights, time budget,
+v-prediction."""
 from __future__ import annotations
 
 import math
@@ -10,10 +11,12 @@ from core import trainer as tr
 from core.budget import TrainClock
 from core.checkpoint import read_training_state
 from core.config import Config, load_config
+from core.denoiser import VDenoiser, make_denoiser
 from core.ema import ema_beta
 from core.loss_weighting import loss_weights, min_snr_weight, snr
 from core.lr_schedule import lr_factor, run_progress
 from core.runs import RunDir
+from core.sampling import SamplingModel
 from core.schedule import NoiseSchedule
 
 from .conftest import tiny_config_dict
@@ -145,3 +148,60 @@ def test_bad_recipe_values_name_the_field(key, value):
 
     with pytest.raises(ConfigError, match=f"train_params.{key}"):
         Config.from_dict(tiny_config_dict(**{key: value}))
+
+
+# ----------------------------------------------------------------------------- v-prediction
+def _params(prediction: str):
+    return Config.from_dict({"diffusion_params": {"prediction": prediction}}).diffusion_params
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_target_and_split_invert_each_other(prediction):
+    """The network output that the trainer targets reads back as the noise and image it came from."""
+    schedule = NoiseSchedule()
+    d = make_denoiser(lambda x, t: x, schedule, _params(prediction))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(8, 1, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(8, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 10, 100, 500, 900, 998, 999])
+    eps, x0_back = d.split(schedule.add_noise(x0, noise, t), d.target(x0, noise, t), t)
+    torch.testing.assert_close(eps, noise, rtol=0, atol=2e-5)
+    torch.testing.assert_close(x0_back, x0, rtol=0, atol=2e-5)
+
+
+def test_v_is_the_velocity():
+    schedule = NoiseSchedule()
+    d = make_denoiser(lambda x, t: x, schedule, _params("v"))
+    x0, noise, t = torch.full((1, 1, 1, 1), 0.5), torch.full((1, 1, 1, 1), -1.0), torch.tensor([300])
+    a, s = schedule.sqrt_alpha_cum_prod[300], schedule.sqrt_one_minus_alpha_cum_prod[300]
+    torch.testing.assert_close(d.target(x0, noise, t).flatten(), (a * -1.0 - s * 0.5).reshape(1))
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_denoiser_weights_are_min_snr_for_its_prediction(prediction):
+    schedule = NoiseSchedule()
+    d = make_denoiser(lambda x, t: x, schedule, _params(prediction), weighting="min_snr", min_snr_gamma=5.0)
+    t = torch.tensor([0, 50, 300, 999])
+    expected = min_snr_weight(schedule.alpha_cum_prod64, 5.0, prediction)[t].float()
+    torch.testing.assert_close(d.loss_weight(t), expected)
+    assert make_denoiser(lambda x, t: x, schedule, _params(prediction)).loss_weight(t) is None
+
+
+def test_a_v_checkpoint_is_never_sampled_as_eps(tmp_path):
+    cfg = Config.from_dict(tiny_config_dict(max_steps=2)).replace("diffusion_params", prediction="v")
+    tr.Trainer(cfg, tmp_path / "run", dataset=RandomImages()).run()
+    eps_config = cfg.replace("diffusion_params", prediction="eps")
+    for source in (tmp_path / "run", RunDir(tmp_path / "run").weights_path(cfg)):
+        model = SamplingModel.load(source, eps_config, device="cpu")  # the wrong config given
+        assert model.config.diffusion_params.prediction == "v"
+        assert isinstance(model.denoiser(), VDenoiser)
+        assert isinstance(SamplingModel.load(source, device="cpu").denoiser(), VDenoiser)
+
+
+def test_v_training_regresses_on_v(tmp_path, monkeypatch):
+    """The trainer's loss for a v run is the MSE to the velocity, not to the noise."""
+    cfg = Config.from_dict(tiny_config_dict(max_steps=1)).replace("diffusion_params", prediction="v")
+    seen = []
+    monkeypatch.setattr(VDenoiser, "target", lambda self, x0, noise, t: seen.append(1) or noise * 0)
+    tr.Trainer(cfg, tmp_path / "run", dataset=RandomImages()).run()
+    assert seen
