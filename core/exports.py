@@ -89,6 +89,14 @@ def save_images(images: torch.Tensor, folder: str | os.PathLike, prefix: str = "
     return paths
 
 
+def check_animation_path(path: str | os.PathLike) -> Path:
+    """``path`` if its suffix names a format :func:`save_animation` writes; else the reason, in words."""
+    path = Path(path)
+    if path.suffix.lower() not in ANIMATION_SUFFIXES:
+        raise UserError(f"Cannot save an animation as {path}: use a file name ending in .gif or .mp4.")
+    return path
+
+
 def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float = 20, loop: bool = True) -> Path:
     """Write uint8 (H, W, C) frames as a GIF or an MP4, chosen by the suffix of ``path``.
 
@@ -98,10 +106,8 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: f
     yuv420p, plays in browsers and QuickTime), frames padded with black to even sizes as 4:2:0
     needs; ``loop`` does not apply.
     """
-    path = Path(path)
+    path = check_animation_path(path)
     suffix = path.suffix.lower()
-    if suffix not in ANIMATION_SUFFIXES:
-        raise UserError(f"Cannot save an animation as {path}: use a file name ending in .gif or .mp4.")
     if not len(frames):
         raise UserError(f"No frames to save in {path}: sample first.")
     if fps <= 0:
