@@ -203,8 +203,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
         out = Path("samples.png")
         save_grid(images, out, nrow=nrow)
         written.append(str(out))
-    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    print(f"wrote {', '.join(map(str, written))} ({_weights_used(args)})", file=sys.stderr)
     return 0
+
+
+def _weights_used(args: argparse.Namespace) -> str:
+    """Which weights were sampled, in words: a tutorial .pth holds only its own."""
+    if Path(args.source).suffix in (".pth", ".pt"):
+        return "the .pth's weights"
+    return "raw weights" if args.raw else "EMA weights (--raw for the raw ones)"
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

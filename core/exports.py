@@ -89,6 +89,9 @@ def save_images(images: torch.Tensor, folder: str | os.PathLike, prefix: str = "
     return paths
 
 
+HOLD_LAST_S = 1.0  # the finished images stay this long before the animation ends or loops
+
+
 def check_animation_path(path: str | os.PathLike) -> Path:
     """``path`` if its suffix names a format :func:`save_animation` writes; else the reason, in words."""
     path = Path(path)
@@ -104,7 +107,7 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: f
     1/100 s, so fps above 50 play at most 50 frames per second, and Pillow merges identical
     consecutive frames (lengthening the kept one, so the timing holds). MP4: H.264 (libx264,
     yuv420p, plays in browsers and QuickTime), frames padded with black to even sizes as 4:2:0
-    needs; ``loop`` does not apply.
+    needs; ``loop`` does not apply. Both hold the last frame :data:`HOLD_LAST_S` longer.
     """
     path = check_animation_path(path)
     suffix = path.suffix.lower()
@@ -118,14 +121,15 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: f
     if suffix == ".gif":
         atomic_write_bytes(path, _encode_gif(frames, fps, loop))
     else:
-        _write_mp4(frames, path, fps)
+        _write_mp4(frames + [frames[-1]] * round(HOLD_LAST_S * fps), path, fps)
     return path
 
 
 def _encode_gif(frames: list[np.ndarray], fps: float, loop: bool) -> bytes:
     import imageio.v3 as iio
 
-    options = {"duration": 1000 / fps, **({"loop": 0} if loop else {})}
+    durations = [1000 / fps] * (len(frames) - 1) + [1000 / fps + HOLD_LAST_S * 1000]
+    options = {"duration": durations, **({"loop": 0} if loop else {})}
     return iio.imwrite("<bytes>", np.stack(frames), extension=".gif", plugin="pillow", **options)
 
 

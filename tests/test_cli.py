@@ -34,6 +34,10 @@ def test_train_resume_then_sample_grid_and_animation(tmp_path, config_file, caps
                  "--grid", str(grid), "--animation", str(gif)]) == 0
     assert Image.open(grid).size == (2 * 18 + 2, 2 * 18 + 2)  # 16px images, padding 2, nrow 2
     assert iio.improps(gif, index=None).shape[0] == 5
+    assert "(EMA weights" in capsys.readouterr().err  # which weights were sampled
+    assert main(["sample", str(run), "--sampler", "dpm++", "--steps", "2", "--num", "1", "--raw",
+                 "--grid", str(grid)]) == 0
+    assert "(raw weights)" in capsys.readouterr().err
 
 
 def test_data_override_and_tutorial_pth(tmp_path, config_file, fixtures_dir):
