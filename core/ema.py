@@ -4,7 +4,7 @@ Two ways to say it. ``ema_decay`` is the tutorial's per-step factor. A half-life
 (EDM, Karras et al. 2022: ``ema_halflife_kimg``) says how long the average remembers in terms
 that do not change with the batch size; with a ramp-up (``ema_rampup``) the half-life is at most
 that fraction of the images seen so far, so a short run's average is not dominated by its
-random start: after 1,000 steps a fixed 0.999 still gives the initial weights 37 % of the mass.
+random start (``ema_decay`` has its own warm-up for that, ``core.trainer.ema_decay_at``).
 """
 from __future__ import annotations
 

@@ -50,6 +50,8 @@ class Started:
     total_steps: int
     start_step: int
     dataset_size: int
+    checkpoint_every: int | None = None  # the intervals this run uses (see run_interval)
+    preview_every: int | None = None
 
 
 @dataclass(frozen=True)
@@ -232,8 +234,11 @@ class Trainer:
         total = tp.max_steps or tp.num_epochs * steps_per_epoch
         train_model = self.dist.wrap(self.model)
         step_model = _maybe_compile(train_model, tp.compile)
+        checkpoint_every = run_interval(tp.checkpoint_every_steps, total)
+        preview_every = run_interval(tp.sample_every_steps, total)
         self._emit(Started(self.run_dir.path, describe(self.device), self.precision.name,
-                           count_parameters(self.model), total, self.step, len(dataset)))
+                           count_parameters(self.model), total, self.step, len(dataset),
+                           checkpoint_every, preview_every))
         clock = _Throughput()
         order_epoch, order = -1, torch.empty(0, dtype=torch.long)
         last_saved = self.step
@@ -276,10 +281,10 @@ class Trainer:
             self._log_step(epoch, loss, images_per_s, eta, total)
             self._emit(StepDone(self.step, epoch, loss, self.optimizer.param_groups[0]["lr"],
                                 images_per_s, eta, total, self.clock.used_s, self.clock.left_s))
-            if self.step % tp.checkpoint_every_steps == 0:
+            if self.step % checkpoint_every == 0:
                 self._checkpoint()
                 last_saved = self.step
-            if tp.sample_every_steps and self.step % tp.sample_every_steps == 0:
+            if preview_every and self.step % preview_every == 0:
                 self._preview()
             clock.reset_clock()  # checkpoints and previews are not training time: keep them out of the ETA
             self.clock.start()
@@ -334,7 +339,7 @@ class Trainer:
     def _update_ema(self) -> None:
         tp = self.config.train_params
         if tp.ema_halflife_kimg is None:
-            beta = tp.ema_decay
+            beta = ema_decay_at(tp.ema_decay, self.step)
         else:
             batch = tp.batch_size * self.dist.world_size
             beta = ema_beta((self.step + 1) * batch, batch, tp.ema_halflife_kimg, tp.ema_rampup)
@@ -462,6 +467,23 @@ class Trainer:
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
+
+
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The EMA decay for the update after ``updates`` others: ``decay``, warmed up as timm and
+    TensorFlow do with min(decay, (1 + n) / (10 + n)). Without it the average starts at the
+    random initial weights and keeps them for ~1/(1 - decay) steps: a 200-step run at 0.995
+    would sample pure noise. From ~2,000 steps on (at 0.995) the warm-up no longer applies."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def run_interval(every: int | None, total: int, parts: int = 4) -> int | None:
+    """``every`` steps, or, when the run is not longer than that, a quarter of the run: a short
+    run still shows previews and keeps a checkpoint on the way instead of waiting for a step it
+    never reaches. None (never) stays None."""
+    if every is None or every < total:
+        return every
+    return max(1, total // parts)
 
 
 CPU_MICRO_BATCH = 32

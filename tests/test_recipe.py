@@ -68,7 +68,7 @@ def test_ema_rampup_caps_the_half_life_at_a_fraction_of_images_seen():
 
 def test_trainer_ema_follows_the_half_life(tmp_path):
     """One step with ramp-up: half-life 0.05 * batch images, so beta = 0.5 ** 20 and the EMA is
-    essentially the trained weights; without the key, ema_decay still applies."""
+    essentially the trained weights; without the key, ema_decay (with its warm-up) still applies."""
     base = dict(max_steps=1, batch_size=4, lr=1e-2)
     ramp = tr.Trainer(Config.from_dict(tiny_config_dict(**base, ema_halflife_kimg=1.0, ema_rampup=0.05)),
                       tmp_path / "a", dataset=RandomImages())
@@ -80,8 +80,9 @@ def test_trainer_ema_follows_the_half_life(tmp_path):
     plain = tr.Trainer(Config.from_dict(tiny_config_dict(**base, ema_decay=0.5)), tmp_path / "b", dataset=RandomImages())
     start = [p.detach().clone() for p in plain.ema_model.parameters()]
     plain.run()
+    beta = tr.ema_decay_at(0.5, 0)
     for e, p, s in zip(plain.ema_model.parameters(), plain.model.parameters(), start):
-        torch.testing.assert_close(e, 0.5 * s + 0.5 * p)
+        torch.testing.assert_close(e, beta * s + (1 - beta) * p)
 
 
 # ----------------------------------------------------------------------------- min-SNR
