@@ -10,14 +10,17 @@ import os
 from pathlib import Path
 
 from .choices import BUILTIN_DATASETS, BUILTIN_PREFIX
-from .dataset import DatasetReport, ImageDataset, Progress, ScanCancelled, ShouldCancel, SkippedFile
+from .dataset import (
+    DatasetReport, ImageDataset, Progress, ScanCancelled, ShouldCancel, SkippedFile, dataset_advice, fit_description,
+    stored_channels,
+)
 from .errors import DatasetError
 from .folders import load_folder
 from .idx import idx_images_file, load_idx
 from .resources import resources_dir
 
-__all__ = ["DatasetReport", "ImageDataset", "ScanCancelled", "SkippedFile", "builtin_path", "load_dataset",
-           "resolve_im_path"]
+__all__ = ["DatasetReport", "ImageDataset", "ScanCancelled", "SkippedFile", "builtin_path", "dataset_advice",
+           "fit_description", "load_dataset", "resolve_im_path", "stored_channels"]
 
 
 def builtin_path(name: str) -> Path:

@@ -69,6 +69,45 @@ class DatasetReport:
         return ", ".join(parts)
 
 
+def fit_description(channels: int, size: int) -> str:
+    """How every image becomes a training example, in the words the CLI, README and window use."""
+    colour = "RGB" if channels == 3 else "grayscale"
+    return (f"each image is resized so its shorter side is {size} px, centre-cropped to {size}x{size} "
+            f"(the longer side loses its edges) and converted to {colour}")
+
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+
+
+def stored_channels(report: DatasetReport) -> int:
+    """3 if most files are stored in colour (RGB, RGBA, palette, CMYK...), else 1."""
+    gray = sum(n for mode, n in report.modes.items() if mode in _GRAY_MODES or str(mode).startswith("I;16"))
+    return 1 if gray * 2 >= sum(report.modes.values()) else 3
+
+
+def dataset_advice(report: DatasetReport, channels: int, size: int) -> list[str]:
+    """Surprises worth a warning before training: images smaller than the model's size (they
+    are enlarged, so blurry) and a colour setting that differs from how most files are stored."""
+    advice = []
+    small = {wh: n for wh, n in report.sizes.items() if isinstance(wh, tuple) and min(wh) < size}
+    if small:
+        smallest = min(small, key=lambda wh: wh[0] * wh[1])
+        advice.append(
+            f"{plural(sum(small.values()), 'image')} smaller than {size} px on the shorter side (the "
+            f"smallest {smallest[0]}x{smallest[1]}) will be enlarged and look blurry; remove them or "
+            f"lower model_params.im_size"
+        )
+    stored = stored_channels(report)
+    if report.modes and stored != channels:
+        if stored == 3:
+            advice.append("most images are in colour but model_params.im_channels is 1, so they are trained "
+                          "as grayscale; set im_channels to 3 to keep the colours")
+        else:
+            advice.append("most images are grayscale but model_params.im_channels is 3; set im_channels "
+                          "to 1 for a smaller, faster model")
+    return advice
+
+
 def _dominant(counts: Counter, noun: str, show: Callable) -> str:
     if len(counts) <= 1:
         return show(next(iter(counts))) if counts else "?"

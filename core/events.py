@@ -25,6 +25,8 @@ class Started:
     total_steps: int
     start_step: int
     dataset_size: int
+    checkpoint_every: int | None = None  # the intervals this run uses (see trainer.run_interval)
+    preview_every: int | None = None
 
 
 @dataclass(frozen=True)

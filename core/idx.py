@@ -16,16 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
-
 from .dataset import (
     DatasetReport, ImageDataset, Images, LazyImages, Progress, ProgressTicker, ShouldCancel, SkippedFile, Unusable,
     check_cancel, fits_in_memory,
 )
 from .errors import DatasetError
 
-TENSOR_RESAMPLE = InterpolationMode.BICUBIC
 _IDX_IMAGES = re.compile(r"(.+)([-.])images([-.])idx3([-.])ubyte(\.gz)?", re.IGNORECASE)
 _IDX_CHUNK = 4096  # IDX images resized per torchvision call: bounds the float temporaries
 
@@ -130,7 +126,12 @@ def load_idx(
 def _fit_tensor(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     """uint8 (B, 1, H, W) to (B, C, S, S): shorter side to ``size``, centre crop, gray to RGB."""
     if tuple(images.shape[-2:]) != (size, size):
-        images = TF.resize(images, [size], interpolation=TENSOR_RESAMPLE, antialias=True)
+        # imported here: torchvision pulls in torch._dynamo and triton, seconds the window's
+        # start-up should not pay for an IDX file whose images are usually the right size already
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        images = TF.resize(images, [size], interpolation=InterpolationMode.BICUBIC, antialias=True)
         images = TF.center_crop(images, [size, size])
     return images.expand(-1, channels, -1, -1)
 
