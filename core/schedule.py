@@ -80,6 +80,12 @@ class NoiseSchedule:
     def from_config(cls, params: DiffusionParams) -> NoiseSchedule:
         return cls(params.num_timesteps, params.beta_start, params.beta_end, params.schedule)
 
+    def log_snr(self) -> torch.Tensor:
+        """log(abar_t / (1 - abar_t)) per step, float64: the signal-to-noise ratio of x_t on the
+        scale where schedules are compared (Kingma et al. 2021), finite even where abar_t ~ 0."""
+        abar = self.alpha_cum_prod64
+        return abar.log() - torch.log1p(-abar)
+
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one t per image."""
         return _gather(self.sqrt_alpha_cum_prod, t, x0) * x0 + _gather(self.sqrt_one_minus_alpha_cum_prod, t, x0) * noise
