@@ -81,6 +81,7 @@ class ExplorePanel(QWidget):
         self._loss_worker: Worker | None = None
         self._curves: Any = None  # core.explore.ScheduleCurves of the config's schedule
         self.total_parameters: int | None = None  # the Network table's total, once counted
+        self.shown_prediction: PredictionView | None = None
         self._draw_timer = QTimer(self)
         self._draw_timer.setSingleShot(True)
         self._draw_timer.setInterval(FRAME_MS)
@@ -389,6 +390,7 @@ class ExplorePanel(QWidget):
             for view in self.prediction_views.values():
                 view.set_array(None)
         elif isinstance(value, PredictionView):
+            self.shown_prediction = value
             for name in ("noise", "noise_pred", "x0", "x0_pred"):
                 self.prediction_views[name].set_array(getattr(value, name))
             self.error_labels["noise"].setText(f"{value.noise_mse:.4f}")
