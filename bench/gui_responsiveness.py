@@ -67,11 +67,17 @@ def summarize(gaps: list[float]) -> dict:
 
 
 def wait_until(app, condition, timeout_s: float) -> None:
+    """Run the UI's events until ``condition()``. Through a QEventLoop: PySide6 6.12's static
+    ``QApplication.processEvents`` drops a reference to None on every call, and a script that
+    waits for minutes that way brings None's count to zero and aborts Python."""
+    from PySide6.QtCore import QEventLoop
+
+    events = QEventLoop()
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
-        app.processEvents()
+        events.processEvents()
         time.sleep(0.001)
 
 
@@ -113,13 +119,15 @@ def explore_phase(app, window, beat: Heartbeat) -> dict:
     mover.setInterval(DRAG_MS)
     mover.timeout.connect(lambda: slider.setValue(positions.pop(0)) if positions else mover.stop())
     predicted: set[int] = set()
+
+    def dragged() -> bool:
+        predicted.add(page.shown_prediction.t)
+        return not mover.isActive()
+
     beat.start()
     t0 = time.monotonic()
     mover.start()
-    while mover.isActive():
-        app.processEvents()
-        predicted.add(page.shown_prediction.t)
-        time.sleep(0.001)
+    wait_until(app, dragged, 60)
     seconds = time.monotonic() - t0
     return beat.stop() | {"positions": 2 * (slider.maximum() + 1), "seconds": round(seconds, 1),
                           "timesteps_predicted": len(predicted)}

@@ -82,6 +82,7 @@ class ExplorePanel(QWidget):
         self._curves: Any = None  # core.explore.ScheduleCurves of the config's schedule
         self.total_parameters: int | None = None  # the Network table's total, once counted
         self.shown_prediction: PredictionView | None = None
+        self._model_text = ""
         self._draw_timer = QTimer(self)
         self._draw_timer.setSingleShot(True)
         self._draw_timer.setInterval(FRAME_MS)
@@ -290,26 +291,21 @@ class ExplorePanel(QWidget):
             self._on_image_kind()
 
     def set_samples(self, images: Any) -> None:
-        """Generated images (float (N, C, H, W)); shows the first one."""
+        """The newest generated images (float (N, C, H, W)), offered under "Generated sample"."""
         self.samples = images
         if self.image_combo.currentData() == SAMPLES:
             self._on_image_kind()
-        else:
-            self.image_combo.setCurrentIndex(SAMPLES)
 
     def show_dataset_image(self, index: int) -> None:
         self.image_combo.setCurrentIndex(DATASET)
         self.index_spin.setValue(index)
-        self._load_image()
 
-    def set_source(self, source: ModelSource | None) -> None:
+    def set_source(self, source: ModelSource) -> None:
         """The model whose predictions and loss to show (a run folder or a weights file)."""
         self._stop_predictor()
         self.source = source
         for view in self.prediction_views.values():
             view.set_array(None)
-        if source is None:
-            return
         self.prediction_label.setText(f"Loading <b>{source.label}</b>…")
         requests = self._requests = Mailbox()
         worker = Worker(lambda w: serve_predictions(w, source, self.device, requests), self)
@@ -381,16 +377,17 @@ class ExplorePanel(QWidget):
         if worker is not self._predictor:
             return  # a previous model's answer, still in the queue
         if isinstance(value, PredictorReady):
-            self.prediction_label.setText(f"Model: <b>{value.label}</b>")
+            self._model_text = f"Model: <b>{value.label}</b>"
             if self.config is not None and value.diffusion != self.config.diffusion_params:
-                self.prediction_label.setText(self.prediction_label.text() + " — its own schedule differs from "
-                                              "this config's; predictions use the model's.")
+                self._model_text += " — its schedule differs from this config's; predictions use the model's."
+            self.prediction_label.setText(self._model_text)
         elif isinstance(value, PredictionRefused):
             self.prediction_label.setText(value.message)
             for view in self.prediction_views.values():
                 view.set_array(None)
         elif isinstance(value, PredictionView):
             self.shown_prediction = value
+            self.prediction_label.setText(self._model_text)  # replaces a refusal for another image
             for name in ("noise", "noise_pred", "x0", "x0_pred"):
                 self.prediction_views[name].set_array(getattr(value, name))
             self.error_labels["noise"].setText(f"{value.noise_mse:.4f}")
@@ -405,7 +402,10 @@ class ExplorePanel(QWidget):
     def compute_loss(self, source: ModelSource | None = None) -> Worker | None:
         """Add the loss-by-timestep curve of ``source`` (default: the current model)."""
         source = source or self.source
-        if source is None or self.dataset is None or self._loss_worker is not None:
+        if source is None or self._loss_worker is not None:
+            return None
+        if self.dataset is None:
+            self.banner.show_message("Choose a dataset first: the loss is measured on its images.", "warning")
             return None
         self.banner.clear()
         dataset, images, device = self.dataset, self.loss_images_spin.value(), self.device

@@ -14,6 +14,7 @@ QUANTITIES = (("betas", "β_t"), ("alpha_bar", "ᾱ_t"), ("log_snr", "log-SNR(t)
 MINE_PEN = pg.mkPen((31, 111, 235), width=2)
 OTHER_PEN = pg.mkPen((200, 110, 30), width=2, style=Qt.PenStyle.DashLine)
 MARKER_PEN = pg.mkPen((90, 90, 90), width=1)
+LEGEND_TEXT = (40, 40, 40)
 #: Curves of the loss plot, one colour each in the order they are added.
 CURVE_COLOURS = ((31, 111, 235), (200, 60, 40), (40, 150, 70), (140, 70, 180), (200, 140, 20))
 
@@ -35,7 +36,7 @@ class SchedulePlot(pg.GraphicsLayoutWidget):
             plot.showGrid(x=True, y=True, alpha=0.25)
             if first is None:
                 first = plot
-                plot.addLegend(offset=(-10, 5))
+                plot.addLegend(offset=(10, 5), labelTextColor=LEGEND_TEXT)  # top left, where both betas are small
             else:
                 plot.setXLink(first)
             if row == len(QUANTITIES) - 1:
@@ -77,7 +78,7 @@ class LossByTimestepPlot(pg.PlotWidget):
         item.setLabel("left", "mean loss (MSE of predicted noise)")
         item.showGrid(x=True, y=True, alpha=0.25)
         item.setLogMode(y=True)
-        item.addLegend(offset=(-10, 10))
+        item.addLegend(offset=(10, -10), labelTextColor=LEGEND_TEXT)  # bottom left: losses fall with t
         self.curves: list[pg.PlotDataItem] = []
 
     def add_curve(self, label: str, timesteps: np.ndarray, loss: np.ndarray) -> None:

@@ -10,7 +10,6 @@ from core.checkpoint import save_weights
 from core.config import Config
 from core.schedule import NoiseSchedule
 from core.unet import UNet
-from ddpm_gui.explore_jobs import ModelSource
 from ddpm_gui.workers import Worker
 from tests.gui_helpers import STEP_TIMEOUT_MS, find, screenshot, tiny_config, use_tiny_config, window, write_image_folder  # noqa: F401
 
@@ -110,8 +109,9 @@ def test_predictions_and_loss_by_timestep_with_a_model(qtbot, window, tiny_model
     folder, config, weights = tiny_model
     use_tiny_config(qtbot, window, folder)
     page = window.explore_panel
+    assert window.import_checkpoint(weights)  # File > Import: the Sample page checks it, Explore gets it
+    qtbot.waitUntil(lambda: page.source is not None and page.source.path == weights, timeout=STEP_TIMEOUT_MS)
     window._show_page(EXPLORE)
-    page.set_source(ModelSource(weights, None, "tiny"))
     views = page.prediction_views
     qtbot.waitUntil(lambda: all(v.image() is not None for v in views.values()), timeout=STEP_TIMEOUT_MS)
     assert float(page.error_labels["noise"].text()) > 0
@@ -156,3 +156,17 @@ def test_cancelling_loss_by_timestep_leaves_nothing_running(qtbot, window, tiny_
     assert find(window, "exploreLossButton").isEnabled() is False  # no model loaded in this test
     assert find(window, "exploreLossOtherButton").isEnabled()
     assert not page.loss_progress.isVisible() and not find(window, "exploreLossCancelButton").isVisible()
+
+
+def test_a_generated_sample_can_be_explored(qtbot, window):  # noqa: F811
+    page = window.explore_panel
+    m = window.config_editor.config.model_params
+    samples = torch.full((3, m.im_channels, m.im_size, m.im_size), -1.0)
+    samples[2] = 1.0
+    page.set_samples(samples)  # what the window passes on when sampling ends
+    page.image_combo.setCurrentIndex(1)  # "Generated sample"
+    assert page.index_spin.maximum() == 2
+    page.index_spin.setValue(2)
+    page.slider.setValue(0)
+    qtbot.waitUntil(lambda: page.t_label.text().startswith("t = 0 "), timeout=5000)
+    assert pixels(page.xt_view).min() > 240  # the white sample, at t = 0
