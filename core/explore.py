@@ -113,7 +113,9 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: int) -> Prediction:
+def predict(
+    model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: int,
+) -> Prediction:
     """Noise ``x0`` to step t with ``noise`` and ask ``model`` (in eval mode) what it sees."""
     xt = schedule.add_noise(x0[None], noise[None], torch.tensor([t]))
     device = _model_device(model)

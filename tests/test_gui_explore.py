@@ -11,7 +11,15 @@ from core.config import Config
 from core.schedule import NoiseSchedule
 from core.unet import UNet
 from ddpm_gui.workers import Worker
-from tests.gui_helpers import STEP_TIMEOUT_MS, find, screenshot, tiny_config, use_tiny_config, window, write_image_folder  # noqa: F401
+from tests.gui_helpers import (  # noqa: F401 - window is a fixture
+    STEP_TIMEOUT_MS,
+    find,
+    screenshot,
+    tiny_config,
+    use_tiny_config,
+    window,
+    write_image_folder,
+)
 
 EXPLORE = 4
 
