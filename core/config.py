@@ -146,7 +146,9 @@ class Config:
         """A validated copy with some fields of one section changed."""
         data = self.to_dict()
         data[section].update(changes)
-        return Config.from_dict(data)
+        replaced = Config.from_dict(data)
+        replaced.warnings = list(self.warnings)  # the keys ignored when the file was read stay reported
+        return replaced
 
     @classmethod
     def from_dict(cls, data: Any, source: str | None = None) -> Config:
@@ -331,8 +333,24 @@ def load_config(path: str | os.PathLike) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError([f"not valid YAML: {e}".replace("\n", " ")], str(path)) from None
+        raise ConfigError([_yaml_problem(e, text)], str(path)) from None
     return Config.from_dict(data, source=str(path))
+
+
+def _yaml_problem(error: yaml.YAMLError, text: str) -> str:
+    """Where the YAML broke, as an editor counts (1-based line and column), then that line with
+    a caret under the column: PyYAML's own message repeats a placeholder file name and marks."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return f"not valid YAML: {error}".replace("\n", " ")
+    problem = getattr(error, "problem", None) or "syntax error"
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} that starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    return (f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}\n"
+            f"    {line}\n    {' ' * mark.column}^")
 
 
 def dump_config(cfg: Config) -> str:

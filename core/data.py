@@ -38,8 +38,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from .choices import BUILTIN_DATASETS, BUILTIN_PREFIX
 from .errors import DatasetError, UserError
@@ -51,7 +49,6 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", 
 MAX_PIXELS = 8192 * 8192
 # One filter for both resize paths (PIL per file, torchvision per IDX batch); both antialias.
 PIL_RESAMPLE = Image.Resampling.BICUBIC
-TENSOR_RESAMPLE = InterpolationMode.BICUBIC
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
 _IDX_IMAGES = re.compile(r"(.+)([-.])images([-.])idx3([-.])ubyte(\.gz)?", re.IGNORECASE)
 _IDX_CHUNK = 4096  # IDX images resized per torchvision call: bounds the float temporaries
@@ -102,6 +99,45 @@ class DatasetReport:
         if not self.in_memory:
             parts.append("decoded per batch (too big to keep in memory)")
         return ", ".join(parts)
+
+
+def fit_description(channels: int, size: int) -> str:
+    """How every image becomes a training example, in the words the CLI, README and window use."""
+    colour = "RGB" if channels == 3 else "grayscale"
+    return (f"each image is resized so its shorter side is {size} px, centre-cropped to {size}x{size} "
+            f"(the longer side loses its edges) and converted to {colour}")
+
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+
+
+def stored_channels(report: DatasetReport) -> int:
+    """3 if most files are stored in colour (RGB, RGBA, palette, CMYK...), else 1."""
+    gray = sum(n for mode, n in report.modes.items() if mode in _GRAY_MODES or str(mode).startswith("I;16"))
+    return 1 if gray * 2 >= sum(report.modes.values()) else 3
+
+
+def dataset_advice(report: DatasetReport, channels: int, size: int) -> list[str]:
+    """Surprises worth a warning before training: images smaller than the model's size (they
+    are enlarged, so blurry) and a colour setting that differs from how most files are stored."""
+    advice = []
+    small = {wh: n for wh, n in report.sizes.items() if isinstance(wh, tuple) and min(wh) < size}
+    if small:
+        smallest = min(small, key=lambda wh: wh[0] * wh[1])
+        advice.append(
+            f"{_plural(sum(small.values()), 'image')} smaller than {size} px on the shorter side (the "
+            f"smallest {smallest[0]}x{smallest[1]}) will be enlarged and look blurry; remove them or "
+            f"lower model_params.im_size"
+        )
+    stored = stored_channels(report)
+    if report.modes and stored != channels:
+        if stored == 3:
+            advice.append("most images are in colour but model_params.im_channels is 1, so they are trained "
+                          "as grayscale; set im_channels to 3 to keep the colours")
+        else:
+            advice.append("most images are grayscale but model_params.im_channels is 3; set im_channels "
+                          "to 1 for a smaller, faster model")
+    return advice
 
 
 def _dominant(counts: Counter, noun: str, show: Callable) -> str:
@@ -647,7 +683,12 @@ def _load_idx(
 def _fit_tensor(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
     """uint8 (B, 1, H, W) to (B, C, S, S): shorter side to ``size``, centre crop, gray to RGB."""
     if tuple(images.shape[-2:]) != (size, size):
-        images = TF.resize(images, [size], interpolation=TENSOR_RESAMPLE, antialias=True)
+        # imported here: torchvision pulls in torch._dynamo and triton, seconds the window's
+        # start-up should not pay for an IDX file whose images are usually the right size already
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        images = TF.resize(images, [size], interpolation=InterpolationMode.BICUBIC, antialias=True)
         images = TF.center_crop(images, [size, size])
     return images.expand(-1, channels, -1, -1)
 

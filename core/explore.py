@@ -1,8 +1,9 @@
 """What the Explore view shows: the forward process of one image, the schedule's curves, what
 the network predicts at a timestep, its loss at each noise level, and the UNet level by level.
 
-Every value comes from :class:`~core.schedule.NoiseSchedule`'s own tables and methods, so the
-view shows exactly what training and sampling compute. Images are float (C, H, W) in [-1, 1] as
+Every value comes from :class:`~core.schedule.NoiseSchedule`'s own tables and methods, and the
+network is read through its :class:`~core.denoiser.Denoiser`, so the view shows exactly what
+training and sampling compute, whatever the network predicts. Images are float (C, H, W) in [-1, 1] as
 the model sees them; results meant for display come back as uint8 (H, W, C) arrays.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import UNET_OUT_CHANNELS, DiffusionParams, ModelParams
+from .denoiser import Denoiser
 from .errors import UserError
 from .exports import to_uint8_grid
 from .schedule import NoiseSchedule
@@ -51,7 +53,7 @@ class ScheduleCurves:
 
 def schedule_curves(schedule: NoiseSchedule) -> ScheduleCurves:
     return ScheduleCurves(schedule.kind, schedule.betas.double().numpy(), schedule.alpha_cum_prod64.numpy(),
-                          schedule.log_snr().numpy())
+                          schedule.log_snr_table().numpy())
 
 
 def compared_schedules(params: DiffusionParams) -> tuple[ScheduleCurves, ScheduleCurves]:
@@ -108,21 +110,19 @@ def check_image_shape(model_params: ModelParams, image: torch.Tensor) -> None:
                         f"trained on, or another model.")
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def _device(denoiser: Denoiser) -> torch.device:
+    return next(denoiser.net.parameters()).device
 
 
 @torch.no_grad()
-def predict(
-    model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: int,
-) -> Prediction:
-    """Noise ``x0`` to step t with ``noise`` and ask ``model`` (in eval mode) what it sees."""
-    xt = schedule.add_noise(x0[None], noise[None], torch.tensor([t]))
-    device = _model_device(model)
-    noise_pred = model(xt.to(device), torch.tensor([t], device=device)).float().cpu()
-    x0_pred = schedule.predict_x0(xt, noise_pred, t)
-    return Prediction(t, xt[0], noise, noise_pred[0], x0, x0_pred[0],
-                      F.mse_loss(noise_pred[0], noise).item(), F.mse_loss(x0_pred[0], x0).item())
+def predict(denoiser: Denoiser, x0: torch.Tensor, noise: torch.Tensor, t: int) -> Prediction:
+    """Noise ``x0`` to step t with ``noise`` and ask the network (in eval mode) what it sees:
+    its noise and clamped x0 estimates, as samplers read them."""
+    xt = denoiser.schedule.add_noise(x0[None], noise[None], torch.tensor([t]))
+    seen = denoiser(xt.to(_device(denoiser)), t)
+    noise_pred, x0_pred = seen.eps[0].float().cpu(), seen.x0[0].float().cpu()
+    return Prediction(t, xt[0], noise, noise_pred, x0, x0_pred,
+                      F.mse_loss(noise_pred, noise).item(), F.mse_loss(x0_pred, x0).item())
 
 
 # -- where the model is weak -------------------------------------------------------------------
@@ -136,13 +136,12 @@ def fixed_batch(dataset: Sequence[torch.Tensor], count: int = LOSS_BATCH, seed: 
 @dataclass(frozen=True)
 class LossByTimestep:
     timesteps: np.ndarray  # int64
-    loss: np.ndarray  # float64, the training loss (noise MSE) averaged over the batch at each t
+    loss: np.ndarray  # float64, the training loss averaged over the batch at each t
 
 
 @torch.no_grad()
 def loss_by_timestep(
-    model: torch.nn.Module,
-    schedule: NoiseSchedule,
+    denoiser: Denoiser,
     images: torch.Tensor,
     timesteps: Sequence[int],
     *,
@@ -150,22 +149,23 @@ def loss_by_timestep(
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> LossByTimestep:
-    """The training loss of ``model`` at each of ``timesteps`` over ``images`` (B, C, H, W).
+    """The training loss of the denoiser's network at each of ``timesteps`` over ``images``
+    (B, C, H, W): its output against the denoiser's target, weighted as the trainer weighs it.
 
     The noise at step t is a function of (seed, t) alone, so two models see identical inputs and
     a step's value does not depend on which other steps are asked for. ``should_cancel()`` is
     checked before each step; it raises :class:`ExploreCancelled`.
     """
-    device = _model_device(model)
+    device = _device(denoiser)
     losses = []
     for i, t in enumerate(timesteps):
         if should_cancel is not None and should_cancel():
             raise ExploreCancelled()
         noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + int(t)))
         tt = torch.full((len(images),), int(t), dtype=torch.long)
-        xt = schedule.add_noise(images, noise, tt)
-        noise_pred = model(xt.to(device), tt.to(device)).float().cpu()
-        losses.append(F.mse_loss(noise_pred, noise).item())
+        xt = denoiser.schedule.add_noise(images, noise, tt)
+        out = denoiser.network(xt.to(device), tt.to(device)).cpu()
+        losses.append(denoiser.loss(out, denoiser.target(images, noise, tt), denoiser.loss_weight(tt)).item())
         if progress is not None:
             progress(i + 1, len(timesteps))
     return LossByTimestep(np.asarray(list(timesteps), dtype=np.int64), np.asarray(losses, dtype=np.float64))

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from . import distributed
 from .adam import Adam, Optimizer
@@ -31,6 +30,7 @@ from .atomic import atomic_write_text
 from .attention import AttentionImpl
 from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
 from .config import Config, dump_config
+from .denoiser import make_denoiser
 from .device import Precision, describe, memory_format, pick_device, pick_precision
 from .errors import CheckpointError, DiskFullError, TrainingDiverged, UserError
 from .runs import RunDir
@@ -47,6 +47,8 @@ class Started:
     total_steps: int
     start_step: int
     dataset_size: int
+    checkpoint_every: int | None = None  # the intervals this run uses (see run_interval)
+    preview_every: int | None = None
 
 
 @dataclass(frozen=True)
@@ -177,8 +179,7 @@ class Trainer:
         )
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.schedule = NoiseSchedule.from_config(config.diffusion_params)
-        self._sqrt_abar = self.schedule.sqrt_alpha_cum_prod.to(self.device)
-        self._sqrt_1m_abar = self.schedule.sqrt_one_minus_alpha_cum_prod.to(self.device)
+        self._device_schedule = self.schedule.to(self.device)
         self.optimizer = make_adam(self.model.parameters(), tp.lr, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
         self._dataset = dataset
@@ -227,8 +228,11 @@ class Trainer:
         total = tp.max_steps or tp.num_epochs * steps_per_epoch
         train_model = self.dist.wrap(self.model)
         step_model = _maybe_compile(train_model, tp.compile)
+        checkpoint_every = run_interval(tp.checkpoint_every_steps, total)
+        preview_every = run_interval(tp.sample_every_steps, total)
         self._emit(Started(self.run_dir.path, describe(self.device), self.precision.name,
-                           count_parameters(self.model), total, self.step, len(dataset)))
+                           count_parameters(self.model), total, self.step, len(dataset),
+                           checkpoint_every, preview_every))
         clock = _Throughput()
         order_epoch, order = -1, torch.empty(0, dtype=torch.long)
         last_saved = self.step
@@ -265,10 +269,10 @@ class Trainer:
             self._log_step(epoch, loss, images_per_s, eta, total)
             self._emit(StepDone(self.step, epoch, loss, self.optimizer.param_groups[0]["lr"],
                                 images_per_s, eta, total))
-            if self.step % tp.checkpoint_every_steps == 0:
+            if self.step % checkpoint_every == 0:
                 self._checkpoint()
                 last_saved = self.step
-            if tp.sample_every_steps and self.step % tp.sample_every_steps == 0:
+            if preview_every and self.step % preview_every == 0:
                 self._preview()
             clock.reset_clock()  # checkpoints and previews are not training time: keep them out of the ETA
         if self.step != last_saved or not self.run_dir.list_checkpoints():
@@ -280,7 +284,9 @@ class Trainer:
         return finished
 
     def _train_step(self, model: torch.nn.Module, x0: torch.Tensor) -> float:
-        """One Adam step on the eps-MSE loss; returns the loss (one host sync, which the UI shows)."""
+        """One Adam step on the denoiser's loss for ``model`` (the network as this run calls it:
+        DDP-wrapped or compiled); returns the loss (one host sync, which the UI shows)."""
+        denoiser = make_denoiser(model, self._device_schedule, self.config.diffusion_params, precision=self.precision)
         tp = self.config.train_params
         gen = _seeded(tp.seed, self.step, self.dist.rank)
         noise = torch.randn(x0.shape, generator=gen)
@@ -289,8 +295,8 @@ class Trainer:
             x0, noise, t = x0.pin_memory(), noise.pin_memory(), t.pin_memory()
         x0, noise = (v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in (x0, noise))
         t = t.to(self.device, non_blocking=True)
-        shape = (-1, 1, 1, 1)
-        xt = self._sqrt_abar[t].view(shape) * x0 + self._sqrt_1m_abar[t].view(shape) * noise
+        xt = self._device_schedule.add_noise(x0, noise, t)
+        target, weight = denoiser.target(x0, noise, t), denoiser.loss_weight(t)
         self.optimizer.zero_grad(set_to_none=True)
         parts = micro_batches(x0.shape[0], tp.micro_batch_size, self.device)
         loss = torch.zeros((), device=self.device)
@@ -298,10 +304,10 @@ class Trainer:
             # DDP averages gradients on the last part only: the others add up locally first
             last = i == len(parts) - 1
             with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
-                with self.precision.autocast(self.device):
-                    eps = model(xt[part], t[part])
+                out = denoiser.network(xt[part], t[part])
                 # the batch mean as a sum of per-part means weighted by size: the same gradient
-                part_loss = F.mse_loss(eps.float(), noise[part]) * ((part.stop - part.start) / x0.shape[0])
+                part_weight = None if weight is None else weight[part]
+                part_loss = denoiser.loss(out, target[part], part_weight) * ((part.stop - part.start) / x0.shape[0])
                 self.scaler.scale(part_loss).backward()
             loss += part_loss.detach()
         self.scaler.step(self.optimizer)
@@ -311,7 +317,7 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = self.config.train_params.ema_decay
+        decay = ema_decay_at(self.config.train_params.ema_decay, self.step)
         ema_params = list(self.ema_model.parameters())
         params = list(self.model.parameters())
         if decay == 0:
@@ -422,19 +428,35 @@ class Trainer:
         if not self.dist.is_main:
             return
         from .exports import save_grid
-        from .samplers import SamplingCancelled, generate
+        from .samplers import SamplingCancelled
+        from .sampling import SamplingModel
 
-        m = self.config.model_params
+        model = SamplingModel(self.ema_model, self.config, self.device, self.precision)
         try:
-            images = generate(self.ema_model, self.schedule, num_images=PREVIEW_IMAGES,
-                              image_shape=(m.im_channels, m.im_size, m.im_size), sampler="dpm++",
-                              steps=min(PREVIEW_STEPS, self.schedule.num_timesteps),
-                              seed=self.config.train_params.seed, device=self.device, precision=self.precision,
-                              should_cancel=lambda: self._control.stop)
+            images = model.images(num_images=PREVIEW_IMAGES, sampler="dpm++",
+                                  steps=min(PREVIEW_STEPS, self.schedule.num_timesteps),
+                                  seed=self.config.train_params.seed, should_cancel=lambda: self._control.stop)
         except SamplingCancelled:
             return  # Stop pressed mid-preview: stopping matters more than the picture
         save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)
         self._emit(PreviewReady(self.step, images))
+
+
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The EMA decay for the update after ``updates`` others: ``decay``, warmed up as timm and
+    TensorFlow do with min(decay, (1 + n) / (10 + n)). Without it the average starts at the
+    random initial weights and keeps them for ~1/(1 - decay) steps: a 200-step run at 0.995
+    would sample pure noise. From ~2,000 steps on (at 0.995) the warm-up no longer applies."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def run_interval(every: int | None, total: int, parts: int = 4) -> int | None:
+    """``every`` steps, or, when the run is not longer than that, a quarter of the run: a short
+    run still shows previews and keeps a checkpoint on the way instead of waiting for a step it
+    never reaches. None (never) stays None."""
+    if every is None or every < total:
+        return every
+    return max(1, total // parts)
 
 
 CPU_MICRO_BATCH = 32

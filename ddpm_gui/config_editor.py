@@ -179,7 +179,12 @@ class ConfigEditor(QWidget):
         self.set_config(load_preset(name))
 
     def _on_preset(self, index: int) -> None:
-        self.select_preset(self.preset_combo.itemData(index))
+        """A preset chosen by the user sets the model, training and diffusion; the images stay."""
+        from core.presets import load_preset
+
+        im_path = self.editors["dataset_params.im_path"].value()
+        config = load_preset(self.preset_combo.itemData(index))
+        self.set_config(config.replace("dataset_params", im_path=im_path) if im_path else config)
 
     def validate(self) -> Config | None:
         """Check the form with core; mark each problem on its field; emit ``configChanged``."""

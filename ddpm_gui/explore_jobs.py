@@ -105,14 +105,12 @@ class PredictionRefused:
 def serve_predictions(worker: Worker, source: ModelSource, device: str, requests: Mailbox) -> None:
     """Load the model once, then answer the newest :class:`PredictionRequest` until aborted,
     reporting a :class:`PredictionView` (or :class:`PredictionRefused`) for each."""
-    from core.checkpoint import load_for_sampling
-    from core.device import pick_device
     from core.errors import UserError
     from core.explore import NOISE_DISPLAY_RANGE, check_image_shape, image_uint8, predict
-    from core.schedule import NoiseSchedule
+    from core.sampling import SamplingModel
 
-    model, config = load_for_sampling(source.path, source.config, device=pick_device(device))
-    schedule = NoiseSchedule.from_config(config.diffusion_params)
+    model = SamplingModel.load(source.path, source.config, device=device)
+    config, denoiser = model.config, model.denoiser()
     worker.report(PredictorReady(source.label, config.diffusion_params))
     while not worker.should_abort():
         got, request = requests.take(POLL_S)
@@ -123,8 +121,8 @@ def serve_predictions(worker: Worker, source: ModelSource, device: str, requests
         except UserError as e:
             worker.report(PredictionRefused(str(e)))
             continue
-        t = min(request.t, schedule.num_timesteps - 1)
-        p = predict(model, schedule, request.x0, request.noise, t)
+        t = min(request.t, denoiser.schedule.num_timesteps - 1)
+        p = predict(denoiser, request.x0, request.noise, t)
         worker.report(PredictionView(
             p.t, image_uint8(p.noise, NOISE_DISPLAY_RANGE), image_uint8(p.noise_pred, NOISE_DISPLAY_RANGE),
             image_uint8(p.x0), image_uint8(p.x0_pred), p.noise_mse, p.x0_mse))
@@ -146,16 +144,15 @@ class LossCurve:
 
 def compute_loss_curve(worker: Worker, source: ModelSource, dataset: Any, images: int, device: str) -> LossCurve:
     """The model's mean loss at evenly spaced t over a fixed batch of ``dataset``."""
-    from core.checkpoint import load_for_sampling
-    from core.device import pick_device
     from core.explore import LOSS_TIMESTEPS, check_image_shape, fixed_batch, loss_by_timestep, spaced_timesteps
-    from core.schedule import NoiseSchedule
+    from core.sampling import SamplingModel
 
-    model, config = load_for_sampling(source.path, source.config, device=pick_device(device))
+    model = SamplingModel.load(source.path, source.config, device=device)
     batch = fixed_batch(dataset, images)
-    check_image_shape(config.model_params, batch)
-    schedule = NoiseSchedule.from_config(config.diffusion_params)
-    result = loss_by_timestep(model, schedule, batch, spaced_timesteps(schedule.num_timesteps, LOSS_TIMESTEPS),
+    check_image_shape(model.config.model_params, batch)
+    denoiser = model.denoiser()
+    ts = spaced_timesteps(denoiser.schedule.num_timesteps, LOSS_TIMESTEPS)
+    result = loss_by_timestep(denoiser, batch, ts,
                               progress=lambda done, total: worker.report(LossProgress(done, total)),
                               should_cancel=worker.should_abort)
     return LossCurve(source.label, result.timesteps, result.loss)

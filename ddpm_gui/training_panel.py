@@ -31,6 +31,7 @@ from .images import ImageView
 from .loss_plot import LossPlot
 
 REFRESH_MS = 100
+NO_PREVIEWS = "No previews in this run:\nset train_params.sample_every_steps to see some."
 
 
 def format_duration(seconds: float) -> str:
@@ -120,6 +121,9 @@ class TrainControls(QWidget):
         }.get(state, "%p%" if not idle else self.progress.format()))
 
     def _on_pause(self) -> None:
+        if not self._paused:  # a slow step can take seconds: say at once that the click was heard
+            self.progress.setFormat("Pausing after this step…")
+            self.pause_button.setEnabled(False)
         (self.resumeClicked if self._paused else self.pauseClicked).emit()
 
 
@@ -171,7 +175,7 @@ class TrainingPanel(QWidget):
         pl.addLayout(head)
         pl.addWidget(self.loss_plot, 1)
 
-        self.preview = ImageView("Preview samples appear here every\ntrain_params.sample_every_steps steps.")
+        self.preview = ImageView(NO_PREVIEWS)
         self.preview.setObjectName("previewView")
         self.preview_caption = QLabel("<b>Preview</b>")
         preview_box = QWidget()
@@ -257,6 +261,9 @@ class TrainingPanel(QWidget):
             self.controls.progress.setValue(last["step"])
 
     def _on_Started(self, e: Any) -> None:  # noqa: N802
+        every = getattr(e, "preview_every", None)
+        self.preview.set_placeholder(f"First preview at step {(e.start_step // every + 1) * every:,}." if every
+                                     else NO_PREVIEWS)
         self.stats["device"].value.setText(f"{e.device} · {e.precision}")
         self.stats["device"].value.setToolTip(f"{e.num_params:,} parameters, {e.dataset_size:,} images")
         self.controls.progress.setRange(0, max(1, e.total_steps))

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.config import Config, load_config
+from core.denoiser import EpsDenoiser
 from core.explore import (
     ExploreCancelled,
     compared_schedules,
@@ -81,12 +82,12 @@ def test_prediction_uses_the_schedules_x0(ref, t):
     ``NoiseSchedule.predict_x0`` of what the model said."""
     schedule = NoiseSchedule()
     x0, noise = ref["x0"][0], ref["noise"][0]
-    p = predict(Oracle(noise), schedule, x0, noise, t)
+    p = predict(EpsDenoiser(Oracle(noise), schedule), x0, noise, t)
     assert p.noise_mse == pytest.approx(0.0, abs=1e-12)
     torch.testing.assert_close(p.x0_pred, x0.clamp(-1, 1), atol=1e-3 if t == 999 else 1e-5, rtol=0)
     torch.testing.assert_close(p.xt, ref["xt"][0] if t == 0 else schedule.add_noise(x0[None], noise[None],
                                                                                       torch.tensor([t]))[0])
-    wrong = predict(Oracle(torch.zeros_like(noise)), schedule, x0, noise, t)
+    wrong = predict(EpsDenoiser(Oracle(torch.zeros_like(noise)), schedule), x0, noise, t)
     assert wrong.noise_mse == pytest.approx(float((noise**2).mean()), rel=1e-5)
     torch.testing.assert_close(wrong.x0_pred, schedule.predict_x0(wrong.xt[None], torch.zeros(1, *noise.shape), t)[0])
 
@@ -97,24 +98,24 @@ def tiny_model():
 
     config = Config.from_dict(tiny_config_dict())
     torch.manual_seed(0)
-    return UNet(config.model_params).eval(), config
+    schedule = NoiseSchedule.from_config(config.diffusion_params)
+    return EpsDenoiser(UNet(config.model_params).eval(), schedule), config
 
 
 def test_loss_by_timestep_shape_and_determinism(tiny_model):
     model, config = tiny_model
     m = config.model_params
     images = torch.rand(6, m.im_channels, m.im_size, m.im_size) * 2 - 1
-    schedule = NoiseSchedule.from_config(config.diffusion_params)
-    ts = spaced_timesteps(schedule.num_timesteps, 5)
+    ts = spaced_timesteps(config.diffusion_params.num_timesteps, 5)
     calls = []
-    a = loss_by_timestep(model, schedule, images, ts, progress=lambda done, total: calls.append((done, total)))
-    b = loss_by_timestep(model, schedule, images, ts)
+    a = loss_by_timestep(model, images, ts, progress=lambda done, total: calls.append((done, total)))
+    b = loss_by_timestep(model, images, ts)
     assert a.timesteps.tolist() == ts and a.loss.shape == (5,) and np.all(a.loss > 0)
     np.testing.assert_array_equal(a.loss, b.loss)
     assert calls == [(i + 1, 5) for i in range(5)]
     # a step's value depends on (seed, t) only, not on the other steps asked for
-    np.testing.assert_array_equal(loss_by_timestep(model, schedule, images, ts[2:3]).loss, a.loss[2:3])
-    assert not np.array_equal(loss_by_timestep(model, schedule, images, ts, seed=1).loss, a.loss)
+    np.testing.assert_array_equal(loss_by_timestep(model, images, ts[2:3]).loss, a.loss[2:3])
+    assert not np.array_equal(loss_by_timestep(model, images, ts, seed=1).loss, a.loss)
 
 
 def test_loss_by_timestep_of_a_perfect_model_is_zero(ref):
@@ -131,7 +132,7 @@ def test_loss_by_timestep_of_a_perfect_model_is_zero(ref):
             seen[i] = eps
             return eps
 
-    result = loss_by_timestep(Recorder(torch.zeros(1)), schedule, images, [10, 500])
+    result = loss_by_timestep(EpsDenoiser(Recorder(torch.zeros(1)), schedule), images, [10, 500])
     np.testing.assert_allclose(result.loss, 0.0, atol=1e-9)
     assert set(seen) == {10, 500}
 
@@ -146,7 +147,7 @@ def test_loss_by_timestep_stops_when_cancelled(tiny_model):
         return len(asked) > 2
 
     with pytest.raises(ExploreCancelled):
-        loss_by_timestep(model, NoiseSchedule(), images, [0, 1, 2, 3], should_cancel=cancel_after_two)
+        loss_by_timestep(model, images, [0, 1, 2, 3], should_cancel=cancel_after_two)
     assert len(asked) == 3
 
 

@@ -334,3 +334,25 @@ def test_window_is_built_without_torch_and_app_reports_start_time(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "start-to-window:" in out.stdout and "start-to-engine-ready:" in out.stdout
+
+
+STARTUP_IMPORTS = """
+import sys
+from ddpm_gui.app import create_main_window
+from ddpm_gui.engine import DatasetKey, load_engine, scan_dataset
+from ddpm_gui.workers import Worker
+w = create_main_window()
+load_engine()  # what the window loads once it is shown
+scan_dataset(Worker(lambda _: None), DatasetKey.of(w.config_editor.config))  # and the default dataset
+heavy = [m for m in ("torchvision", "torch._dynamo", "triton") if m in sys.modules]
+assert not heavy, f"imported at start-up: {heavy}"
+"""
+
+
+def test_window_start_up_does_not_import_torchvision_dynamo_or_triton(tmp_path):
+    """Seconds of imports the window never uses at start-up: they load when an image is resized."""
+    env = dict(os.environ, DDPM_STUDIO_HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+               QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([sys.executable, "-c", STARTUP_IMPORTS], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -143,3 +143,21 @@ def test_wheel_ships_the_resources_and_finds_them_installed(tmp_path):
     found = Path(out.stdout.strip())
     assert found == site / "ddpm_studio_resources"
     assert (found / "presets" / "fast-cpu.yaml").is_file()
+
+
+def test_a_workflow_runs_the_whole_suite_on_every_change():
+    """Contributors' changes to core or the window are tested too, not only packaging paths."""
+    import yaml
+
+    from .conftest import ROOT
+
+    whole_suite = []
+    for path in (ROOT / ".github" / "workflows").glob("*.yml"):
+        flow = yaml.safe_load(path.read_text())
+        triggers = flow.get("on", flow.get(True))  # YAML 1.1 reads a bare `on` as true
+        every_change = all(t in triggers and not (triggers[t] or {}).get("paths") for t in ("push", "pull_request"))
+        steps = [s.get("run", "") for job in flow["jobs"].values() for s in job["steps"]]
+        runs_all = any("pytest" in run and "tests/" not in run and " -k " not in run for run in steps)
+        if every_change and runs_all:
+            whole_suite.append(path.name)
+    assert whole_suite, "no workflow runs the whole test suite on every push and pull request"

@@ -175,10 +175,11 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         _train(_config(max_steps=5), tmp_path / "empty", resume=True)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_a_handful_of_real_digits(tmp_path):
     """Four MNIST digits, 400 steps: the loss falls several-fold and samples move towards them."""
     from core.data import load_dataset
-    from core.samplers import generate
+    from core.sampling import SamplingModel
 
     digits = RandomImages(n=4)
     digits.images = load_dataset("builtin:mnist", 1, 16).images[:4]
@@ -189,8 +190,8 @@ def test_tiny_model_overfits_a_handful_of_real_digits(tmp_path):
     trainer.run()
     assert sum(losses[-20:]) < 0.25 * sum(losses[:20])
     train = digits.batch(torch.arange(4))
-    samples = generate(trainer.ema_model.eval(), trainer.schedule, num_images=8, image_shape=(1, 16, 16),
-                       sampler="ddim", steps=50, seed=1)
+    model = SamplingModel(trainer.ema_model.eval(), cfg, trainer.device, trainer.precision)
+    samples = model.images(num_images=8, sampler="ddim", steps=50, seed=1)
     noise = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
     def nearest(x: torch.Tensor) -> float:
@@ -247,3 +248,41 @@ def test_micro_batches_give_the_whole_batch_step(tmp_path):
         grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_ema_warm_up_follows_the_weights_early_and_keeps_its_decay_later():
+    assert tr.ema_decay_at(0.995, 0) == pytest.approx(0.1)  # the first update mostly copies
+    assert tr.ema_decay_at(0.995, 100) == pytest.approx(101 / 110)
+    assert tr.ema_decay_at(0.995, 100_000) == 0.995  # a long run averages as ema_decay says
+    assert tr.ema_decay_at(0.0, 5) == 0.0
+
+
+def test_short_run_ema_is_near_the_trained_weights_not_the_initial_ones(tmp_path):
+    """200 steps at decay 0.995 left the EMA 37 % initial weights: previews and samples were noise."""
+    cfg = _config(max_steps=30, ema_decay=0.995, lr=1e-2)
+    torch.manual_seed(cfg.train_params.seed)
+    initial = [p.detach().clone() for p in tr.UNet(cfg.model_params).parameters()]
+    trainer = _train(cfg, tmp_path / "run")
+    raw, ema = list(trainer.model.parameters()), list(trainer.ema_model.parameters())
+    moved = sum(((r - i) ** 2).sum() for r, i in zip(raw, initial, strict=True)).sqrt()
+    lag = sum(((r - e) ** 2).sum() for r, e in zip(raw, ema, strict=True)).sqrt()
+    assert lag < 0.5 * moved, (float(lag), float(moved))
+
+
+def test_intervals_longer_than_the_run_are_scaled_to_it(tmp_path):
+    """A 12-step run with 500-step intervals still gets previews and a periodic checkpoint."""
+    events: list = []
+    _train(_config(max_steps=12, checkpoint_every_steps=500, sample_every_steps=1000), tmp_path / "run",
+           events=events)
+    started = events[0]
+    assert started.preview_every == 3 and started.checkpoint_every == 3
+    assert [e.step for e in events if isinstance(e, tr.PreviewReady)] == [3, 6, 9, 12]
+    assert [e.step for e in events if isinstance(e, tr.CheckpointSaved)] == [3, 6, 9, 12]
+
+
+def test_intervals_within_the_run_are_kept():
+    assert tr.run_interval(500, 3000) == 500
+    assert tr.run_interval(500, 500) == 125
+    assert tr.run_interval(1000, 700) == 175
+    assert tr.run_interval(1000, 3) == 1
+    assert tr.run_interval(None, 700) is None
