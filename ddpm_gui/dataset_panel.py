@@ -246,19 +246,28 @@ class DatasetPanel(QWidget):
     def is_scanning(self) -> bool:
         return self._worker is not None
 
+    def _from_replaced_scan(self) -> bool:
+        """Signals are queued: a replaced scan's last ones can arrive after the next scan has
+        started, and must not touch its progress, result or banner."""
+        return self.sender() is not self._worker
+
     def _on_progress(self, p: ScanProgress) -> None:
+        if self._from_replaced_scan():
+            return
         self.progress.setRange(0, max(1, p.total))
         self.progress.setValue(p.done)
 
     def _on_scanned(self, result: ScanResult) -> None:
-        if result.key != self.key:
-            return  # a stale scan finished after a newer one started
+        if self._from_replaced_scan():
+            return
         self._not_scanning()
         self.result = result
         self._show(result)
         self.scanned.emit(result)
 
     def _on_failed(self, error: BaseException) -> None:
+        if self._from_replaced_scan():
+            return
         self._not_scanning()
         message = error_text(error, "Could not read the dataset")
         self._clear_views()

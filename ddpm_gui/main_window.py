@@ -42,11 +42,14 @@ from .sampling_panel import SamplingPanel
 from .settings import APP_NAME, Settings, load_geometry, new_run_dir, runs_dir, save_geometry
 from .training import State, TrainingRunner
 from .training_panel import TrainControls, TrainingPanel
-from .workers import Worker
+from .workers import Worker, stop_workers
 
 PAGES = ("Data", "Configure", "Train", "Sample", "Explore")
 EXPLORE_PAGE = 4
 DEFAULT_SIZE = QSize(1280, 820)
+#: How long closing waits for workers to stop; each checks between steps, so they stop within a
+#: step, and one that does not is stuck where waiting would not help.
+CLOSE_WAIT_S = 5.0
 
 
 class MainWindow(QMainWindow):
@@ -393,11 +396,7 @@ class MainWindow(QMainWindow):
             event.ignore()  # closed again from _on_training_ended
             return
         self._begin_closing()
-        workers = self.findChildren(Worker)  # scans, sampling, exports, the engine load
-        for worker in workers:  # all asked first, so they wind down together
-            worker.abort()
-        for worker in workers:
-            worker.wait()
+        stop_workers(self.findChildren(Worker), CLOSE_WAIT_S)  # scans, sampling, exports, the engine load
         self.settings.save(self._store)
         save_geometry(self.saveGeometry(), self._store)
         self._store.sync()
