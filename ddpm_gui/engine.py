@@ -66,6 +66,7 @@ class ScanResult:
     report: Any  # core.data.DatasetReport
     thumbnails: np.ndarray  # (N, H, W, C) uint8, as the model will see them
     thumbnail_labels: list[str]
+    thumbnail_indices: list[int]  # each thumbnail's index in the dataset
 
 
 def scan_dataset(worker: Worker, key: DatasetKey) -> ScanResult:
@@ -78,7 +79,8 @@ def scan_dataset(worker: Worker, key: DatasetKey) -> ScanResult:
                            should_cancel=worker.should_abort)
     n = min(THUMBNAILS, len(dataset))
     spread = np.linspace(0, len(dataset) - 1, n).astype(np.int64) if n else np.zeros(0, np.int64)
-    return ScanResult(key, dataset, dataset.report, _as_uint8(dataset, spread), _labels(dataset, spread))
+    return ScanResult(key, dataset, dataset.report, _as_uint8(dataset, spread), _labels(dataset, spread),
+                      spread.tolist())
 
 
 def _as_uint8(dataset: Any, indices: np.ndarray) -> np.ndarray:
