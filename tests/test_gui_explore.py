@@ -88,7 +88,7 @@ def test_schedule_plot_shows_both_schedules(qtbot, window):  # noqa: F811
 
 
 def test_unet_table_follows_the_configure_page(qtbot, window):  # noqa: F811
-    from ddpm_gui.engine import count_parameters
+    from core.unet import parameter_count as count_parameters  # what the Configure page shows
 
     page = window.explore_panel
     config = window.config_editor.config
