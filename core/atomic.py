@@ -70,8 +70,11 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     data = (line.rstrip("\n") + "\n").encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, _default_mode())
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, _default_mode())
         try:
+            end = os.fstat(fd).st_size
+            if end and os.lseek(fd, end - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
+                data = b"\n" + data  # after a torn last line: keep ours whole on a line of its own
             os.write(fd, data)
             os.fsync(fd)
         finally:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import eval_command
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -47,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("path")
     sc.add_argument("--channels", type=int, choices=[1, 3], default=1)
     sc.add_argument("--size", type=int, default=28)
+
+    eval_command.add_parser(sub)
     return p
 
 
@@ -175,7 +178,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"train": cmd_train, "sample": cmd_sample, "scan": cmd_scan}[args.command]
+    command = {"train": cmd_train, "sample": cmd_sample, "scan": cmd_scan, "eval": eval_command.run}[args.command]
     try:
         return command(args)
     except UserError as e:
