@@ -268,6 +268,28 @@ def evaluate_model(
                            should_cancel=should_cancel)
 
 
+def curve_point(
+    model: torch.nn.Module,
+    config: Any,
+    images: torch.Tensor | Any,
+    *,
+    step: int,
+    device: torch.device,
+    precision: Precision | None = None,
+    should_cancel: ShouldCancel | None = None,
+) -> EvalResult:
+    """One point of the training quality curve: KID (and FID) of :data:`CURVE_N` DPM-Solver++ samples.
+
+    The sampler and seed stay fixed along the curve, so points differ only by the weights. A
+    dataset smaller than twice CURVE_N is split in halves, keeping the reference at the same N.
+    """
+    n = min(CURVE_N, max(2, len(images) // 2))
+    real = real_features(images, n, device=device, should_cancel=should_cancel)
+    return evaluate_model(model, config, real, n=n, sampler="dpm++", steps=None, seed=config.train_params.seed,
+                          device=device, precision=precision, step=step, kind="training",
+                          should_cancel=should_cancel)
+
+
 def comparison_grid(step_counts: Sequence[int] = (10, 20, 50)) -> list[tuple[str, int]]:
     """(sampler, steps) pairs a sampler comparison runs: every sampler at every step count."""
     from .choices import SAMPLERS

@@ -67,6 +67,14 @@ class PreviewReady:
 
 
 @dataclass(frozen=True)
+class QualityMeasured:
+    """A point of the quality curve (``train_params.eval_every_steps``); also in ``eval.jsonl``."""
+
+    step: int
+    result: Any  # core.evaluate.EvalResult
+
+
+@dataclass(frozen=True)
 class CheckpointSaved:
     step: int
     path: Path
@@ -95,7 +103,7 @@ class Failed:
     error: BaseException
 
 
-Event = Started | StepDone | PreviewReady | CheckpointSaved | Paused | Resumed | Finished | Failed
+Event = Started | StepDone | PreviewReady | QualityMeasured | CheckpointSaved | Paused | Resumed | Finished | Failed
 
 PREVIEW_IMAGES = 16
 PREVIEW_STEPS = 20
@@ -218,6 +226,10 @@ class Trainer:
 
     def _run(self) -> Finished:
         tp = self.config.train_params
+        if tp.eval_every_steps:
+            from .inception import network_path
+
+            network_path()  # a missing network file is said before training, not at the first point
         dataset = self._load_dataset()
         if self.resume:
             self._restore()
@@ -270,6 +282,8 @@ class Trainer:
                 last_saved = self.step
             if tp.sample_every_steps and self.step % tp.sample_every_steps == 0:
                 self._preview()
+            if tp.eval_every_steps and self.step % tp.eval_every_steps == 0:
+                self._measure_quality()
             clock.reset_clock()  # checkpoints and previews are not training time: keep them out of the ETA
         if self.step != last_saved or not self.run_dir.list_checkpoints():
             self._checkpoint()
@@ -435,6 +449,23 @@ class Trainer:
             return  # Stop pressed mid-preview: stopping matters more than the picture
         save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)
         self._emit(PreviewReady(self.step, images))
+
+    def _measure_quality(self) -> None:
+        """A quality-curve point from the EMA weights; Stop during it drops the point, not the run."""
+        if not self.dist.is_main:
+            return
+        from .evaluate import append_result, curve_point
+        from .inception import EvaluationCancelled
+        from .samplers import SamplingCancelled
+
+        try:
+            result = curve_point(self.ema_model, self.config, self._load_dataset().images, step=self.step,
+                                 device=self.device, precision=self.precision,
+                                 should_cancel=lambda: self._control.stop)
+        except (SamplingCancelled, EvaluationCancelled):
+            return
+        append_result(self.run_dir.path, result)
+        self._emit(QualityMeasured(self.step, result))
 
 
 CPU_MICRO_BATCH = 32
