@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +40,6 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
 
-@dataclass
-class _Model:
-    model: Any
-    config: Any
-    run_dir: Path | None
-    step: int | None
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -70,22 +61,16 @@ def run(args: argparse.Namespace) -> int:
     if _is_image_folder(source):
         if args.compare_samplers:
             raise UserError(f"{source} is a folder of images: --compare-samplers needs a model (run folder or weights).")
-        result = _eval_folder(source, args, device, progress)
-        results, run_dir = [result], None
+        results = [_eval_folder(source, args, device, progress)]
     else:
-        loaded = _load_model(source, args, device)
-        real = _real(loaded.config, args.data, args.num, device, progress)
+        from .cli import _load_config
+
+        loaded = ev.load_model(source, _load_config(args.config) if args.config else None, device=device)
         grid = (ev.comparison_grid((args.steps,) if args.steps else COMPARE_STEPS) if args.compare_samplers
                 else [(args.sampler, args.steps)])
-        results = [ev.evaluate_model(loaded.model, loaded.config, real, n=args.num, sampler=s, steps=k,
-                                     seed=args.seed, device=device, precision=_precision(loaded.config, device),
-                                     step=loaded.step, progress=progress)
-                   for s, k in grid]
-        run_dir = loaded.run_dir
+        results = ev.evaluate_source(loaded, grid, n=args.num, data=args.data, seed=args.seed, device=device,
+                                     progress=progress)
     progress.done()
-    if run_dir is not None:
-        for result in results:
-            ev.append_result(run_dir, result)
     if args.json:
         out = [r.summary() for r in results]
         print(json.dumps(out if args.compare_samplers else out[0]))
@@ -125,35 +110,6 @@ def _is_image_folder(path: Path) -> bool:
 
     return path.is_dir() and not RunDir(path).is_run() and not any(path.glob("*.safetensors")) \
         and not (path / "checkpoints").is_dir()
-
-
-def _load_model(source: Path, args: argparse.Namespace, device: Any) -> _Model:
-    from .checkpoint import load_for_sampling, read_training_state
-    from .cli import _load_config
-    from .runs import RunDir
-
-    cfg = _load_config(args.config) if args.config else None
-    model, cfg = load_for_sampling(source, cfg, device=device)
-    run_dir = source if source.is_dir() else None
-    step = None
-    if run_dir is not None and (latest := RunDir(run_dir).latest_checkpoint()) is not None:
-        step = read_training_state(latest).step
-    return _Model(model, cfg, run_dir, step)
-
-
-def _precision(config: Any, device: Any) -> Any:
-    from .device import pick_precision
-
-    return pick_precision(config.train_params.precision, device)
-
-
-def _real(config: Any, data: str | None, n: int, device: Any, progress: Any) -> Any:
-    from . import evaluate as ev
-    from .data import load_dataset
-
-    m = config.model_params
-    dataset = load_dataset(data or config.dataset_params.im_path, m.im_channels, m.im_size)
-    return ev.real_features(dataset.images, n, device=device, progress=progress)
 
 
 def _eval_folder(folder: Path, args: argparse.Namespace, device: Any, progress: Any) -> Any:

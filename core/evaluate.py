@@ -297,6 +297,72 @@ def comparison_grid(step_counts: Sequence[int] = (10, 20, 50)) -> list[tuple[str
     return [(s, k) for s in SAMPLERS for k in step_counts]
 
 
+# ------------------------------------------------------------------------------ a model on disk
+
+
+@dataclass
+class LoadedModel:
+    """A model to evaluate, the config it was trained with, and its run folder and step if known."""
+
+    model: torch.nn.Module
+    config: Any
+    run_dir: Path | None
+    step: int | None
+
+
+def load_model(source: str | os.PathLike, config: Any = None, *, device: torch.device) -> LoadedModel:
+    """The EMA weights of a run folder (its newest checkpoint), a .safetensors file or a tutorial .pth."""
+    from .checkpoint import load_for_sampling, read_training_state
+    from .runs import RunDir
+
+    source = Path(source)
+    if not source.exists():
+        raise UserError(f"{source} does not exist: give a run folder, a weights file or a folder of images.")
+    model, config = load_for_sampling(source, config, device=device)
+    run_dir = source if source.is_dir() else None
+    latest = RunDir(run_dir).latest_checkpoint() if run_dir is not None else None
+    return LoadedModel(model, config, run_dir, read_training_state(latest).step if latest else None)
+
+
+def evaluate_source(
+    loaded: LoadedModel,
+    grid: Sequence[tuple[str, int | None]],
+    *,
+    n: int,
+    data: str | None = None,
+    seed: int = 0,
+    device: torch.device,
+    progress: Progress | None = None,
+    should_cancel: ShouldCancel | None = None,
+    on_result: Callable[[EvalResult], None] | None = None,
+) -> list[EvalResult]:
+    """Score the model once per (sampler, steps) of ``grid`` against its training data (or ``data``).
+
+    Each finished result goes to the run's ``eval.jsonl`` at once (and to ``on_result``), so
+    cancelling a comparison half-way keeps the rows already measured.
+    """
+    from .data import load_dataset
+    from .device import pick_precision
+
+    inception.network_path()  # say what to install before anything heavy runs
+    m = loaded.config.model_params
+    dataset = load_dataset(data or loaded.config.dataset_params.im_path, m.im_channels, m.im_size,
+                           should_cancel=should_cancel)
+    real = real_features(dataset.images, n, device=device, progress=progress, should_cancel=should_cancel)
+    precision = pick_precision(loaded.config.train_params.precision, device)
+    results = []
+    for sampler, steps in grid:
+        result = evaluate_model(loaded.model, loaded.config, real, n=n, sampler=sampler, steps=steps, seed=seed,
+                                device=device, precision=precision, step=loaded.step, progress=progress,
+                                should_cancel=should_cancel)
+        if loaded.run_dir is not None:
+            append_result(loaded.run_dir, result)
+        if on_result is not None:
+            on_result(result)
+        results.append(result)
+    return results
+
+
 # ------------------------------------------------------------------------------ the run's history
 
 
