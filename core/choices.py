@@ -25,3 +25,7 @@ SAMPLER_TITLES: dict[str, str] = {
 #: for DDPM; the step counts at which DDIM (Song et al. 2020, table 1) and DPM-Solver++ (Lu et
 #: al. 2022, fig. 1) reach most of their quality.
 DEFAULT_STEPS: dict[str, int | None] = {"ddpm": None, "ddim": 50, "dpm++": 20}
+
+#: Step counts a sampler comparison (``ddpm eval --compare-samplers``, the window's table) runs every
+#: sampler at: from rough to about converged for DDIM and DPM-Solver++.
+COMPARISON_STEPS: tuple[int, ...] = (10, 20, 50)

@@ -19,12 +19,11 @@ from .errors import UserError
 
 DEFAULT_NUM = 1000
 DEFAULT_SAMPLER = "dpm++"
-COMPARE_STEPS = (10, 20, 50)
 
 
 def add_parser(sub: Any) -> None:
     """The ``eval`` subcommand's options (``sub`` is the CLI's subparsers object)."""
-    from .choices import SAMPLERS
+    from .choices import COMPARISON_STEPS, SAMPLERS
 
     e = sub.add_parser("eval", help="FID/KID of a model's samples or a folder of images against real images")
     e.add_argument("source", help="run folder, .safetensors weights, tutorial .pth, or a folder of images")
@@ -36,7 +35,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     e.add_argument("--compare-samplers", action="store_true",
-                   help=f"score every sampler at {', '.join(map(str, COMPARE_STEPS))} steps (or --steps)")
+                   help=f"score every sampler at {', '.join(map(str, COMPARISON_STEPS))} steps (or --steps)")
     e.add_argument("--json", action="store_true", help="print JSON instead of a summary")
 
 
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         from .cli import _load_config
 
         loaded = ev.load_model(source, _load_config(args.config) if args.config else None, device=device)
-        grid = (ev.comparison_grid((args.steps,) if args.steps else COMPARE_STEPS) if args.compare_samplers
+        grid = (ev.comparison_grid((args.steps,) if args.steps else None) if args.compare_samplers
                 else [(args.sampler, args.steps)])
         results = ev.evaluate_source(loaded, grid, n=args.num, data=args.data, seed=args.seed, device=device,
                                      progress=progress)

@@ -290,10 +290,11 @@ def curve_point(
                           should_cancel=should_cancel)
 
 
-def comparison_grid(step_counts: Sequence[int] = (10, 20, 50)) -> list[tuple[str, int]]:
+def comparison_grid(step_counts: Sequence[int] | None = None) -> list[tuple[str, int]]:
     """(sampler, steps) pairs a sampler comparison runs: every sampler at every step count."""
-    from .choices import SAMPLERS
+    from .choices import COMPARISON_STEPS, SAMPLERS
 
+    step_counts = step_counts or COMPARISON_STEPS
     return [(s, k) for s in SAMPLERS for k in step_counts]
 
 

@@ -36,13 +36,14 @@ from .banner import Banner, error_text
 from .config_editor import ConfigEditor
 from .dataset_panel import DatasetPanel
 from .engine import DatasetKey, EngineInfo, ScanResult, load_engine, run_history
+from .evaluation_panel import EvaluationPanel
 from .sampling_panel import SamplingPanel
 from .settings import APP_NAME, Settings, load_geometry, new_run_dir, runs_dir, save_geometry
 from .training import State, TrainingRunner
 from .training_panel import TrainControls, TrainingPanel
 from .workers import Worker
 
-PAGES = ("Data", "Configure", "Train", "Sample")
+PAGES = ("Data", "Configure", "Train", "Sample", "Evaluate")
 DEFAULT_SIZE = QSize(1280, 820)
 
 
@@ -72,6 +73,7 @@ class MainWindow(QMainWindow):
         self.config_editor = ConfigEditor()
         self.training_panel = TrainingPanel(self.controls)
         self.sampling_panel = SamplingPanel()
+        self.evaluation_panel = EvaluationPanel()
         self.banner = Banner()
         self._build()
         self._connect()
@@ -102,7 +104,8 @@ class MainWindow(QMainWindow):
             "QListWidget::item:selected { background:#1f6feb; color:white; }"
         )
         self.pages = QStackedWidget()
-        for page in (self.dataset_panel, self.config_editor, self.training_panel, self.sampling_panel):
+        for page in (self.dataset_panel, self.config_editor, self.training_panel, self.sampling_panel,
+                     self.evaluation_panel):
             self.pages.addWidget(page)
         self.nav.currentRowChanged.connect(self.pages.setCurrentIndex)
         self.nav.setCurrentRow(0)
@@ -131,6 +134,8 @@ class MainWindow(QMainWindow):
         self.runner.failed.connect(self._on_training_failed)
         self.runner.stateChanged.connect(lambda _: self._update_controls())
         self.runner.ended.connect(self._on_training_ended)
+        self.sampling_panel.sourceChecked.connect(lambda ok: ok and self.evaluation_panel.set_source(
+            self.sampling_panel.source, self.sampling_panel.source_config, self.sampling_panel.source.name))
 
     def _build_menus(self) -> None:
         file = self.menuBar().addMenu("&File")
@@ -189,7 +194,7 @@ class MainWindow(QMainWindow):
     def _on_config_changed(self, config: Config | None) -> None:
         if config is not None:
             self.dataset_panel.show_path(config.dataset_params.im_path)
-            self.sampling_panel.device = config.train_params.device
+            self.sampling_panel.device = self.evaluation_panel.device = config.train_params.device
             key = DatasetKey.of(config)
             if self.engine is not None and key != self.dataset_panel.key:
                 self.dataset_panel.scan(key)
@@ -229,6 +234,7 @@ class MainWindow(QMainWindow):
         self.config_editor.set_locked(self.runner.is_active())
         self.dataset_panel.set_locked(self.runner.is_active())
         self.sampling_panel.set_busy_elsewhere(self.runner.state not in (State.IDLE, State.PAUSED))
+        self.evaluation_panel.set_busy_elsewhere(self.runner.state not in (State.IDLE, State.PAUSED))
 
     # -- training ---------------------------------------------------------------------------------
     def start_training(self) -> bool:
@@ -273,6 +279,7 @@ class MainWindow(QMainWindow):
             self.banner.show_message(str(e))
             return
         self.sampling_panel.set_source(run_dir, config, f"run {run_dir.name}")
+        self.evaluation_panel.set_source(run_dir, config, f"run {run_dir.name}")
         self.reopen_action.setEnabled(True)
 
     # -- runs and checkpoints ----------------------------------------------------------------------

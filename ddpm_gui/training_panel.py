@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 from .banner import Banner
 from .images import ImageView
 from .loss_plot import LossPlot
+from .quality_plot import QualityPlot
 
 REFRESH_MS = 100
 
@@ -169,7 +170,10 @@ class TrainingPanel(QWidget):
         head.addStretch(1)
         head.addWidget(self.log_y)
         pl.addLayout(head)
-        pl.addWidget(self.loss_plot, 1)
+        pl.addWidget(self.loss_plot, 2)
+        self.quality_plot = QualityPlot()  # appears with the first point (train_params.eval_every_steps)
+        self.quality_plot.hide()
+        pl.addWidget(self.quality_plot, 1)
 
         self.preview = ImageView("Preview samples appear here every\ntrain_params.sample_every_steps steps.")
         self.preview.setObjectName("previewView")
@@ -220,6 +224,7 @@ class TrainingPanel(QWidget):
         self.banner.clear()
         if not resume:
             self.loss_plot.clear_history()
+            self.quality_plot.set_results([])
             self.preview.set_image(None)
             self.preview_caption.setText("<b>Preview</b>")
             self.checkpoint_label.clear()
@@ -271,6 +276,12 @@ class TrainingPanel(QWidget):
     def _on_PreviewGrid(self, e: Any) -> None:  # noqa: N802
         self.preview.set_array(e.grid)
         self.preview_caption.setText(f"<b>Preview</b> at step {e.step:,} (EMA weights)")
+
+    def _on_QualityMeasured(self, e: Any) -> None:  # noqa: N802
+        self.quality_plot.add(e.result)
+
+    def _on_QualityHistory(self, e: Any) -> None:  # noqa: N802
+        self.quality_plot.set_results(e.results)
 
     def _on_CheckpointSaved(self, e: Any) -> None:  # noqa: N802
         self.checkpoint_label.setText(f"Checkpoint saved at step {e.step:,}: {Path(e.path).name}")
