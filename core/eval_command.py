@@ -40,8 +40,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from . import evaluate as ev
     from .device import pick_device
     from .inception import network_path
@@ -55,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
     if not source.exists():
         raise UserError(f"{source} does not exist: give a run folder, a weights file or a folder of images.")
     device = pick_device(args.device)
-    torch.set_grad_enabled(False)
     progress = _Progress()
     if _is_image_folder(source):
         if args.compare_samplers:
