@@ -1,8 +1,8 @@
 """FID agreement with the shared reference tool, and the speed of the Inception feature pass.
 
 Takes the same two image sets the reference tool (``shared/tools/fid.py``) takes, with its own
-seeded subset rule, and computes FID with :mod:`core.inception` and :mod:`core.metrics` in fp32
-and in the precision the app picks (bf16 where the CPU or GPU has it). Per path it times the
+seeded subset rule, and computes FID with :mod:`core.inception` and :mod:`core.metrics` in the precision
+the app picks ("auto"), fp32 or bf16. Per path it times the
 feature pass batch by batch, the paths in alternation, so outside load hits them alike; with
 ``--tool`` the reference tool's own feature function (fp32, batch 50, its ``torch.no_grad``
 model) is timed the same way as the "before" path, and its FID (its features, its scipy
@@ -56,7 +56,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tool", default=str(Path(__file__).resolve().parents[2] / "shared" / "tools" / "fid.py"))
-    p.add_argument("--paths", default="tool,auto", help="comma-separated: tool, fp32, auto")
+    p.add_argument("--paths", default="tool,auto", help="comma-separated: tool, fp32, bf16, auto (the app's choice)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -70,7 +70,8 @@ def main() -> None:
         return lambda imgs: inception.features(_as_tensor(imgs), device=device, precision=precision)
 
     tool_model = tool.load_inception() if "tool" in paths else None
-    run = {"tool": lambda imgs: tool.features(tool_model, imgs), "fp32": ours(Precision(None)), "auto": ours(auto)}
+    run = {"tool": lambda imgs: tool.features(tool_model, imgs), "fp32": ours(Precision(None)),
+           "bf16": ours(Precision(torch.bfloat16)), "auto": ours(auto)}
     feats: dict[str, dict[str, list[np.ndarray]]] = {k: {"a": [], "b": []} for k in paths}
     seconds = dict.fromkeys(paths, 0.0)
     for name, imgs in sets.items():
@@ -99,8 +100,10 @@ def main() -> None:
         tool_fid = _tool_fid(*gaussians["tool"])
         result["tool_fid"] = round(tool_fid, 3)
         result["relative_difference_to_tool"] = {k: round(abs(v - tool_fid) / tool_fid, 5) for k, v in fids.items()}
-    if "fp32" in fids and "auto" in fids:
-        result["auto_vs_fp32"] = round(abs(fids["auto"] - fids["fp32"]) / fids["fp32"], 5)
+    for path in ("auto", "bf16"):
+        if path in fids and ("fp32" in fids or "tool" in fids):
+            fp32 = fids.get("fp32", fids.get("tool"))
+            result[f"{path}_vs_fp32"] = round(abs(fids[path] - fp32) / fp32, 5)
     if "tool" in paths:
         result["our_maths_on_tool_features"] = round(fids["tool"], 3)
     result["machine"] = machine(device) | {"loadavg_before": load_before}
