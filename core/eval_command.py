@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = ev.load_model(source, _load_config(args.config) if args.config else None, device=device)
         grid = (ev.comparison_grid((args.steps,) if args.steps else None) if args.compare_samplers
                 else [(args.sampler, args.steps)])
-        results = ev.evaluate_source(loaded, grid, n=args.num, data=args.data, seed=args.seed, device=device,
-                                     progress=progress)
+        results = ev.evaluate_source(loaded, grid, n=args.num, data=args.data, seed=args.seed, progress=progress)
     progress.done()
     if args.json:
         out = [r.summary() for r in results]

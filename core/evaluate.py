@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from . import inception, metrics
 from .atomic import append_line, atomic_writer
 from .device import Precision
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .sampling import SamplingModel
 
 CURVE_N = 200  # images per point of the training quality curve: KID is unbiased, so small N is honest
 SAMPLE_BATCH = 100  # images sampled at once: bounds the attention maps' memory at 28 px
@@ -175,15 +178,12 @@ def _stage(progress: Progress | None, stage: str) -> inception.Progress | None:
 
 
 def sample_uint8(
-    model: torch.nn.Module,
-    config: Any,
+    model: SamplingModel,
     n: int,
     *,
     sampler: str,
     steps: int | None,
     seed: int,
-    device: torch.device,
-    precision: Precision | None = None,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
 ) -> torch.Tensor:
@@ -192,18 +192,13 @@ def sample_uint8(
     Batch i is seeded from (seed, i), so the same seed gives the same images at any N.
     """
     from .exports import to_uint8
-    from .samplers import generate
-    from .schedule import NoiseSchedule
 
-    schedule = NoiseSchedule.from_config(config.diffusion_params)
-    m = config.model_params
     out = []
     for i, start in enumerate(range(0, n, SAMPLE_BATCH)):
         count = min(SAMPLE_BATCH, n - start)
         batch_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        images = generate(model, schedule, num_images=count, image_shape=(m.im_channels, m.im_size, m.im_size),
-                          sampler=sampler, steps=steps, seed=batch_seed, device=device, precision=precision,
-                          should_cancel=should_cancel)
+        images = model.images(num_images=count, sampler=sampler, steps=steps, seed=batch_seed,
+                              should_cancel=should_cancel)
         out.append(to_uint8(images))
         if progress is not None:
             progress("sampling", start + count, n)
@@ -239,16 +234,13 @@ def evaluate_images(
 
 
 def evaluate_model(
-    model: torch.nn.Module,
-    config: Any,
+    model: SamplingModel,
     real: RealFeatures,
     *,
     n: int,
     sampler: str,
     steps: int | None,
     seed: int = 0,
-    device: torch.device,
-    precision: Precision | None = None,
     step: int | None = None,
     kind: str = "evaluate",
     progress: Progress | None = None,
@@ -256,26 +248,22 @@ def evaluate_model(
 ) -> EvalResult:
     """Sample ``n`` images from ``model`` and score them."""
     from .samplers import default_steps
-    from .schedule import NoiseSchedule
 
-    steps = steps or default_steps(sampler, NoiseSchedule.from_config(config.diffusion_params).num_timesteps)
+    steps = steps or default_steps(sampler, model.schedule.num_timesteps)
     started = time.perf_counter()
-    fake = sample_uint8(model, config, n, sampler=sampler, steps=steps, seed=seed, device=device,
-                        precision=precision, progress=progress, should_cancel=should_cancel)
+    fake = sample_uint8(model, n, sampler=sampler, steps=steps, seed=seed, progress=progress,
+                        should_cancel=should_cancel)
     sample_seconds = round(time.perf_counter() - started, 2)
-    return evaluate_images(fake, real, device=device, sampler=sampler, steps=steps, started=started,
+    return evaluate_images(fake, real, device=model.device, sampler=sampler, steps=steps, started=started,
                            sample_seconds=sample_seconds, step=step, kind=kind, progress=progress,
                            should_cancel=should_cancel)
 
 
 def curve_point(
-    model: torch.nn.Module,
-    config: Any,
+    model: SamplingModel,
     images: torch.Tensor | Any,
     *,
     step: int,
-    device: torch.device,
-    precision: Precision | None = None,
     should_cancel: ShouldCancel | None = None,
 ) -> EvalResult:
     """One point of the training quality curve: KID (and FID) of :data:`CURVE_N` DPM-Solver++ samples.
@@ -284,10 +272,9 @@ def curve_point(
     dataset smaller than twice CURVE_N is split in halves, keeping the reference at the same N.
     """
     n = min(CURVE_N, max(2, len(images) // 2))
-    real = real_features(images, n, device=device, should_cancel=should_cancel)
-    return evaluate_model(model, config, real, n=n, sampler="dpm++", steps=None, seed=config.train_params.seed,
-                          device=device, precision=precision, step=step, kind="training",
-                          should_cancel=should_cancel)
+    real = real_features(images, n, device=model.device, should_cancel=should_cancel)
+    return evaluate_model(model, real, n=n, sampler="dpm++", steps=None, seed=model.config.train_params.seed,
+                          step=step, kind="training", should_cancel=should_cancel)
 
 
 def comparison_grid(step_counts: Sequence[int] | None = None) -> list[tuple[str, int]]:
@@ -303,26 +290,26 @@ def comparison_grid(step_counts: Sequence[int] | None = None) -> list[tuple[str,
 
 @dataclass
 class LoadedModel:
-    """A model to evaluate, the config it was trained with, and its run folder and step if known."""
+    """A model to evaluate, and its run folder and training step when known."""
 
-    model: torch.nn.Module
-    config: Any
+    model: SamplingModel
     run_dir: Path | None
     step: int | None
 
 
-def load_model(source: str | os.PathLike, config: Any = None, *, device: torch.device) -> LoadedModel:
+def load_model(source: str | os.PathLike, config: Any = None, *, device: str | torch.device = "auto") -> LoadedModel:
     """The EMA weights of a run folder (its newest checkpoint), a .safetensors file or a tutorial .pth."""
-    from .checkpoint import load_for_sampling, read_training_state
+    from .checkpoint import read_training_state
     from .runs import RunDir
+    from .sampling import SamplingModel
 
     source = Path(source)
     if not source.exists():
         raise UserError(f"{source} does not exist: give a run folder, a weights file or a folder of images.")
-    model, config = load_for_sampling(source, config, device=device)
+    model = SamplingModel.load(source, config, device=device)
     run_dir = source if source.is_dir() else None
     latest = RunDir(run_dir).latest_checkpoint() if run_dir is not None else None
-    return LoadedModel(model, config, run_dir, read_training_state(latest).step if latest else None)
+    return LoadedModel(model, run_dir, read_training_state(latest).step if latest else None)
 
 
 def evaluate_source(
@@ -332,7 +319,6 @@ def evaluate_source(
     n: int,
     data: str | None = None,
     seed: int = 0,
-    device: torch.device,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
     on_result: Callable[[EvalResult], None] | None = None,
@@ -343,19 +329,18 @@ def evaluate_source(
     cancelling a comparison half-way keeps the rows already measured.
     """
     from .data import load_dataset
-    from .device import pick_precision
 
     inception.network_path()  # say what to install before anything heavy runs
-    m = loaded.config.model_params
-    dataset = load_dataset(data or loaded.config.dataset_params.im_path, m.im_channels, m.im_size,
+    config = loaded.model.config
+    m = config.model_params
+    dataset = load_dataset(data or config.dataset_params.im_path, m.im_channels, m.im_size,
                            should_cancel=should_cancel)
-    real = real_features(dataset.images, n, device=device, progress=progress, should_cancel=should_cancel)
-    precision = pick_precision(loaded.config.train_params.precision, device)
+    real = real_features(dataset.images, n, device=loaded.model.device, progress=progress,
+                         should_cancel=should_cancel)
     results = []
     for sampler, steps in grid:
-        result = evaluate_model(loaded.model, loaded.config, real, n=n, sampler=sampler, steps=steps, seed=seed,
-                                device=device, precision=precision, step=loaded.step, progress=progress,
-                                should_cancel=should_cancel)
+        result = evaluate_model(loaded.model, real, n=n, sampler=sampler, steps=steps, seed=seed,
+                                step=loaded.step, progress=progress, should_cancel=should_cancel)
         if loaded.run_dir is not None:
             append_result(loaded.run_dir, result)
         if on_result is not None:

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.choices import COMPARISON_STEPS, DEFAULT_STEPS, SAMPLER_TITLES, SAMPLERS
+from core.choices import COMPARISON_STEPS, SAMPLER_SPECS, SAMPLER_TABLE, SAMPLERS
 from core.config import Config
 
 from .banner import Banner, error_text
@@ -64,8 +64,8 @@ class EvaluationPanel(QWidget):
                                   "KID is unbiased at any N but noisier at small N.")
         self.sampler_combo = QComboBox()
         self.sampler_combo.setObjectName("evalSamplerCombo")
-        for name in SAMPLERS:
-            self.sampler_combo.addItem(SAMPLER_TITLES[name], name)
+        for spec in SAMPLER_TABLE:
+            self.sampler_combo.addItem(spec.title, spec.name)
         self.sampler_combo.setCurrentIndex(SAMPLERS.index("dpm++"))
         self.sampler_combo.currentIndexChanged.connect(self._on_sampler)
         self.steps_spin = QSpinBox()
@@ -150,7 +150,7 @@ class EvaluationPanel(QWidget):
         self._update_enabled()
 
     def _on_sampler(self) -> None:
-        steps = DEFAULT_STEPS[self.sampler_combo.currentData()] or self._num_timesteps
+        steps = SAMPLER_SPECS[self.sampler_combo.currentData()].default_steps or self._num_timesteps
         self.steps_spin.setValue(min(steps, self._num_timesteps))
 
     def _update_enabled(self) -> None:
@@ -248,7 +248,7 @@ class EvaluationPanel(QWidget):
     def _add_comparison_row(self, r: Any) -> None:
         per_image = 1000 * (r.sample_seconds or 0) / max(1, r.n)
         _append_row(self.comparison_table, (
-            SAMPLER_TITLES.get(r.sampler, r.sampler), r.steps, f"{r.fid:.2f}", f"{r.kid_mean:.4f}",
+            _title(r.sampler), r.steps, f"{r.fid:.2f}", f"{r.kid_mean:.4f}",
             f"{r.kid_std:.4f}", f"{r.sample_seconds or 0:.1f}", f"{per_image:.0f}"))
         if r.reference_fid is not None:
             self.comparison_caption.setText(
@@ -258,11 +258,16 @@ class EvaluationPanel(QWidget):
 
 def describe(r: Any) -> str:
     """The scores with their real-vs-real reference beside them, as rich text."""
-    how = f"{SAMPLER_TITLES.get(r.sampler, r.sampler)}, {r.steps} steps · " if r.sampler else ""
+    how = f"{_title(r.sampler)}, {r.steps} steps · " if r.sampler else ""
     return (f"<b>FID {r.fid:.2f}</b> (real vs real: {_fmt(r.reference_fid, '.2f')}) &nbsp;·&nbsp; "
             f"<b>KID {r.kid_mean:.4f} ± {r.kid_std:.4f}</b> (real vs real: {_fmt(r.reference_kid_mean, '.4f')})"
             f"<br><span style='color:gray'>N = {r.n:,} · {how}{r.seconds:.0f} s"
             + ("" if r.step is None else f" · weights of step {r.step:,}") + "</span>")
+
+
+def _title(sampler: str) -> str:
+    spec = SAMPLER_SPECS.get(sampler)
+    return spec.title if spec is not None else sampler
 
 
 def _fmt(value: float | None, spec: str) -> str:

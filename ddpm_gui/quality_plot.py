@@ -23,6 +23,7 @@ class QualityPlot(pg.PlotWidget):
         item = self.getPlotItem()
         item.setLabel("bottom", "step")
         item.setLabel("left", "KID (lower is better)")
+        item.getAxis("left").enableAutoSIPrefix(False)  # KID is small: "0.02", not "20 (x0.001)"
         item.showGrid(x=True, y=True, alpha=0.25)
         item.addLegend(offset=(-10, 10))
         self.curve = item.plot(name="samples vs training images", pen=pg.mkPen((200, 90, 30), width=2),
