@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -21,6 +22,34 @@ sys.path.insert(0, str(HERE))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from make_readme_screenshots import grab  # noqa: E402 - after the path set-up
+
+
+def wait_until(app, condition, timeout_s: float) -> None:
+    """Run Qt's event loop until ``condition()`` holds, checking it every 50 ms.
+
+    Not a processEvents() loop: with PySide6 6.12 on Python 3.11 each processEvents() call drops
+    one reference to None too many, and Python aborts ("none_dealloc") after ~5,000 calls, which
+    an evaluation of several minutes reaches. QEventLoop.exec() does not leak.
+    """
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    deadline = time.monotonic() + timeout_s
+    loop, timer, timed_out = QEventLoop(), QTimer(), []
+
+    def check() -> None:
+        if condition():
+            loop.quit()
+        elif time.monotonic() > deadline:
+            timed_out.append(True)
+            loop.quit()
+
+    timer.timeout.connect(check)
+    timer.start(50)
+    if not condition():
+        loop.exec()
+    timer.stop()
+    if timed_out:
+        raise TimeoutError("condition not met in time")
 
 
 def main() -> None:
@@ -33,7 +62,6 @@ def main() -> None:
     os.environ["DDPM_STUDIO_HOME"] = str(home)  # leave the user's settings and runs alone
     from PySide6.QtCore import QSettings
 
-    from bench.gui_responsiveness import wait_until
     from ddpm_gui.app import create_main_window, get_qapp
 
     app = get_qapp(route_exceptions=False)
