@@ -103,8 +103,9 @@ def comparison_table(results: list[Any]) -> str:
 def _is_image_folder(path: Path) -> bool:
     from .runs import RunDir
 
-    return path.is_dir() and not RunDir(path).is_run() and not any(path.glob("*.safetensors")) \
-        and not (path / "checkpoints").is_dir()
+    run = RunDir(path)
+    return path.is_dir() and not run.config_path.exists() and not any(path.glob("*.safetensors")) \
+        and not run.checkpoints.is_dir()
 
 
 def _eval_folder(folder: Path, args: argparse.Namespace, device: Any, progress: Any) -> Any:
@@ -129,7 +130,7 @@ def _folder_shape(folder: Path) -> tuple[int, int]:
     """(channels, size) of the folder's first decodable image: grey stays grey."""
     from PIL import Image
 
-    from .data import list_images
+    from .folders import list_images
 
     for path, _ in list_images(folder)[0]:
         try:

@@ -8,7 +8,8 @@ from PySide6.QtWidgets import QLabel, QPushButton, QTableWidget
 
 from core import evaluate, inception
 from core.config import Config
-from core.trainer import QualityMeasured, Trainer
+from core.events import QualityMeasured
+from core.trainer import Trainer
 from ddpm_gui.engine import EvalProgress
 from tests.conftest import tiny_config_dict
 from tests.gui_helpers import STEP_TIMEOUT_MS, find, screenshot, window  # noqa: F401 - fixture

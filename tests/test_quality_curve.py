@@ -6,7 +6,8 @@ import pytest
 from core import evaluate, inception
 from core.config import Config
 from core.errors import UserError
-from core.trainer import QualityMeasured, Trainer
+from core.events import QualityMeasured
+from core.trainer import Trainer
 
 from .conftest import tiny_config_dict
 
