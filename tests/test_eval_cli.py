@@ -118,3 +118,15 @@ def test_results_append_as_whole_lines_and_read_back(tmp_path):
     evaluate.append_result(tmp_path, second)  # starts on a line of its own
     assert evaluate.read_results(tmp_path) == [first, second]
     assert set(first.summary()) == JSON_KEYS
+
+
+def test_comparison_grid_is_every_registered_sampler_at_every_step_count():
+    from core.choices import COMPARISON_STEPS, SAMPLERS
+    from core.eval_command import comparison_table
+
+    grid = evaluate.comparison_grid()
+    assert grid == [(s, k) for s in SAMPLERS for k in COMPARISON_STEPS]
+    rows = [evaluate.EvalResult(30.0 + i, 0.02, 0.003, 100, 12.5, 0.001, s, k, 40.0, reference_n=100,
+                                sample_seconds=2.0) for i, (s, k) in enumerate(grid)]
+    table = comparison_table(rows).splitlines()
+    assert len(table) == len(grid) + 2 and table[-1].startswith("real") and "12.50" in table[-1]

@@ -99,3 +99,16 @@ def test_closing_during_evaluation_loses_nothing_and_leaves_no_partial_file(wind
     assert not leftovers
     for cached in (tmp_path / "cache").rglob("*.npy"):  # any cache file is whole
         assert np.load(cached).shape[1] == inception.FEATURE_DIM
+
+
+def test_comparison_rows_fill_the_sampler_table_with_quality_and_time(window):
+    panel = window.evaluation_panel
+    for sampler, steps in (("ddim", 10), ("dpm++", 20)):
+        result = evaluate.EvalResult(30.0, 0.02, 0.003, 100, 12.5, 0.001, sampler, steps, 40.0,
+                                     reference_n=100, sample_seconds=25.0)
+        panel._on_yielded(result, comparison=True)
+    table = find(window, "samplerComparisonTable", QTableWidget)
+    assert table.rowCount() == 2
+    assert [table.item(1, c).text() for c in range(table.columnCount())] == [
+        "DPM-Solver++ (2M)", "20", "30.00", "0.0200", "0.0030", "25.0", "250"]
+    assert "Real vs real at the same N: FID 12.50" in panel.comparison_caption.text()
