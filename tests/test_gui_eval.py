@@ -93,7 +93,7 @@ def test_closing_during_evaluation_loses_nothing_and_leaves_no_partial_file(wind
     qtbot.waitUntil(lambda: any(isinstance(p, EvalProgress) for p in seen), timeout=EVAL_TIMEOUT_MS)
     window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=EVAL_TIMEOUT_MS)
-    assert worker.isFinished()
+    qtbot.waitUntil(worker.isFinished, timeout=EVAL_TIMEOUT_MS)  # aborted at its next batch
     assert (run_dir / "eval.jsonl").read_bytes() == before
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers
