@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help=f"sampler (default {DEFAULT_SAMPLER})")
     e.add_argument("--steps", type=int, help="reverse steps (default: the sampler's own)")
     e.add_argument("--seed", type=int, default=0, help="seed of the sampled images (default 0)")
-    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to sample and run Inception")
     e.add_argument("--compare-samplers", action="store_true",
                    help=f"score every sampler at {', '.join(map(str, COMPARISON_STEPS))} steps (or --steps)")
     e.add_argument("--json", action="store_true", help="print JSON instead of a summary")
