@@ -13,6 +13,8 @@ import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import eval_command
+from .allocator import keep_freed_memory
 from .choices import SAMPLER_TABLE, SAMPLERS
 from .errors import UserError
 
@@ -87,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--size", type=_whole_number(MIN_IMAGE_SIZE), default=28,
                     help="resize the shorter side to this many pixels, then centre-crop square, "
                          "as model_params.im_size (default: 28)")
+
+    eval_command.add_parser(sub)
     return p
 
 
@@ -112,7 +116,8 @@ def _report_dataset(dataset, channels: int, size: int) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from . import trainer as tr
+    from . import events as ev
+    from .trainer import Trainer
     from .data import load_dataset
 
     cfg = _load_config(args.config)
@@ -131,19 +136,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     bar = None
 
-    def on_event(event: tr.Event) -> None:
+    def on_event(event: ev.Event) -> None:
         nonlocal bar
-        if isinstance(event, tr.Started):
+        if isinstance(event, ev.Started):
             print(f"run: {event.run_dir}  device: {event.device} ({event.precision})  "
                   f"parameters: {event.num_params:,}", file=sys.stderr)
             bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True)
-        elif isinstance(event, tr.StepDone) and bar is not None:
+        elif isinstance(event, ev.StepDone) and bar is not None:
             bar.update(event.step - bar.n)
             bar.set_postfix(loss=f"{event.loss:.4f}", ips=f"{event.images_per_s:.0f}", refresh=False)
-        elif isinstance(event, tr.CheckpointSaved) and bar is not None:
+        elif isinstance(event, ev.CheckpointSaved) and bar is not None:
             bar.write(f"checkpoint: {event.path}")
 
-    trainer = tr.Trainer(cfg, run_dir, dataset=dataset, resume=args.resume, on_event=on_event)
+    trainer = Trainer(cfg, run_dir, dataset=dataset, resume=args.resume, on_event=on_event)
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(trainer, previous))
     try:
         finished = trainer.run()
@@ -225,11 +230,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_freed_memory()  # this process's CPU steps reuse each other's memory (see core.allocator)
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a mistake already reported in one line
         return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
-    command = {"train": cmd_train, "sample": cmd_sample, "scan": cmd_scan}[args.command]
+    command = {"train": cmd_train, "sample": cmd_sample, "scan": cmd_scan, "eval": eval_command.run}[args.command]
     try:
         return command(args)
     except UserError as e:

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
-import json
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,84 +22,23 @@ import torch
 
 from . import distributed
 from .adam import Adam, Optimizer
-from .allocator import keep_freed_memory, release_freed_memory
 from .atomic import atomic_write_text
-from .budget import TrainClock
-from .ema import ema_beta, update_ema
-from .lr_schedule import lr_factor, run_progress
 from .attention import AttentionImpl
-from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
+from .budget import TrainClock
+from .checkpoint import restore_newest, save_checkpoint, save_weights
 from .config import Config, dump_config
 from .denoiser import make_denoiser
+from .ema import ema_beta, update_ema
 from .device import Precision, describe, memory_format, pick_device, pick_precision
-from .errors import CheckpointError, DiskFullError, TrainingDiverged, UserError
+from .errors import TrainingDiverged, UserError
+from .events import (
+    CheckpointSaved, Event, Failed, Finished, Paused, PreviewReady, QualityMeasured, Resumed, Started, StepDone,
+)
+from .lr_schedule import lr_factor, run_progress
 from .runs import RunDir
 from .schedule import NoiseSchedule
 from .unet import UNet, count_parameters
 
-
-@dataclass(frozen=True)
-class Started:
-    run_dir: Path
-    device: str
-    precision: str
-    num_params: int
-    total_steps: int
-    start_step: int
-    dataset_size: int
-    checkpoint_every: int | None = None  # the intervals this run uses (see run_interval)
-    preview_every: int | None = None
-
-
-@dataclass(frozen=True)
-class StepDone:
-    step: int
-    epoch: int
-    loss: float
-    lr: float
-    images_per_s: float
-    eta_s: float
-    total_steps: int
-    time_used_s: float = 0.0  # training time so far (checkpoints, previews, pauses excluded)
-    time_left_s: float | None = None  # of train_params.max_minutes; None without a time budget
-
-
-@dataclass(frozen=True)
-class PreviewReady:
-    step: int
-    images: torch.Tensor
-
-
-@dataclass(frozen=True)
-class CheckpointSaved:
-    step: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class Paused:
-    step: int
-
-
-@dataclass(frozen=True)
-class Resumed:
-    step: int
-
-
-@dataclass(frozen=True)
-class Finished:
-    step: int
-    reason: str  # "completed" | "stopped"
-
-
-@dataclass(frozen=True)
-class Failed:
-    step: int
-    message: str
-    error: BaseException
-
-
-Event = Started | StepDone | PreviewReady | CheckpointSaved | Paused | Resumed | Finished | Failed
 
 PREVIEW_IMAGES = 16
 PREVIEW_STEPS = 20
@@ -177,8 +113,6 @@ class Trainer:
         self.precision: Precision = pick_precision(tp.precision, self.device)
         torch.manual_seed(tp.seed)  # weights init: same seed, same start
         self.memory_format = memory_format(self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # each step reuses the last one's memory (see core.allocator)
         self.model = UNet(config.model_params, attention_impl=attention_impl).to(
             self.device, memory_format=self.memory_format
         )
@@ -216,8 +150,6 @@ class Trainer:
             if "out of memory" in str(e) or "can't allocate memory" in str(e):
                 raise self._fail(UserError(_oom_message(self.config, self.device)), e) from e
             raise
-        finally:
-            release_freed_memory()
 
     def _fail(self, error: UserError, cause: BaseException) -> UserError:
         self.on_event(Failed(self.step, str(error), cause))
@@ -225,6 +157,10 @@ class Trainer:
 
     def _run(self) -> Finished:
         tp = self.config.train_params
+        if tp.eval_every_steps:
+            from .inception import network_path
+
+            network_path()  # a missing network file is said before training, not at the first point
         dataset = self._load_dataset()
         if self.resume:
             self._restore()
@@ -286,6 +222,8 @@ class Trainer:
                 last_saved = self.step
             if preview_every and self.step % preview_every == 0:
                 self._preview()
+            if tp.eval_every_steps and self.step % tp.eval_every_steps == 0:
+                self._measure_quality()
             clock.reset_clock()  # checkpoints and previews are not training time: keep them out of the ETA
             self.clock.start()
         if self.step != last_saved or not self.run_dir.list_checkpoints():
@@ -363,49 +301,22 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir.config_path, dump_config(self.config))
-            atomic_write_text(self.run_dir.log_path, "")
+            self.run_dir.start_log()
         self.dist.barrier()
 
     def _restore(self) -> None:
-        """Load the newest checkpoint that reads cleanly; damaged ones are reported and skipped."""
-        found = self.run_dir.list_checkpoints()
-        if not found:
-            raise CheckpointError(f"{self.run_dir.path} has no checkpoint to resume from; start a new run instead.")
-        errors = []
-        for _, path in reversed(found):
-            try:
-                saved = read_training_state(path)
-                self._check_compatible(saved.config, path)
-                state, scale = load_checkpoint(path, model=self.model, ema=self.ema_model, optimizer=self.optimizer)
-            except CheckpointError as e:
-                if "different model config" in str(e):
-                    raise
-                errors.append(str(e))
-                continue
-            self.step = state.step
-            self.clock.used_s = state.train_seconds
-            if scale is not None and self.scaler.is_enabled():
-                self.scaler.update(scale)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.config.train_params.lr
-            if self.dist.is_main:
-                self.run_dir.truncate_log(self.step)
-            return
-        raise CheckpointError("No checkpoint could be loaded: " + " | ".join(errors))
-
-    def _check_compatible(self, saved: Config, path: Path) -> None:
-        """Refuse to resume with a config whose model or schedule differs from the checkpoint's."""
-        if saved.model_params != self.config.model_params:
-            lines = shape_mismatches(self.model, UNet(saved.model_params).state_dict()) or ["attention layout"]
-            raise CheckpointError(
-                f"{path} was made for a different model config ({len(lines)} differences: "
-                f"{'; '.join(lines[:5])}). Resume with the run's own config ({self.run_dir.config_path})."
-            )
-        if saved.diffusion_params != self.config.diffusion_params:
-            raise CheckpointError(
-                f"{path} was trained with different diffusion_params ({saved.diffusion_params}); "
-                f"resume with the run's own config ({self.run_dir.config_path})."
-            )
+        """Continue from the newest checkpoint that reads cleanly (see ``restore_newest``)."""
+        state, scale = restore_newest([path for _, path in self.run_dir.list_checkpoints()], self.config,
+                                      self.run_dir.config_path, model=self.model, ema=self.ema_model,
+                                      optimizer=self.optimizer)
+        self.step = state.step
+        self.clock.used_s = state.train_seconds
+        if scale is not None and self.scaler.is_enabled():
+            self.scaler.update(scale)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.train_params.lr
+        if self.dist.is_main:
+            self.run_dir.truncate_log(self.step)
 
     # -- outputs ---------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -416,20 +327,12 @@ class Trainer:
         """One line of ``log.jsonl``: what a StepDone says, so an opened run shows where it stood."""
         if not self.dist.is_main:
             return
-        row = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
-               "images_per_s": round(images_per_s, 2), "eta_s": round(eta_s, 1), "total_steps": total,
-               "train_s": round(self.clock.used_s, 2), "time_left_s": _rounded(self.clock.left_s),
-               "time": round(time.time(), 3)}
-        try:
-            with open(self.run_dir.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(
-                    f"No space left on the disk while writing {self.run_dir.log_path}. Free some space, "
-                    "then resume: the last checkpoint is intact."
-                ) from e
-            raise
+        self.run_dir.append_log({
+            "step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": round(images_per_s, 2), "eta_s": round(eta_s, 1), "total_steps": total,
+            "train_s": round(self.clock.used_s, 2), "time_left_s": _rounded(self.clock.left_s),
+            "time": round(time.time(), 3),
+        })
 
     def _checkpoint(self) -> None:
         if self.dist.is_main:
@@ -464,6 +367,24 @@ class Trainer:
         save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)
         self._emit(PreviewReady(self.step, images))
 
+    def _measure_quality(self) -> None:
+        """A quality-curve point from the EMA weights; Stop during it drops the point, not the run."""
+        if not self.dist.is_main:
+            return
+        from .evaluate import append_result, curve_point
+        from .inception import EvaluationCancelled
+        from .samplers import SamplingCancelled
+        from .sampling import SamplingModel
+
+        try:
+            model = SamplingModel(self.ema_model, self.config, self.device, self.precision)
+            result = curve_point(model, self._load_dataset().images, step=self.step,
+                                 should_cancel=lambda: self._control.stop)
+        except (SamplingCancelled, EvaluationCancelled):
+            return
+        append_result(self.run_dir.path, result)
+        self._emit(QualityMeasured(self.step, result))
+
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
@@ -495,11 +416,10 @@ def micro_batches(batch: int, size: int | None, device: torch.device) -> list[sl
 
     Nothing in the model mixes images (GroupNorm, not BatchNorm), so the parts' gradients add
     up to the batch's: the same step in less activation memory. On 2 CPU cores, tutorial config,
-    batch 64, six paired runs of ``bench/train_step.py``: in parts of 32 the step took from 1 %
-    less to 9 % more time than whole (median +3.5 %) and peak RSS fell from 1.50-1.58 to
-    1.27-1.33 GiB; in parts of 16 it took 10 % more for 1.14 GiB. (Since then the CPU's Adam
-    stopped importing torch._dynamo: 1.13-1.14 GiB in parts of 32, 1.35 GiB whole.) A GPU has
-    the memory and wants the large kernels.
+    batch 64, paired runs of ``bench/train_step.py``: in parts of 32 the step took from 1 % less
+    to 9 % more time than whole (median +3.5 %) and peak RSS was 1.13-1.14 GiB against 1.35 GiB
+    whole; in parts of 16 it took 10 % more time. A GPU has the memory and wants the large
+    kernels.
     """
     if size is None:
         size = CPU_MICRO_BATCH if device.type == "cpu" else batch

@@ -26,6 +26,9 @@ def _ensure_streams() -> None:
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()
     _ensure_streams()
+    from core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # CPU training and sampling steps reuse each other's memory (see core.allocator)
     args_in = sys.argv[1:] if argv is None else argv
     if "--self-test" in args_in:
         from .selftest import run_self_test

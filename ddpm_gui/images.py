@@ -29,11 +29,6 @@ def to_qimage(array: np.ndarray) -> QImage:
     return QImage(array.data, width, height, line, fmt).copy()  # copy: the array may go away
 
 
-def chw_to_hwc(images: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) uint8 as the engine stores datasets -> (N, H, W, C) for display."""
-    return np.ascontiguousarray(np.transpose(images, (0, 2, 3, 1)))
-
-
 class ImageView(QWidget):
     """Paints one image scaled to fit, centred, with sharp pixels; empty shows a hint."""
 

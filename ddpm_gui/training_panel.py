@@ -26,9 +26,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.events import CheckpointSaved, Finished, QualityMeasured, Started, StepDone
+
 from .banner import Banner
+from .engine import LossLog, PreviewGrid, QualityHistory
 from .images import ImageView
 from .loss_plot import LossPlot
+from .quality_plot import QualityPlot
 
 REFRESH_MS = 100
 NO_PREVIEWS = "No previews in this run:\nset train_params.sample_every_steps to see some."
@@ -174,7 +178,10 @@ class TrainingPanel(QWidget):
         head.addStretch(1)
         head.addWidget(self.log_y)
         pl.addLayout(head)
-        pl.addWidget(self.loss_plot, 1)
+        pl.addWidget(self.loss_plot, 2)
+        self.quality_plot = QualityPlot()  # appears with the first point (train_params.eval_every_steps)
+        self.quality_plot.hide()
+        pl.addWidget(self.quality_plot, 1)
 
         self.preview = ImageView(NO_PREVIEWS)
         self.preview.setObjectName("previewView")
@@ -225,6 +232,7 @@ class TrainingPanel(QWidget):
         self.banner.clear()
         if not resume:
             self.loss_plot.clear_history()
+            self.quality_plot.set_results([])
             self.preview.set_image(None)
             self.preview_caption.setText("<b>Preview</b>")
             self.checkpoint_label.clear()
@@ -235,12 +243,17 @@ class TrainingPanel(QWidget):
         self.banner.show_message(message)
 
     def on_event(self, event: Any) -> None:
-        """Dispatch one trainer event (see ``core.trainer``) by its type's name."""
-        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        """Show one trainer event (``core.events``, previews as ``engine.PreviewGrid``) or an
+        opened run's ``engine.LossLog``; other events change nothing here."""
+        handler = {
+            LossLog: self._show_log, Started: self._show_started, StepDone: self._show_step,
+            PreviewGrid: self._show_preview, CheckpointSaved: self._show_checkpoint, Finished: self._show_finished,
+            QualityMeasured: self._show_quality, QualityHistory: self._show_quality_history,
+        }.get(type(event))
         if handler is not None:
             handler(event)
 
-    def _on_LossLog(self, log: Any) -> None:  # noqa: N802 - named after the event type
+    def _show_log(self, log: LossLog) -> None:
         """The steps already trained (an opened or continued run): the curve, and where it ended."""
         self.loss_plot.clear_history()
         for step, loss in zip(log.steps, log.losses, strict=True):
@@ -263,8 +276,8 @@ class TrainingPanel(QWidget):
             self.controls.progress.setMaximum(total)
             self.controls.progress.setValue(last["step"])
 
-    def _on_Started(self, e: Any) -> None:  # noqa: N802
-        every = getattr(e, "preview_every", None)
+    def _show_started(self, e: Started) -> None:
+        every = e.preview_every
         self.preview.set_placeholder(f"First preview at step {(e.start_step // every + 1) * every:,}." if every
                                      else NO_PREVIEWS)
         self.stats["device"].value.setText(f"{e.device} · {e.precision}")
@@ -274,18 +287,24 @@ class TrainingPanel(QWidget):
         self.run_label.setText(f"Run folder: {e.run_dir} · {e.num_params / 1e6:.2f} M parameters · "
                                f"{e.dataset_size:,} images")
 
-    def _on_StepDone(self, e: Any) -> None:  # noqa: N802
+    def _show_step(self, e: StepDone) -> None:
         self.loss_plot.add(e.step, e.loss)
         self._latest = e
 
-    def _on_PreviewGrid(self, e: Any) -> None:  # noqa: N802
+    def _show_preview(self, e: PreviewGrid) -> None:
         self.preview.set_array(e.grid)
         self.preview_caption.setText(f"<b>Preview</b> at step {e.step:,} (EMA weights)")
 
-    def _on_CheckpointSaved(self, e: Any) -> None:  # noqa: N802
+    def _show_quality(self, e: QualityMeasured) -> None:
+        self.quality_plot.add(e.result)
+
+    def _show_quality_history(self, e: QualityHistory) -> None:
+        self.quality_plot.set_results(e.results)
+
+    def _show_checkpoint(self, e: CheckpointSaved) -> None:
         self.checkpoint_label.setText(f"Checkpoint saved at step {e.step:,}: {Path(e.path).name}")
 
-    def _on_Finished(self, e: Any) -> None:  # noqa: N802
+    def _show_finished(self, e: Finished) -> None:
         self._refresh()
         word = "Finished" if e.reason == "completed" else "Stopped"
         self.controls.progress.setFormat(f"{word} at step {e.step:,}")

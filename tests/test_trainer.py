@@ -8,6 +8,7 @@ import torch
 
 from core import trainer as tr
 from core.config import Config
+from core.checkpoint import IncompatibleCheckpoint
 from core.errors import CheckpointError, TrainingDiverged, UserError
 from core.runs import RunDir
 
@@ -156,7 +157,16 @@ def test_resume_with_other_model_config_says_what_differs(tmp_path):
     _train(_config(max_steps=5), tmp_path / "run")
     other = tiny_config_dict(max_steps=10)
     other["model_params"]["time_emb_dim"] = 64
-    with pytest.raises(CheckpointError, match=r"different model config .*t_proj.0.weight"):
+    with pytest.raises(IncompatibleCheckpoint, match=r"different model config .*t_proj.0.weight"):
+        _train(Config.from_dict(other), tmp_path / "run", resume=True)
+
+
+def test_resume_with_another_schedule_stops_at_the_newest_checkpoint(tmp_path):
+    """Older checkpoints of the run have the same schedule: trying them would only hide the cause."""
+    _train(_config(max_steps=10), tmp_path / "run")
+    other = tiny_config_dict(max_steps=12)
+    other["diffusion_params"]["schedule"] = "cosine"
+    with pytest.raises(IncompatibleCheckpoint, match=r"step-000010.safetensors was trained with different diffusion_params"):
         _train(Config.from_dict(other), tmp_path / "run", resume=True)
 
 
