@@ -35,6 +35,7 @@ class TrainingState:
 
     step: int
     config: Config
+    class_names: list[str]
 
 
 def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -85,8 +86,31 @@ def save_checkpoint(
         "config": json.dumps(config.to_dict()),
         "param_groups": groups,
         "scaler_scale": json.dumps(scaler_scale),
-    }
+    } | _class_meta(model)
     atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def _class_meta(model: torch.nn.Module) -> dict[str, str]:
+    """A conditional model's class names, in embedding order; nothing for an unconditional one,
+    so its files are byte for byte what they were."""
+    names = getattr(model, "class_names", None)
+    return {"class_names": json.dumps(list(names))} if names else {}
+
+
+def _class_names(path: Path, meta: dict[str, str], config: Config) -> list[str]:
+    """The class names a file records, which a conditional config requires."""
+    if not config.model_params.class_conditional:
+        return []
+    try:
+        names = json.loads(meta.get("class_names", "[]"))
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(
+            f"{path} does not record the class names a class-conditional model needs; use a checkpoint "
+            "of that run, or the config it was trained with."
+        )
+    return names
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -121,7 +145,7 @@ def _state_from_meta(path: Path, meta: dict[str, str]) -> TrainingState:
         config = Config.from_dict(json.loads(meta["config"]), source=str(path))
     except ConfigError as e:
         raise CheckpointError(f"{path} holds an invalid config: {e}") from None
-    return TrainingState(step=int(meta["step"]), config=config)
+    return TrainingState(step=int(meta["step"]), config=config, class_names=_class_names(path, meta, config))
 
 
 def shape_mismatches(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
@@ -164,7 +188,7 @@ def load_checkpoint(
 
 def save_weights(path: Path, model: torch.nn.Module, config: Config) -> None:
     """Sampling weights with the tutorial's key names, the config as metadata."""
-    meta = {"format": FORMAT + "/weights", "config": json.dumps(config.to_dict())}
+    meta = {"format": FORMAT + "/weights", "config": json.dumps(config.to_dict())} | _class_meta(model)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
@@ -211,6 +235,7 @@ def load_for_sampling(
             path = weights
         else:
             path = found
+    meta: dict[str, str] = {}
     if path.suffix == ".pth" or path.suffix == ".pt":
         if config is None:
             raise CheckpointError(f"{path} is a tutorial checkpoint: give the config it was trained with (--config).")
@@ -227,7 +252,7 @@ def load_for_sampling(
             if config is None:
                 raise CheckpointError(f"{path} carries no config: give the config it was trained with (--config).")
             state = tensors
-    model = UNet(config.model_params)
+    model = UNet(config.model_params, class_names=_class_names(path, meta, config))
     load_weights_into(model, state, path)
     device = torch.device(device or "cpu")
     return model.to(device, memory_format=memory_format(device)).eval(), config

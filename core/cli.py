@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", help="write the final grid to this PNG")
     s.add_argument("--animation", help="write the denoising (xt | x0) to this .gif or .mp4")
     s.add_argument("--images", help="write each final image as a PNG into this folder")
+    s.add_argument("--class", dest="classes", action="append", metavar="NAME",
+                   help="class-conditional runs: draw this class (repeatable; 'all' = one row per class); "
+                        "--num is shared among them")
+    s.add_argument("--guidance", type=float, help="classifier-free guidance scale w with --class: "
+                   "0 ignores the class, 1 plain conditional, above 1 guided (default 2)")
 
     sc = sub.add_parser("scan", help="check a dataset folder: count, sizes, skipped files")
     sc.add_argument("path")
@@ -121,6 +126,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .checkpoint import load_for_sampling
+    from .classes import class_rows
     from .device import pick_device, pick_precision
     from .exports import save_animation, save_grid, save_images
     from .frames import FrameStore
@@ -135,11 +141,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     num = args.num or tp.num_samples
     steps = args.steps or default_steps(args.sampler, schedule.num_timesteps)
     nrow = tp.num_grid_rows if num == tp.num_samples else max(1, round(num ** 0.5))
+    labels, guidance = _class_request(args, model.class_names)
+    if labels is not None:
+        labels, nrow = class_rows(labels, num)
+        num = len(labels)
     store = FrameStore(nrow=nrow) if args.animation else None
     frames = sample(model, schedule, num_images=num, image_shape=(m.im_channels, m.im_size, m.im_size),
                     sampler=args.sampler, steps=steps, eta=args.eta, seed=args.seed, device=device,
                     precision=pick_precision(tp.precision, device),
-                    frame_stride=max(1, steps // 200) if store is not None else steps)
+                    frame_stride=max(1, steps // 200) if store is not None else steps,
+                    labels=labels, guidance=guidance)
     final = None
     with tqdm(total=steps, unit="step", dynamic_ncols=True) as bar:
         for frame in frames:
@@ -164,6 +175,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
         written.append(str(out))
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
     return 0
+
+
+def _class_request(args: argparse.Namespace, class_names: list[str]) -> tuple[list[int] | None, float]:
+    """The class rows and guidance scale asked for; a conditional model without --class draws
+    unconditionally, as does --guidance 0."""
+    from .classes import class_indices
+    from .guidance import DEFAULT_GUIDANCE
+
+    guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
+    if args.classes is None:
+        if args.guidance is not None:
+            raise UserError("--guidance needs --class NAME (or --class all): it scales how strongly a class is followed.")
+        return None, guidance
+    try:
+        return class_indices(args.classes, class_names), guidance
+    except UserError as e:
+        raise UserError(f"{args.source}: {e}") from None
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

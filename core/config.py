@@ -77,6 +77,12 @@ class ModelParams:
         "Self-attention in each down block (and its mirrored up block); empty means everywhere, "
         "as in the tutorial. Attention only at low resolution trains much faster on a CPU.",
     )
+    class_conditional: bool = _f(
+        False,
+        "Learn the dataset's classes (its subfolders, or an IDX file's labels) so that samples can be "
+        "asked for a class, with classifier-free guidance. Costs about twice the work per sampling "
+        "step when guided (the model runs with and without the class); training costs the same.",
+    )
 
     def attention_flags(self) -> list[bool]:
         """Per down block, whether it (and its mirrored up block) attends."""
@@ -119,6 +125,12 @@ class TrainParams:
         "Images per forward/backward pass: a larger batch is split and the gradients added up, which "
         "gives the same step in less memory (empty: at most 32 on the CPU, the whole batch elsewhere).",
         min=1,
+    )
+    cond_drop_prob: float = _f(
+        0.1,
+        "Class-conditional runs: how often a training image's class is hidden, which teaches the "
+        "model to draw without a class too, as guided sampling needs (Ho & Salimans 2022).",
+        min=0.0, exclusive_max=1.0,
     )
 
 

@@ -34,6 +34,7 @@ from .allocator import keep_freed_memory
 from .choices import DEFAULT_STEPS, SAMPLERS
 from .device import Precision
 from .errors import UserError
+from .guidance import DEFAULT_GUIDANCE, Guided
 from .schedule import NoiseSchedule, randn_like
 
 EpsModel = Callable[[torch.Tensor, int], torch.Tensor]
@@ -249,6 +250,8 @@ def sample(
     precision: Precision | None = None,
     frame_stride: int = 1,
     should_cancel: Callable[[], bool] | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float = DEFAULT_GUIDANCE,
 ) -> Iterator[Frame]:
     """Sample ``num_images`` images of ``image_shape`` (C, H, W), yielding frames as it goes.
 
@@ -256,8 +259,10 @@ def sample(
     raw network). ``steps`` defaults to :data:`DEFAULT_STEPS`; ``eta`` is used by DDIM only.
     ``device`` defaults to the model's. A frame is yielded after steps frame_stride,
     2*frame_stride, ... and always after the final step. ``should_cancel()`` is called before
-    every step; when it returns true, :class:`SamplingCancelled` is raised. Arguments are checked
-    here, before the first ``next()``.
+    every step; when it returns true, :class:`SamplingCancelled` is raised. ``labels`` ((N,)
+    class indices) ask a class-conditional model for those classes with classifier-free
+    ``guidance`` (:mod:`core.guidance`); without them it draws unconditionally. Arguments are
+    checked here, before the first ``next()``.
     """
     ts = timesteps(sampler, schedule.num_timesteps, steps)
     if sampler == "ddim" and not 0.0 <= eta <= 1.0:
@@ -266,6 +271,12 @@ def sample(
         raise UserError(f"num_images must be at least 1; got {num_images}.")
     if frame_stride < 1:
         raise UserError(f"frame_stride must be at least 1; got {frame_stride}.")
+    if labels is not None:
+        if len(labels) != num_images:
+            raise UserError(f"labels must give one class per image ({num_images}); got {len(labels)}.")
+        if not guidance >= 0:
+            raise UserError(f"guidance must be 0 (unconditional) or more; got {guidance}.")
+        model = Guided(model, labels, guidance)
     device = torch.device(device) if device is not None else _model_device(model)
     if device.type == "cpu":
         keep_freed_memory()  # each step reuses the last one's memory (see core.allocator)
@@ -317,12 +328,14 @@ def generate(
     device: torch.device | str | None = None,
     precision: Precision | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float = DEFAULT_GUIDANCE,
 ) -> torch.Tensor:
     """The final images of :func:`sample` (float32 CPU, (N, C, H, W)), without per-step copies."""
     frames = sample(
         model, schedule, num_images=num_images, image_shape=image_shape, sampler=sampler,
         steps=steps, eta=eta, seed=seed, device=device, precision=precision,
-        frame_stride=sys.maxsize, should_cancel=should_cancel,
+        frame_stride=sys.maxsize, should_cancel=should_cancel, labels=labels, guidance=guidance,
     )
     final = None
     for final in frames:

@@ -172,7 +172,9 @@ class Trainer:
         self.memory_format = memory_format(self.device)
         if self.device.type == "cpu":
             keep_freed_memory()  # each step reuses the last one's memory (see core.allocator)
-        self.model = UNet(config.model_params, attention_impl=attention_impl).to(
+        self._dataset = dataset
+        self.class_names = self._conditioning_classes()
+        self.model = UNet(config.model_params, attention_impl=attention_impl, class_names=self.class_names).to(
             self.device, memory_format=self.memory_format
         )
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -181,7 +183,6 @@ class Trainer:
         self._sqrt_1m_abar = self.schedule.sqrt_one_minus_alpha_cum_prod.to(self.device)
         self.optimizer = make_adam(self.model.parameters(), tp.lr, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
-        self._dataset = dataset
         self._control = _Control()
         self.step = 0
 
@@ -247,13 +248,14 @@ class Trainer:
                 order_epoch, order = epoch, torch.randperm(len(dataset), generator=_seeded(tp.seed, epoch))
             idx = self.dist.shard(order)[pos * tp.batch_size:(pos + 1) * tp.batch_size]
             batch = dataset.batch(idx)
+            labels = dataset.labels[idx] if self.class_names else None
             try:
-                loss = self._train_step(step_model, batch)
+                loss = self._train_step(step_model, batch, labels)
             except Exception:
                 if step_model is train_model:
                     raise
                 step_model = train_model  # torch.compile failed on first use: run eagerly
-                loss = self._train_step(step_model, batch)
+                loss = self._train_step(step_model, batch, labels)
             self.step += 1
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -279,12 +281,17 @@ class Trainer:
         self._emit(finished)
         return finished
 
-    def _train_step(self, model: torch.nn.Module, x0: torch.Tensor) -> float:
-        """One Adam step on the eps-MSE loss; returns the loss (one host sync, which the UI shows)."""
+    def _train_step(self, model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = None) -> float:
+        """One Adam step on the eps-MSE loss; returns the loss (one host sync, which the UI shows).
+
+        ``labels`` (conditional runs) are hidden at rate ``cond_drop_prob``, drawn after the noise
+        so that an unconditional run draws exactly what it always did.
+        """
         tp = self.config.train_params
         gen = _seeded(tp.seed, self.step, self.dist.rank)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), generator=gen)
+        y = None if labels is None else drop_labels(labels, tp.cond_drop_prob, self.model.null_class, gen)
         if self.device.type == "cuda":  # pinned: asynchronous copies, no host sync before the loss
             x0, noise, t = x0.pin_memory(), noise.pin_memory(), t.pin_memory()
         x0, noise = (v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in (x0, noise))
@@ -299,7 +306,7 @@ class Trainer:
             last = i == len(parts) - 1
             with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
                 with self.precision.autocast(self.device):
-                    eps = model(xt[part], t[part])
+                    eps = model(xt[part], t[part], *(() if y is None else (y[part],)))
                 # the batch mean as a sum of per-part means weighted by size: the same gradient
                 part_loss = F.mse_loss(eps.float(), noise[part]) * ((part.stop - part.start) / x0.shape[0])
                 self.scaler.scale(part_loss).backward()
@@ -320,6 +327,14 @@ class Trainer:
             torch._foreach_lerp_(ema_params, params, 1.0 - decay)
 
     # -- setup ----------------------------------------------------------------------------------
+    def _conditioning_classes(self) -> list[str]:
+        """The classes a conditional model learns; the dataset is loaded now, as they size the model."""
+        if not self.config.model_params.class_conditional:
+            return []
+        from .classes import conditioning_classes
+
+        return conditioning_classes(self._load_dataset())
+
     def _load_dataset(self) -> Any:
         if self._dataset is None:
             from .data import load_dataset
@@ -337,6 +352,8 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir.config_path, dump_config(self.config))
+            if self.class_names:
+                self.run_dir.write_class_names(self.class_names)
             atomic_write_text(self.run_dir.log_path, "")
         self.dist.barrier()
 
@@ -349,7 +366,7 @@ class Trainer:
         for _, path in reversed(found):
             try:
                 saved = read_training_state(path)
-                self._check_compatible(saved.config, path)
+                self._check_compatible(saved.config, saved.class_names, path)
                 state, scale = load_checkpoint(path, model=self.model, ema=self.ema_model, optimizer=self.optimizer)
             except CheckpointError as e:
                 if "different model config" in str(e):
@@ -366,10 +383,12 @@ class Trainer:
             return
         raise CheckpointError("No checkpoint could be loaded: " + " | ".join(errors))
 
-    def _check_compatible(self, saved: Config, path: Path) -> None:
-        """Refuse to resume with a config whose model or schedule differs from the checkpoint's."""
+    def _check_compatible(self, saved: Config, class_names: list[str], path: Path) -> None:
+        """Refuse to resume with a config whose model or schedule differs from the checkpoint's,
+        or a dataset whose classes differ from those the model learned."""
         if saved.model_params != self.config.model_params:
-            lines = shape_mismatches(self.model, UNet(saved.model_params).state_dict()) or ["attention layout"]
+            saved_model = UNet(saved.model_params, class_names=class_names)
+            lines = shape_mismatches(self.model, saved_model.state_dict()) or ["attention layout"]
             raise CheckpointError(
                 f"{path} was made for a different model config ({len(lines)} differences: "
                 f"{'; '.join(lines[:5])}). Resume with the run's own config ({self.run_dir.config_path})."
@@ -378,6 +397,12 @@ class Trainer:
             raise CheckpointError(
                 f"{path} was trained with different diffusion_params ({saved.diffusion_params}); "
                 f"resume with the run's own config ({self.run_dir.config_path})."
+            )
+        if class_names != self.class_names:
+            raise CheckpointError(
+                f"{path} was made for a different model config: it learned the classes "
+                f"{', '.join(class_names)}, and the dataset now has {', '.join(self.class_names)}. "
+                "Resume with the dataset it was trained on."
             )
 
     # -- outputs ---------------------------------------------------------------------------------
@@ -425,8 +450,9 @@ class Trainer:
         from .samplers import SamplingCancelled, generate
 
         m = self.config.model_params
+        labels = torch.arange(PREVIEW_IMAGES) % self.model.num_classes if self.class_names else None
         try:
-            images = generate(self.ema_model, self.schedule, num_images=PREVIEW_IMAGES,
+            images = generate(self.ema_model, self.schedule, num_images=PREVIEW_IMAGES, labels=labels,
                               image_shape=(m.im_channels, m.im_size, m.im_size), sampler="dpm++",
                               steps=min(PREVIEW_STEPS, self.schedule.num_timesteps),
                               seed=self.config.train_params.seed, device=self.device, precision=self.precision,
@@ -435,6 +461,13 @@ class Trainer:
             return  # Stop pressed mid-preview: stopping matters more than the picture
         save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)
         self._emit(PreviewReady(self.step, images))
+
+
+def drop_labels(labels: torch.Tensor, prob: float, null_class: int, generator: torch.Generator) -> torch.Tensor:
+    """``labels`` with each replaced by ``null_class`` with probability ``prob``: the "no class"
+    examples from which classifier-free guidance learns the unconditional prediction."""
+    hide = torch.rand(labels.shape, generator=generator) < prob
+    return torch.where(hide, torch.full_like(labels, null_class), labels)
 
 
 CPU_MICRO_BATCH = 32
