@@ -73,6 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import trainer as tr
+    from .classes import conditioning_classes
     from .data import load_dataset
 
     cfg = _load_config(args.config)
@@ -86,6 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or cfg.train_params.task_name)
     m = cfg.model_params
     dataset = load_dataset(cfg.dataset_params.im_path, m.im_channels, m.im_size)
+    if m.class_conditional:
+        conditioning_classes(dataset)  # refused before anything is printed or written
     _report_dataset(dataset)
 
     bar = None
