@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 
 from .adam import Optimizer
@@ -130,6 +130,24 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             f"{path} is damaged or not a safetensors file ({e}); use an earlier checkpoint."
         ) from None
     return tensors, meta
+
+
+def recorded_class_names(source: str | os.PathLike) -> list[str]:
+    """The class names a run folder or weights file records (empty for unconditional models and
+    tutorial files), read from the safetensors header alone: cheap enough to ask at any time."""
+    from .runs import RunDir
+
+    path = Path(source)
+    if path.is_dir():
+        path = RunDir(path).latest_checkpoint() or RunDir(path).weights_path()
+    if path.suffix != ".safetensors" or not path.is_file():
+        return []
+    try:
+        with safe_open(path, "pt") as f:
+            names = json.loads((f.metadata() or {}).get("class_names", "[]"))
+    except (SafetensorError, OSError, ValueError):
+        return []
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else []
 
 
 def read_training_state(path: Path) -> TrainingState:

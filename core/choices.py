@@ -1,4 +1,4 @@
-"""Names the window lists before torch is loaded: built-in datasets and samplers.
+"""Names the window lists before torch is loaded: built-in datasets, samplers, their defaults.
 
 Kept free of torch so the GUI can fill its demo buttons and sampler list the moment the window
 appears; ``core.data`` and ``core.samplers`` take their names from here.
@@ -25,3 +25,6 @@ SAMPLER_TITLES: dict[str, str] = {
 #: for DDPM; the step counts at which DDIM (Song et al. 2020, table 1) and DPM-Solver++ (Lu et
 #: al. 2022, fig. 1) reach most of their quality.
 DEFAULT_STEPS: dict[str, int | None] = {"ddpm": None, "ddim": 50, "dpm++": 20}
+
+#: Classifier-free guidance scale used when none is given (see :mod:`core.guidance`).
+DEFAULT_GUIDANCE = 2.0

@@ -6,6 +6,7 @@ the run (``classes.json``) and in every checkpoint.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,7 +74,9 @@ def class_indices(requested: Sequence[str], class_names: Sequence[str]) -> list[
 def class_rows(rows: Sequence[int], num_images: int) -> tuple[torch.Tensor, int]:
     """Labels for a grid with one row per requested class, and the row length.
 
-    ``num_images`` is shared evenly among the classes, rounded up so that every row is full.
+    ``num_images`` is shared evenly among the classes, rounded up so that every row is full. A
+    single class fills a square-ish grid instead of one long row.
     """
-    per_row = max(1, -(-num_images // len(rows)))
-    return torch.tensor(rows, dtype=torch.long).repeat_interleave(per_row), per_row
+    per_class = max(1, -(-num_images // len(rows)))
+    nrow = per_class if len(rows) > 1 else max(1, round(math.sqrt(per_class)))
+    return torch.tensor(rows, dtype=torch.long).repeat_interleave(per_class), nrow

@@ -163,8 +163,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             final = frame
     images: torch.Tensor = final.xt
     written = []
+    row_labels = None if labels is None else [model.class_names[c] for c in labels[::nrow]]
     if args.grid:
-        save_grid(images, args.grid, nrow=nrow)
+        save_grid(images, args.grid, nrow=nrow, row_labels=row_labels)
         written.append(args.grid)
     if args.animation:
         save_animation([store.side_by_side(i) for i in range(len(store))], args.animation)
@@ -174,7 +175,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         written.append(args.images)
     if not written:
         out = Path("samples.png")
-        save_grid(images, out, nrow=nrow)
+        save_grid(images, out, nrow=nrow, row_labels=row_labels)
         written.append(str(out))
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
     return 0
@@ -184,7 +185,7 @@ def _class_request(args: argparse.Namespace, class_names: list[str]) -> tuple[li
     """The class rows and guidance scale asked for; a conditional model without --class draws
     unconditionally, as does --guidance 0."""
     from .classes import class_indices
-    from .guidance import DEFAULT_GUIDANCE
+    from .choices import DEFAULT_GUIDANCE
 
     guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
     if args.classes is None:

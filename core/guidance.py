@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-DEFAULT_GUIDANCE = 2.0
+from .choices import DEFAULT_GUIDANCE
 
 
 class Guided:

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import torch
 
 from .allocator import keep_freed_memory
-from .choices import DEFAULT_STEPS, SAMPLERS
+from .choices import DEFAULT_GUIDANCE, DEFAULT_STEPS, SAMPLERS
 from .device import Precision
 from .errors import UserError
-from .guidance import DEFAULT_GUIDANCE, Guided
+from .guidance import Guided
 from .schedule import NoiseSchedule, randn_like
 
 EpsModel = Callable[[torch.Tensor, int], torch.Tensor]

@@ -254,8 +254,10 @@ def test_class_requests():
         class_indices(["emu"], NAMES)
     with pytest.raises(UserError, match="trained without classes"):
         class_indices(["cat"], [])
-    labels, per_row = class_rows([2, 0], 5)
-    assert per_row == 3 and labels.tolist() == [2, 2, 2, 0, 0, 0]
+    labels, nrow = class_rows([2, 0], 5)
+    assert nrow == 3 and labels.tolist() == [2, 2, 2, 0, 0, 0]
+    labels, nrow = class_rows([1], 9)
+    assert nrow == 3 and labels.tolist() == [1] * 9
 
 
 # -- the command line ------------------------------------------------------------------------------
@@ -275,11 +277,12 @@ def test_cli_samples_one_row_per_class(cond_run, tmp_path):
     grid, images = tmp_path / "g.png", tmp_path / "imgs"
     assert main(["sample", str(cond_run), "--class", "all", "--num", "6", "--guidance", "3",
                  "--sampler", "ddim", "--steps", "3", "--grid", str(grid), "--images", str(images)]) == 0
-    assert Image.open(grid).size == (2 * 18 + 2, 3 * 18 + 2)  # 3 rows of 2
+    width, height = Image.open(grid).size
+    assert height == 3 * 18 + 2 and width > 2 * 18 + 2  # 3 rows of 2, and the row labels
     assert len(list(images.iterdir())) == 6
     assert main(["sample", str(cond_run), "--class", "owl", "--class", "cat", "--num", "2",
                  "--sampler", "ddim", "--steps", "2", "--grid", str(grid)]) == 0
-    assert Image.open(grid).size == (18 + 2, 2 * 18 + 2)
+    assert Image.open(grid).size[1] == 2 * 18 + 2
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -291,6 +294,21 @@ def test_cli_class_errors_exit_2(cond_run, argv, message, capsys):
     assert main(["sample", str(cond_run), "--steps", "2", "--sampler", "ddim", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_grid_row_labels_sit_left_of_their_rows():
+    from core.exports import to_uint8_grid, with_row_labels
+
+    images = -torch.ones(4, 1, 16, 16)  # black images: any bright pixel is label text
+    grid = to_uint8_grid(images, 2)
+    labelled = with_row_labels(grid, ["cat", "a much longer name"], 16)
+    assert labelled.shape[0] == grid.shape[0] and labelled.shape[1] > grid.shape[1]
+    np_ = labelled[..., 0]
+    strip = np_[:, : labelled.shape[1] - grid.shape[1]]
+    rows = strip.max(axis=1) > 0
+    assert rows[2:18].any() and rows[20:36].any()  # text in both rows
+    assert (strip[:, :].max(axis=0) > 0).sum() > 40  # the long label is wide
+    assert (labelled[:, strip.shape[1]:] == grid).all()
 
 
 def test_cli_unconditional_run_given_a_class(tmp_path, capsys):
