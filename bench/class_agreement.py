@@ -27,13 +27,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bench.common import machine
-from core.checkpoint import load_for_sampling, read_training_state
+from core.checkpoint import read_training_state
 from core.data import load_dataset
-from core.device import pick_precision
 from core.exports import save_grid
 from core.runs import RunDir
-from core.samplers import generate
-from core.schedule import NoiseSchedule
+from core.sampling import SamplingModel
 
 HELD_OUT = 500  # training images kept back to measure the classifier itself
 
@@ -86,14 +84,13 @@ def classifier(args: argparse.Namespace, channels: int, size: int) -> tuple[Tiny
     return net, info
 
 
-def draw(model, schedule, labels: torch.Tensor, guidance: float, args, shape, precision) -> torch.Tensor:
+def draw(model: SamplingModel, labels: torch.Tensor, guidance: float, args: argparse.Namespace) -> torch.Tensor:
     """Samples for ``labels`` in chunks (seed + chunk index), as ``ddpm sample`` would draw them."""
-    out = []
-    for i, chunk in enumerate(labels.split(args.chunk)):
-        out.append(generate(model, schedule, num_images=len(chunk), image_shape=shape, sampler=args.sampler,
-                            steps=args.steps, seed=args.seed + i, precision=precision,
-                            labels=chunk, guidance=guidance))
-    return torch.cat(out)
+    return torch.cat([
+        model.images(num_images=len(chunk), sampler=args.sampler, steps=args.steps, seed=args.seed + i,
+                     labels=chunk, guidance=guidance)
+        for i, chunk in enumerate(labels.split(args.chunk))
+    ])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,33 +112,30 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, config = load_for_sampling(args.run)
-    m = config.model_params
-    shape = (m.im_channels, m.im_size, m.im_size)
-    schedule = NoiseSchedule.from_config(config.diffusion_params)
-    precision = pick_precision(config.train_params.precision, torch.device("cpu"))
-    net, info = classifier(args, m.im_channels, m.im_size)
-    if info["class_names"] != model.class_names:
-        raise SystemExit(f"the classifier's classes {info['class_names']} are not the run's {model.class_names}")
+    model = SamplingModel.load(args.run, device="cpu")
+    channels, size = model.image_shape[:2]
+    net, info = classifier(args, channels, size)
+    names = model.class_names
+    if info["class_names"] != names:
+        raise SystemExit(f"the classifier's classes {info['class_names']} are not the run's {names}")
     checkpoint = RunDir(args.run).latest_checkpoint()
     result = {"run": str(args.run), "step": read_training_state(checkpoint).step if checkpoint else None,
               "classifier": info, "sampler": args.sampler, "steps": args.steps, "per_class": args.per_class,
-              "chance": round(1 / model.num_classes, 4), "machine_start": machine(torch.device("cpu")),
+              "chance": round(1 / len(names), 4), "machine_start": machine(torch.device("cpu")),
               "agreement": {}}
     if args.sweep_class:
-        c = model.class_names.index(args.sweep_class)
-        rows = [draw(model, schedule, torch.full((args.sweep_num,), c), w, args, shape, precision)
-                for w in args.guidance]
+        c = names.index(args.sweep_class)
+        rows = [draw(model, torch.full((args.sweep_num,), c), w, args) for w in args.guidance]
         save_grid(torch.cat(rows), args.sweep_out, nrow=args.sweep_num,
                   row_labels=[f"w = {w:g}" for w in args.guidance])
-    labels = torch.arange(model.num_classes).repeat_interleave(args.per_class)
+    labels = torch.arange(len(names)).repeat_interleave(args.per_class)
     for w in args.guidance:
         start = time.perf_counter()
-        images = draw(model, schedule, labels, w, args, shape, precision)
+        images = draw(model, labels, w, args)
         with torch.no_grad():
-            agree = (net(images).argmax(1) == labels).float().view(model.num_classes, -1).mean(1)
+            agree = (net(images).argmax(1) == labels).float().view(len(names), -1).mean(1)
         result["agreement"][f"{w:g}"] = {
-            "per_class": {n: round(a, 3) for n, a in zip(model.class_names, agree.tolist())},
+            "per_class": {n: round(a, 3) for n, a in zip(names, agree.tolist())},
             "mean": round(agree.mean().item(), 4), "min": round(agree.min().item(), 3),
             "sample_s": round(time.perf_counter() - start, 1),
         }

@@ -29,7 +29,7 @@ import torch
 from bench.common import add_common_args, compare, emit, memory_child, resolve_config, setup
 from core.config import Config
 from core.device import memory_format, pick_precision
-from core.samplers import sample
+from core.sampling import SamplingModel
 from core.schedule import NoiseSchedule
 from core.unet import UNet
 
@@ -58,10 +58,8 @@ def fast_steps(config: Config, device: torch.device, batch: int) -> Iterator[Non
     """:func:`core.samplers.sample`, DDPM, with the app's precision and memory format."""
     m = config.model_params
     model = UNet(m).to(device, memory_format=memory_format(device)).eval()
-    schedule = NoiseSchedule.from_config(config.diffusion_params)
-    precision = pick_precision(config.train_params.precision, device)
-    for _ in sample(model, schedule, num_images=batch, image_shape=(m.im_channels, m.im_size, m.im_size),
-                    sampler="ddpm", device=device, precision=precision):
+    sampling = SamplingModel(model, config, device, pick_precision(config.train_params.precision, device))
+    for _ in sampling.frames(num_images=batch, sampler="ddpm"):
         yield
 
 

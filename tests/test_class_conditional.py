@@ -16,7 +16,8 @@ from core.cli import main
 from core.config import Config, load_config
 from core.data import load_dataset
 from core.errors import CheckpointError, DatasetError, UserError
-from core.guidance import Guided
+from core.denoiser import EpsDenoiser
+from core.guidance import check_request, guided
 from core.runs import RunDir
 from core.samplers import generate
 from core.schedule import NoiseSchedule
@@ -206,15 +207,21 @@ class ToyConditional(torch.nn.Module):
         return 0.5 * x + 1e-3 * t.view(-1, 1, 1, 1) + self.shift[y].view(-1, 1, 1, 1).to(x.dtype)
 
 
+SCHEDULE = NoiseSchedule(50)
+
+
 @pytest.mark.parametrize("w", [0.0, 1.0, 2.5, 4.0])
 def test_guided_eps_is_the_formula_in_one_forward(w):
     model = ToyConditional()
     labels = torch.tensor([0, 1, 0])
-    x, t = torch.randn(3, 1, 2, 2), torch.full((3,), 7)
-    eps = Guided(model, labels, w)(x, t)
-    cond, uncond = model(x, t, labels), model(x, t, torch.full_like(labels, 2))
-    torch.testing.assert_close(eps, uncond + w * (cond - uncond))
+    x, t = torch.randn(3, 1, 2, 2, dtype=torch.float64), 7
+    eps = EpsDenoiser(model, SCHEDULE, labels=labels, guidance=w)(x, t).eps
+    tt = torch.full((3,), t)
+    cond, uncond = model(x, tt, labels), model(x, tt, torch.full_like(labels, 2))
+    torch.testing.assert_close(eps, (uncond + w * (cond - uncond)).float())
     assert model.calls[0] == (6 if w not in (0.0, 1.0) else 3)  # both branches in one batch
+    assert len(model.calls) == 3  # that one call, then the two above
+    torch.testing.assert_close(guided(model, x, tt, labels, 2, w), uncond + w * (cond - uncond))
 
 
 class FormulaModel(torch.nn.Module):
@@ -232,22 +239,18 @@ class FormulaModel(torch.nn.Module):
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
 def test_every_sampler_samples_the_guided_eps(sampler):
-    schedule = NoiseSchedule(num_timesteps=50, beta_start=1e-4, beta_end=0.02)
     toy, labels = ToyConditional(), torch.tensor([0, 1, 1, 0])
-    run = lambda model, **kw: generate(model, schedule, num_images=4, image_shape=(1, 2, 2), sampler=sampler,
-                                       steps=10, seed=3, **kw)
-    guided = run(toy, labels=labels, guidance=3.0)
-    torch.testing.assert_close(guided, run(FormulaModel(toy, labels, 3.0)))
-    assert not torch.allclose(guided, run(FormulaModel(toy, labels, 1.0)))
+    run = lambda denoiser: generate(denoiser, num_images=4, image_shape=(1, 2, 2), sampler=sampler, steps=10, seed=3)
+    by_guidance = run(EpsDenoiser(toy, SCHEDULE, labels=labels, guidance=3.0))
+    torch.testing.assert_close(by_guidance, run(EpsDenoiser(FormulaModel(toy, labels, 3.0), SCHEDULE)))
+    assert not torch.allclose(by_guidance, run(EpsDenoiser(FormulaModel(toy, labels, 1.0), SCHEDULE)))
 
 
 def test_sampling_arguments_are_checked():
-    schedule = NoiseSchedule(num_timesteps=50, beta_start=1e-4, beta_end=0.02)
     with pytest.raises(UserError, match="one class per image"):
-        generate(ToyConditional(), schedule, num_images=4, image_shape=(1, 2, 2), labels=torch.tensor([0]))
+        check_request(torch.tensor([0]), 4, 2.0)
     with pytest.raises(UserError, match="guidance must be 0"):
-        generate(ToyConditional(), schedule, num_images=1, image_shape=(1, 2, 2), labels=torch.tensor([0]),
-                 guidance=-1.0)
+        check_request(torch.tensor([0]), 1, -1.0)
 
 
 def test_class_requests():
