@@ -9,6 +9,7 @@ sweep for one class (one row per scale, the same seeds in every row). Prints JSO
 
     .venv/bin/python bench/class_agreement.py RUN [--data builtin:mnist] [--guidance 0 1 2 4]
         [--per-class 100] [--classifier PATH] [--sweep-class NAME --sweep-out PNG] [--threads 1]
+        [--sweep-guidance 0 1 2 4]
 """
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sweep-class", help="also write a guidance sweep for this class")
     p.add_argument("--sweep-out", type=Path)
     p.add_argument("--sweep-num", type=int, default=10, help="images per sweep row")
+    p.add_argument("--sweep-guidance", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0])
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,9 +127,9 @@ def main(argv: list[str] | None = None) -> None:
               "agreement": {}}
     if args.sweep_class:
         c = names.index(args.sweep_class)
-        rows = [draw(model, torch.full((args.sweep_num,), c), w, args) for w in args.guidance]
+        rows = [draw(model, torch.full((args.sweep_num,), c), w, args) for w in args.sweep_guidance]
         save_grid(torch.cat(rows), args.sweep_out, nrow=args.sweep_num,
-                  row_labels=[f"w = {w:g}" for w in args.guidance])
+                  row_labels=[f"w = {w:g}" for w in args.sweep_guidance])
     labels = torch.arange(len(names)).repeat_interleave(args.per_class)
     for w in args.guidance:
         start = time.perf_counter()
