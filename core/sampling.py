@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .allocator import keep_freed_memory
 from .choices import DEFAULT_GUIDANCE
 from .config import Config
 from .denoiser import Denoiser, make_denoiser
@@ -88,8 +87,6 @@ class SamplingModel:
         classifier-free ``guidance`` (:mod:`core.guidance`)."""
         if labels is not None:
             check_request(labels, num_images, guidance)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # each step reuses the last one's memory (see core.allocator)
         return sample(self.denoiser(labels, guidance), num_images=num_images, image_shape=self.image_shape, sampler=sampler,
                       steps=steps, options=options, seed=seed, device=self.device,
                       frame_stride=frame_stride, should_cancel=should_cancel)

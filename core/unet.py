@@ -281,3 +281,10 @@ class UNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(params: ModelParams) -> int:
+    """The parameter count of the UNet ``params`` describe, built on the meta device: no memory,
+    milliseconds, so the config form can show it as the user types."""
+    with torch.device("meta"):
+        return count_parameters(UNet(params))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, QSize, Signal
+from PySide6.QtCore import QSettings, QSize, Signal, qVersion
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -40,10 +40,13 @@ from .sampling_panel import SamplingPanel
 from .settings import APP_NAME, Settings, load_geometry, new_run_dir, runs_dir, save_geometry
 from .training import State, TrainingRunner
 from .training_panel import TrainControls, TrainingPanel
-from .workers import Worker
+from .workers import Worker, stop_workers
 
 PAGES = ("Data", "Configure", "Train", "Sample")
 DEFAULT_SIZE = QSize(1280, 820)
+#: How long closing waits for workers to stop; each checks between steps, so they stop within a
+#: step, and one that does not is stuck where waiting would not help.
+CLOSE_WAIT_S = 5.0
 
 
 class MainWindow(QMainWindow):
@@ -121,6 +124,8 @@ class MainWindow(QMainWindow):
         self.dataset_panel.pathChosen.connect(self._on_path_chosen)
         self.dataset_panel.scanned.connect(self._on_scanned)
         self.dataset_panel.scanFailed.connect(lambda _: self._update_controls())
+        self.dataset_panel.channelsChosen.connect(
+            lambda n: self.config_editor.set_value("model_params.im_channels", n))
         self.config_editor.configChanged.connect(self._on_config_changed)
         self.controls.trainClicked.connect(self.start_training)
         self.controls.newRunClicked.connect(lambda: self._set_resume_run(None))
@@ -143,7 +148,13 @@ class MainWindow(QMainWindow):
         self._action(file, "&Load Config…", lambda: self._show_page(1) or self.config_editor.load_yaml())
         self._action(file, "&Save Config…", lambda: self.config_editor.save_yaml(), QKeySequence.StandardKey.Save)
         file.addSeparator()
-        self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._action(file, "&Quit", self.close, "Ctrl+Q")  # StandardKey.Quit is empty on Windows
+        run = self.menuBar().addMenu("&Run")
+        self.train_action = self._action(run, "&Train / Continue", self.start_training, "Ctrl+T")
+        self.pause_action = self._action(run, "&Pause / Resume", self.controls.pause_button.click, "Ctrl+P")
+        self.stop_action = self._action(run, "&Stop", self.controls.stop_button.click, "Ctrl+.")
+        run.addSeparator()
+        self.sample_action = self._action(run, "Sa&mple", self._sample_shortcut, "Ctrl+R")
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&About DDPM Studio", self._about)
 
@@ -156,6 +167,10 @@ class MainWindow(QMainWindow):
 
     def _show_page(self, index: int) -> None:
         self.nav.setCurrentRow(index)
+
+    def _sample_shortcut(self) -> None:
+        self._show_page(3)
+        self.sampling_panel.start()
 
     # -- startup: the engine loads after the window is on screen ---------------------------------
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
@@ -308,6 +323,9 @@ class MainWindow(QMainWindow):
     def _show_history(self, events: list[Any]) -> None:
         for event in events:
             self.training_panel.on_event(event)
+            last = getattr(event, "last", None) or {}
+            if last.get("total_steps") and last["step"] >= last["total_steps"]:
+                self._set_resume_run(None)  # finished: nothing to continue; Train starts a new run
 
     def _reopen_last_run(self) -> None:
         self.open_run(self.settings.last_run)
@@ -364,11 +382,7 @@ class MainWindow(QMainWindow):
             event.ignore()  # closed again from _on_training_ended
             return
         self._begin_closing()
-        workers = self.findChildren(Worker)  # scans, sampling, exports, the engine load
-        for worker in workers:  # all asked first, so they wind down together
-            worker.abort()
-        for worker in workers:
-            worker.wait()
+        stop_workers(self.findChildren(Worker), CLOSE_WAIT_S)  # scans, sampling, exports, the engine load
         self.settings.save(self._store)
         save_geometry(self.saveGeometry(), self._store)
         self._store.sync()
@@ -382,10 +396,49 @@ class MainWindow(QMainWindow):
         self.menuBar().setEnabled(False)
         self._update_controls()
 
+    def about_text(self) -> str:
+        """Version, torch, device, the bundled datasets' licences and where runs go (Help ▸ About)."""
+        from core import __version__
+
+        devices = ", ".join(self.engine.devices.values()) if self.engine else "loading…"
+        licences = "".join(f"<br>{name}: {text}" for name, text in dataset_licences().items())
+        return (f"<b>{APP_NAME} {__version__}</b><br>Train a denoising diffusion model (DDPM) on your own "
+                f"images and watch it learn.<br><br>PyTorch {_version_of('torch')} · Qt {qVersion()}<br>"
+                f"Device: {devices}<br><br><b>Bundled datasets</b>{licences}<br><br>"
+                f"Runs are saved in:<br>{runs_dir()}")
+
     def _about(self) -> None:
-        QMessageBox.about(self, f"About {APP_NAME}",
-                          f"<b>{APP_NAME}</b><br>Train a denoising diffusion model (DDPM) on your own images "
-                          f"and watch it learn.<br><br>Runs are saved in:<br>{runs_dir()}")
+        QMessageBox.about(self, f"About {APP_NAME}", self.about_text())
+
+
+def _version_of(package: str) -> str:
+    """An installed package's version without importing it (torch takes seconds to import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def dataset_licences() -> dict[str, str]:
+    """Each bundled dataset's title and its licence, as its COPYING file states it (a Debian
+    ``License:`` field or the line that names the licence)."""
+    import re
+
+    from core.choices import BUILTIN_DATASETS
+    from core.resources import resources_dir
+
+    found = {}
+    for name, title in BUILTIN_DATASETS.items():
+        copying = resources_dir() / "datasets" / name / "COPYING"
+        text = copying.read_text(encoding="utf-8") if copying.exists() else ""
+        field = re.search(r"^License:\s*(.+)$", text, re.MULTILINE)
+        sentence = re.search(r"^.*licen[cs]e.*$", text, re.MULTILINE | re.IGNORECASE)
+        licence = f"{field[1]} (MIT) licence" if field and field[1] == "Expat" else field[1] if field else (
+            " ".join(sentence[0].split()) if sentence else "see its COPYING file")
+        found[title] = f"{licence}; see {copying}"
+    return found
 
 
 def _has_checkpoint(run_dir: Path | None) -> bool:
