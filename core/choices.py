@@ -57,5 +57,9 @@ SAMPLER_TABLE: tuple[SamplerSpec, ...] = (
 SAMPLER_SPECS: dict[str, SamplerSpec] = {spec.name: spec for spec in SAMPLER_TABLE}
 SAMPLERS: tuple[str, ...] = tuple(SAMPLER_SPECS)
 
+#: Step counts a sampler comparison (``ddpm eval --compare-samplers``, the window's table) runs every
+#: sampler at: from rough to about converged for DDIM and DPM-Solver++.
+COMPARISON_STEPS: tuple[int, ...] = (10, 20, 50)
+
 #: Classifier-free guidance scale used when none is given (see :mod:`core.guidance`).
 DEFAULT_GUIDANCE = 2.0

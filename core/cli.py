@@ -13,6 +13,7 @@ import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import eval_command
 from .allocator import keep_freed_memory
 from .choices import SAMPLER_TABLE, SAMPLERS
 from .errors import UserError
@@ -92,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--size", type=_whole_number(MIN_IMAGE_SIZE), default=28,
                     help="resize the shorter side to this many pixels, then centre-crop square, "
                          "as model_params.im_size (default: 28)")
+
+    eval_command.add_parser(sub)
     return p
 
 
@@ -262,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a mistake already reported in one line
         return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
-    command = {"train": cmd_train, "sample": cmd_sample, "scan": cmd_scan}[args.command]
+    command = {"train": cmd_train, "sample": cmd_sample, "scan": cmd_scan, "eval": eval_command.run}[args.command]
     try:
         return command(args)
     except UserError as e:

@@ -114,6 +114,10 @@ class TrainParams:
     sample_every_steps: Optional[int] = _f(
         None, "Make a small preview grid every this many steps (empty: never).", min=1
     )
+    eval_every_steps: Optional[int] = _f(
+        None, "Measure sample quality (KID of 200 samples against the training images) every this many "
+        "steps, for the quality curve (empty: never). Needs the FID network file.", min=1
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
         "auto",
         "Arithmetic for the model: auto uses bf16 where the hardware has it (CUDA, AVX-512 BF16 CPUs), "

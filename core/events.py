@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import torch
 
+    from .evaluate import EvalResult
+
 
 @dataclass(frozen=True)
 class Started:
@@ -49,6 +51,14 @@ class PreviewReady:
 
 
 @dataclass(frozen=True)
+class QualityMeasured:
+    """A point of the quality curve (``train_params.eval_every_steps``); also in ``eval.jsonl``."""
+
+    step: int
+    result: EvalResult
+
+
+@dataclass(frozen=True)
 class CheckpointSaved:
     step: int
     path: Path
@@ -79,4 +89,4 @@ class Failed:
     error: BaseException
 
 
-Event = Started | StepDone | PreviewReady | CheckpointSaved | Paused | Resumed | Finished | Failed
+Event = Started | StepDone | PreviewReady | QualityMeasured | CheckpointSaved | Paused | Resumed | Finished | Failed

@@ -42,11 +42,18 @@ def to_uint8_grid(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
         raise ValueError(f"expected images shaped (N, C, H, W), got {tuple(images.shape)}")
     n, channels = images.shape[:2]
     nrow = nrow or math.ceil(math.sqrt(n))
-    # save_image's per-pixel arithmetic, applied before gridding (padding 0 maps to 0 either
-    # way) so make_grid moves bytes instead of floats
-    pixels = ((images.clamp(-1, 1) + 1) / 2).mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    # applied before gridding (padding 0 maps to 0 either way) so make_grid moves bytes instead of floats
+    pixels = to_uint8(images)
     grid = make_grid(pixels, nrow=nrow, padding=2, pad_value=0).permute(1, 2, 0)
     return np.ascontiguousarray(grid[..., :channels].numpy())
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats to the uint8 pixels a saved PNG holds (torchvision ``save_image``'s arithmetic).
+
+    Metrics score these, not the floats, so a score describes the images a user exports.
+    """
+    return ((images.detach().to("cpu", torch.float32).clamp(-1, 1) + 1) / 2).mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def to_rgb(pixels: np.ndarray) -> np.ndarray:

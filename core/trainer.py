@@ -30,7 +30,7 @@ from .denoiser import make_denoiser
 from .device import Precision, describe, memory_format, pick_device, pick_precision
 from .errors import TrainingDiverged, UserError
 from .events import (
-    CheckpointSaved, Event, Failed, Finished, Paused, PreviewReady, Resumed, Started, StepDone,
+    CheckpointSaved, Event, Failed, Finished, Paused, PreviewReady, QualityMeasured, Resumed, Started, StepDone,
 )
 from .runs import RunDir
 from .schedule import NoiseSchedule
@@ -154,6 +154,10 @@ class Trainer:
 
     def _run(self) -> Finished:
         tp = self.config.train_params
+        if tp.eval_every_steps:
+            from .inception import network_path
+
+            network_path()  # a missing network file is said before training, not at the first point
         dataset = self._load_dataset()
         if self.resume:
             self._restore()
@@ -210,6 +214,8 @@ class Trainer:
                 last_saved = self.step
             if preview_every and self.step % preview_every == 0:
                 self._preview()
+            if tp.eval_every_steps and self.step % tp.eval_every_steps == 0:
+                self._measure_quality()
             clock.reset_clock()  # checkpoints and previews are not training time: keep them out of the ETA
         if self.step != last_saved or not self.run_dir.list_checkpoints():
             self._checkpoint()
@@ -357,6 +363,24 @@ class Trainer:
             return  # Stop pressed mid-preview: stopping matters more than the picture
         save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)
         self._emit(PreviewReady(self.step, images))
+
+    def _measure_quality(self) -> None:
+        """A quality-curve point from the EMA weights; Stop during it drops the point, not the run."""
+        if not self.dist.is_main:
+            return
+        from .evaluate import append_result, curve_point
+        from .inception import EvaluationCancelled
+        from .samplers import SamplingCancelled
+        from .sampling import SamplingModel
+
+        try:
+            model = SamplingModel(self.ema_model, self.config, self.device, self.precision)
+            result = curve_point(model, self._load_dataset().images, step=self.step,
+                                 should_cancel=lambda: self._control.stop)
+        except (SamplingCancelled, EvaluationCancelled):
+            return
+        append_result(self.run_dir.path, result)
+        self._emit(QualityMeasured(self.step, result))
 
 
 def drop_labels(labels: torch.Tensor, prob: float, null_class: int, generator: torch.Generator) -> torch.Tensor:

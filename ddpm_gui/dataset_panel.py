@@ -52,6 +52,7 @@ class DatasetPanel(QWidget):
     scanned = Signal(object)  # ScanResult
     scanFailed = Signal(str)
     channelsChosen = Signal(int)  # noqa: N815 - Qt naming; the user took the offered im_channels
+    imageClicked = Signal(int)  # noqa: N815 - Qt naming; the dataset index of a clicked thumbnail
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -135,6 +136,7 @@ class DatasetPanel(QWidget):
         self.thumbs.setResizeMode(QListView.ResizeMode.Adjust)
         self.thumbs.setMovement(QListView.Movement.Static)
         self.thumbs.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.thumbs.itemClicked.connect(lambda item: self.imageClicked.emit(item.data(Qt.ItemDataRole.UserRole)))
         self.skipped = QTableWidget(0, 2)
         self.skipped.setObjectName("skippedTable")
         self.skipped.setHorizontalHeaderLabels(["File", "Why it was skipped"])
@@ -300,9 +302,11 @@ class DatasetPanel(QWidget):
             else "none (one folder, no class subfolders)"
         )
         self.thumbs.clear()
-        for image, label in zip(result.thumbnails, result.thumbnail_labels, strict=True):
+        for image, label, index in zip(result.thumbnails, result.thumbnail_labels, result.thumbnail_indices,
+                                       strict=True):
             item = QListWidgetItem(QIcon(thumbnail(image, THUMB_PX)), label)
-            item.setToolTip(label)
+            item.setToolTip(f"{label + ' · ' if label else ''}image {index:,}: click to explore its noising")
+            item.setData(Qt.ItemDataRole.UserRole, index)
             self.thumbs.addItem(item)
         self.skipped.setRowCount(len(r.skipped))
         for i, s in enumerate(r.skipped):

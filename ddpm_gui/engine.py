@@ -67,6 +67,7 @@ class ScanResult:
     report: Any  # core.data.DatasetReport
     thumbnails: np.ndarray  # (N, H, W, C) uint8, as the model will see them
     thumbnail_labels: list[str]
+    thumbnail_indices: list[int]  # each thumbnail's index in the dataset
 
 
 def scan_dataset(worker: Worker, key: DatasetKey) -> ScanResult:
@@ -79,7 +80,8 @@ def scan_dataset(worker: Worker, key: DatasetKey) -> ScanResult:
                            should_cancel=worker.should_abort)
     n = min(THUMBNAILS, len(dataset))
     spread = np.linspace(0, len(dataset) - 1, n).astype(np.int64) if n else np.zeros(0, np.int64)
-    return ScanResult(key, dataset, dataset.report, _as_uint8(dataset, spread), _labels(dataset, spread))
+    return ScanResult(key, dataset, dataset.report, _as_uint8(dataset, spread), _labels(dataset, spread),
+                      spread.tolist())
 
 
 def _as_uint8(dataset: Any, indices: np.ndarray) -> np.ndarray:
@@ -136,14 +138,17 @@ def logged_losses(run_dir: Path) -> LossLog:
                    np.array([r["loss"] for r in rows], dtype=np.float64), rows[-1] if rows else {})
 
 
-def run_history(run_dir: Path) -> list[LossLog | PreviewGrid]:
-    """What an opened run shows on the Train page: its loss curve and its newest preview grid
-    (``samples/step-NNNNNN.png``, as the trainer saved it), as the events a live run sends."""
+def run_history(run_dir: Path) -> list[LossLog | PreviewGrid | QualityHistory]:
+    """What an opened run shows on the Train page: its loss curve, its quality curve and its
+    newest preview grid (``samples/step-NNNNNN.png``, as the trainer saved it), as the events a
+    live run sends."""
     from PIL import Image
 
+    from core.evaluate import read_results
     from core.runs import RunDir
 
-    history: list[LossLog | PreviewGrid] = [logged_losses(run_dir)]
+    history: list[LossLog | PreviewGrid | QualityHistory] = [
+        logged_losses(run_dir), QualityHistory([r for r in read_results(run_dir) if r.kind == "training"])]
     previews = sorted(RunDir(run_dir).samples.glob("step-*.png"))
     if previews:
         with Image.open(previews[-1]) as im:
@@ -233,3 +238,63 @@ def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
     finally:
         release_freed_memory()  # the window lives on: what the steps kept goes back to the system
     return SampleResult(store, final.xt, nrow, row_labels)
+
+
+# -- evaluation -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalRequest:
+    source: Path  # a run folder or a weights file
+    config: Config | None
+    num_images: int
+    grid: tuple[tuple[str, int], ...]  # (sampler, steps) pairs: one for Evaluate, many for a comparison
+    seed: int
+    device: str
+
+
+@dataclass(frozen=True)
+class EvalProgress:
+    stage: str  # "real images", "sampling", "features"
+    done: int
+    total: int
+    index: int  # which (sampler, steps) of the grid
+    count: int
+
+
+@dataclass(frozen=True)
+class QualityHistory:
+    """An opened run's quality curve (``eval.jsonl`` rows from training)."""
+
+    results: list[Any]  # core.evaluate.EvalResult
+
+
+def run_evaluation(worker: Worker, request: EvalRequest) -> list[Any]:
+    """Score the model per (sampler, steps), reporting :class:`EvalProgress` and each finished
+    result (``core.evaluate.EvalResult``, plain data) as it lands in the run's ``eval.jsonl``."""
+    from core import evaluate
+    from core.allocator import release_freed_memory
+
+    throttle = Throttle(0.1)
+    index = 0
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if throttle.ready(force=done == total):
+            worker.report(EvalProgress(stage, done, total, index, len(request.grid)))
+
+    def on_result(result: Any) -> None:
+        nonlocal index
+        index += 1
+        worker.report(result)
+
+    try:
+        loaded = evaluate.load_model(request.source, request.config, device=request.device)
+        return evaluate.evaluate_source(loaded, request.grid, n=request.num_images, seed=request.seed,
+                                        progress=progress, should_cancel=worker.should_abort, on_result=on_result)
+    finally:
+        release_freed_memory()
+
+
+def eval_history(run_dir: Path) -> list[Any]:
+    """The run's evaluations, oldest first (``core.evaluate.EvalResult``)."""
+    from core.evaluate import read_results
+
+    return read_results(run_dir)

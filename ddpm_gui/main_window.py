@@ -1,5 +1,5 @@
 """The main window: a header with the training controls, a sidebar of the four steps (data,
-configure, train, sample) and the page for each.
+configure, train, sample) and the page for each, and the Explore page beside them.
 
 The window is the one place that connects the parts: the config editor owns the config, the
 dataset panel owns the scanned dataset, the training runner owns the run, the sampling panel
@@ -36,13 +36,18 @@ from .banner import Banner, error_text
 from .config_editor import ConfigEditor
 from .dataset_panel import DatasetPanel
 from .engine import DatasetKey, EngineInfo, ScanResult, load_engine, run_history
+from .evaluation_panel import EvaluationPanel
+from .explore_jobs import ModelSource
+from .explore_panel import ExplorePanel
 from .sampling_panel import SamplingPanel
 from .settings import APP_NAME, Settings, load_geometry, new_run_dir, runs_dir, save_geometry
 from .training import State, TrainingRunner
 from .training_panel import TrainControls, TrainingPanel
 from .workers import Worker, stop_workers
 
-PAGES = ("Data", "Configure", "Train", "Sample")
+PAGES = ("Data", "Configure", "Train", "Sample", "Explore", "Evaluate")
+EXPLORE_PAGE = 4
+EVALUATE_PAGE = 5
 DEFAULT_SIZE = QSize(1280, 820)
 #: How long closing waits for workers to stop; each checks between steps, so they stop within a
 #: step, and one that does not is stuck where waiting would not help.
@@ -75,6 +80,8 @@ class MainWindow(QMainWindow):
         self.config_editor = ConfigEditor()
         self.training_panel = TrainingPanel(self.controls)
         self.sampling_panel = SamplingPanel()
+        self.explore_panel = ExplorePanel()
+        self.evaluation_panel = EvaluationPanel()
         self.banner = Banner()
         self._build()
         self._connect()
@@ -105,7 +112,8 @@ class MainWindow(QMainWindow):
             "QListWidget::item:selected { background:#1f6feb; color:white; }"
         )
         self.pages = QStackedWidget()
-        for page in (self.dataset_panel, self.config_editor, self.training_panel, self.sampling_panel):
+        for page in (self.dataset_panel, self.config_editor, self.training_panel, self.sampling_panel,
+                     self.explore_panel, self.evaluation_panel):
             self.pages.addWidget(page)
         self.nav.currentRowChanged.connect(self.pages.setCurrentIndex)
         self.nav.setCurrentRow(0)
@@ -136,6 +144,11 @@ class MainWindow(QMainWindow):
         self.runner.failed.connect(self._on_training_failed)
         self.runner.stateChanged.connect(lambda _: self._update_controls())
         self.runner.ended.connect(self._on_training_ended)
+        self.dataset_panel.imageClicked.connect(
+            lambda index: (self.explore_panel.show_dataset_image(index), self._show_page(EXPLORE_PAGE)))
+        self.sampling_panel.sampled.connect(lambda: self.explore_panel.set_samples(self.sampling_panel.result.images))
+        self.sampling_panel.sourceChecked.connect(lambda ok: ok and self._model_chosen(
+            self.sampling_panel.source, self.sampling_panel.source_config, self.sampling_panel.source.name))
 
     def _build_menus(self) -> None:
         file = self.menuBar().addMenu("&File")
@@ -168,6 +181,11 @@ class MainWindow(QMainWindow):
     def _show_page(self, index: int) -> None:
         self.nav.setCurrentRow(index)
 
+    def _model_chosen(self, source: Path, config: Config, name: str) -> None:
+        """The pages that read a model (Explore, Evaluate) follow the one the Sample page holds."""
+        self.explore_panel.set_source(ModelSource(source, config, name))
+        self.evaluation_panel.set_source(source, config, name)
+
     def _sample_shortcut(self) -> None:
         self._show_page(3)
         self.sampling_panel.start()
@@ -193,6 +211,7 @@ class MainWindow(QMainWindow):
         self.config_editor.set_devices(info.devices)
         self.statusBar().showMessage(f"Engine ready · {', '.join(info.devices.values())}", 8000)
         self._on_config_changed(self.config_editor.config)
+        self.explore_panel.set_engine_ready()
         self.engineReady.emit(info)
 
     # -- config and dataset ----------------------------------------------------------------------
@@ -204,13 +223,15 @@ class MainWindow(QMainWindow):
     def _on_config_changed(self, config: Config | None) -> None:
         if config is not None:
             self.dataset_panel.show_path(config.dataset_params.im_path)
-            self.sampling_panel.device = config.train_params.device
+            self.sampling_panel.device = self.evaluation_panel.device = config.train_params.device
+            self.explore_panel.set_config(config)
             key = DatasetKey.of(config)
             if self.engine is not None and key != self.dataset_panel.key:
                 self.dataset_panel.scan(key)
         self._update_controls()
 
     def _on_scanned(self, result: ScanResult) -> None:
+        self.explore_panel.set_dataset(result.dataset)
         path = result.key.im_path
         if not path.lower().startswith(BUILTIN_PREFIX):
             self.settings.add_recent(path)
@@ -244,6 +265,7 @@ class MainWindow(QMainWindow):
         self.config_editor.set_locked(self.runner.is_active())
         self.dataset_panel.set_locked(self.runner.is_active())
         self.sampling_panel.set_busy_elsewhere(self.runner.state not in (State.IDLE, State.PAUSED))
+        self.evaluation_panel.set_busy_elsewhere(self.runner.state not in (State.IDLE, State.PAUSED))
 
     # -- training ---------------------------------------------------------------------------------
     def start_training(self) -> bool:
@@ -288,6 +310,7 @@ class MainWindow(QMainWindow):
             self.banner.show_message(str(e))
             return
         self.sampling_panel.set_source(run_dir, config, f"run {run_dir.name}")
+        self._model_chosen(run_dir, config, f"run {run_dir.name}")
         self.reopen_action.setEnabled(True)
 
     # -- runs and checkpoints ----------------------------------------------------------------------

@@ -26,12 +26,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.events import CheckpointSaved, Finished, Started, StepDone
+from core.events import CheckpointSaved, Finished, QualityMeasured, Started, StepDone
 
 from .banner import Banner
-from .engine import LossLog, PreviewGrid
+from .engine import LossLog, PreviewGrid, QualityHistory
 from .images import ImageView
 from .loss_plot import LossPlot
+from .quality_plot import QualityPlot
 
 REFRESH_MS = 100
 NO_PREVIEWS = "No previews in this run:\nset train_params.sample_every_steps to see some."
@@ -176,7 +177,10 @@ class TrainingPanel(QWidget):
         head.addStretch(1)
         head.addWidget(self.log_y)
         pl.addLayout(head)
-        pl.addWidget(self.loss_plot, 1)
+        pl.addWidget(self.loss_plot, 2)
+        self.quality_plot = QualityPlot()  # appears with the first point (train_params.eval_every_steps)
+        self.quality_plot.hide()
+        pl.addWidget(self.quality_plot, 1)
 
         self.preview = ImageView(NO_PREVIEWS)
         self.preview.setObjectName("previewView")
@@ -227,6 +231,7 @@ class TrainingPanel(QWidget):
         self.banner.clear()
         if not resume:
             self.loss_plot.clear_history()
+            self.quality_plot.set_results([])
             self.preview.set_image(None)
             self.preview_caption.setText("<b>Preview</b>")
             self.checkpoint_label.clear()
@@ -242,6 +247,7 @@ class TrainingPanel(QWidget):
         handler = {
             LossLog: self._show_log, Started: self._show_started, StepDone: self._show_step,
             PreviewGrid: self._show_preview, CheckpointSaved: self._show_checkpoint, Finished: self._show_finished,
+            QualityMeasured: self._show_quality, QualityHistory: self._show_quality_history,
         }.get(type(event))
         if handler is not None:
             handler(event)
@@ -285,6 +291,12 @@ class TrainingPanel(QWidget):
     def _show_preview(self, e: PreviewGrid) -> None:
         self.preview.set_array(e.grid)
         self.preview_caption.setText(f"<b>Preview</b> at step {e.step:,} (EMA weights)")
+
+    def _show_quality(self, e: QualityMeasured) -> None:
+        self.quality_plot.add(e.result)
+
+    def _show_quality_history(self, e: QualityHistory) -> None:
+        self.quality_plot.set_results(e.results)
 
     def _show_checkpoint(self, e: CheckpointSaved) -> None:
         self.checkpoint_label.setText(f"Checkpoint saved at step {e.step:,}: {Path(e.path).name}")

@@ -123,3 +123,27 @@ def stop_workers(workers: list[Worker], timeout_s: float) -> list[Worker]:
         _LET_GO.add(worker)
         worker.finished.connect(lambda w=worker: _LET_GO.discard(w))
     return late
+
+
+class Mailbox:
+    """A one-slot queue that keeps only the newest request: a worker serving a slider computes
+    for where the slider is now, never for every position it passed on the way."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._value: Any = None
+        self._full = False
+
+    def put(self, value: Any) -> None:
+        with self._ready:
+            self._value, self._full = value, True
+            self._ready.notify()
+
+    def take(self, timeout: float) -> tuple[bool, Any]:
+        """(True, the newest value) once one arrives, or (False, None) after ``timeout`` seconds
+        without one, so the caller can check for an abort between waits."""
+        with self._ready:
+            if not self._full and not self._ready.wait(timeout):
+                return False, None
+            value, self._value, self._full = self._value, None, False
+            return True, value

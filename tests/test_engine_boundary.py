@@ -36,8 +36,8 @@ def window_imports() -> list[tuple[str, str, str]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "core":
                 for alias in node.names:
-                    if node.module == "core":  # from core import trainer: the whole module
-                        found.append((path.name, f"core.{alias.name}", ""))
+                    if node.module == "core" and (ROOT / "core" / f"{alias.name}.py").exists():
+                        found.append((path.name, f"core.{alias.name}", ""))  # from core import trainer
                     else:
                         found.append((path.name, node.module, alias.name))
             elif isinstance(node, ast.Import):
