@@ -83,6 +83,12 @@ class ModelParams:
         "Self-attention in each down block (and its mirrored up block); empty means everywhere, "
         "as in the tutorial. Attention only at low resolution trains much faster on a CPU.",
     )
+    class_conditional: bool = _f(
+        False,
+        "Learn the dataset's classes (its subfolders, or an IDX file's labels) so that samples can be "
+        "asked for a class, with classifier-free guidance. Costs about twice the work per sampling "
+        "step when guided (the model runs with and without the class); training costs the same.",
+    )
 
     def attention_flags(self) -> list[bool]:
         """Per down block, whether it (and its mirrored up block) attends."""
@@ -160,6 +166,12 @@ class TrainParams:
         "(Hang et al. 2023: balances easy low-noise and hard high-noise steps; converges faster).",
     )
     min_snr_gamma: float = _f(5.0, "The SNR at which min_snr clamps the weights (5 in the paper).", exclusive_min=0.0)
+    cond_drop_prob: float = _f(
+        0.1,
+        "Class-conditional runs: how often a training image's class is hidden, which teaches the "
+        "model to draw without a class too, as guided sampling needs (Ho & Salimans 2022).",
+        min=0.0, exclusive_max=1.0,
+    )
 
 
 SECTIONS: dict[str, type] = {

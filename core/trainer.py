@@ -113,7 +113,9 @@ class Trainer:
         self.precision: Precision = pick_precision(tp.precision, self.device)
         torch.manual_seed(tp.seed)  # weights init: same seed, same start
         self.memory_format = memory_format(self.device)
-        self.model = UNet(config.model_params, attention_impl=attention_impl).to(
+        self._dataset = dataset
+        self.class_names = self._conditioning_classes()
+        self.model = UNet(config.model_params, attention_impl=attention_impl, class_names=self.class_names).to(
             self.device, memory_format=self.memory_format
         )
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -122,7 +124,6 @@ class Trainer:
         self.clock = TrainClock(tp.max_minutes)
         self.optimizer = make_adam(self.model.parameters(), tp.lr, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
-        self._dataset = dataset
         self._control = _Control()
         self.step = 0
 
@@ -196,13 +197,14 @@ class Trainer:
             idx = self.dist.shard(order)[pos * tp.batch_size:(pos + 1) * tp.batch_size]
             batch = dataset.batch(idx)
             self._set_lr(total)
+            labels = dataset.labels[idx] if self.class_names else None
             try:
-                loss = self._train_step(step_model, batch)
+                loss = self._train_step(step_model, batch, labels)
             except Exception:
                 if step_model is train_model:
                     raise
                 step_model = train_model  # torch.compile failed on first use: run eagerly
-                loss = self._train_step(step_model, batch)
+                loss = self._train_step(step_model, batch, labels)
             self.step += 1
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -234,15 +236,20 @@ class Trainer:
         self._emit(finished)
         return finished
 
-    def _train_step(self, model: torch.nn.Module, x0: torch.Tensor) -> float:
+    def _train_step(self, model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = None) -> float:
         """One Adam step on the denoiser's loss for ``model`` (the network as this run calls it:
-        DDP-wrapped or compiled); returns the loss (one host sync, which the UI shows)."""
+        DDP-wrapped or compiled); returns the loss (one host sync, which the UI shows).
+
+        ``labels`` (conditional runs) are hidden at rate ``cond_drop_prob``, drawn after the noise
+        so that an unconditional run draws exactly what it always did.
+        """
         tp = self.config.train_params
         denoiser = make_denoiser(model, self._device_schedule, self.config.diffusion_params, precision=self.precision,
                                  weighting=tp.loss_weighting, min_snr_gamma=tp.min_snr_gamma)
         gen = _seeded(tp.seed, self.step, self.dist.rank)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), generator=gen)
+        y = None if labels is None else drop_labels(labels, tp.cond_drop_prob, self.model.null_class, gen)
         if self.device.type == "cuda":  # pinned: asynchronous copies, no host sync before the loss
             x0, noise, t = x0.pin_memory(), noise.pin_memory(), t.pin_memory()
         x0, noise = (v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in (x0, noise))
@@ -256,7 +263,7 @@ class Trainer:
             # DDP averages gradients on the last part only: the others add up locally first
             last = i == len(parts) - 1
             with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
-                out = denoiser.network(xt[part], t[part])
+                out = denoiser.network(xt[part], t[part], None if y is None else y[part])
                 # the batch mean as a sum of per-part means weighted by size: the same gradient
                 part_weight = None if weight is None else weight[part]
                 part_loss = denoiser.loss(out, target[part], part_weight) * ((part.stop - part.start) / x0.shape[0])
@@ -284,6 +291,14 @@ class Trainer:
         update_ema(self.ema_model, self.model, beta)
 
     # -- setup ----------------------------------------------------------------------------------
+    def _conditioning_classes(self) -> list[str]:
+        """The classes a conditional model learns; the dataset is loaded now, as they size the model."""
+        if not self.config.model_params.class_conditional:
+            return []
+        from .classes import conditioning_classes
+
+        return conditioning_classes(self._load_dataset())
+
     def _load_dataset(self) -> Any:
         if self._dataset is None:
             from .data import load_dataset
@@ -301,6 +316,8 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir.config_path, dump_config(self.config))
+            if self.class_names:
+                self.run_dir.write_class_names(self.class_names)
             self.run_dir.start_log()
         self.dist.barrier()
 
@@ -358,8 +375,9 @@ class Trainer:
         from .sampling import SamplingModel
 
         model = SamplingModel(self.ema_model, self.config, self.device, self.precision)
+        labels = torch.arange(PREVIEW_IMAGES) % self.model.num_classes if self.class_names else None
         try:
-            images = model.images(num_images=PREVIEW_IMAGES, sampler="dpm++",
+            images = model.images(num_images=PREVIEW_IMAGES, sampler="dpm++", labels=labels,
                                   steps=min(PREVIEW_STEPS, self.schedule.num_timesteps),
                                   seed=self.config.train_params.seed, should_cancel=lambda: self._control.stop)
         except SamplingCancelled:
@@ -388,6 +406,13 @@ class Trainer:
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
+
+
+def drop_labels(labels: torch.Tensor, prob: float, null_class: int, generator: torch.Generator) -> torch.Tensor:
+    """``labels`` with each replaced by ``null_class`` with probability ``prob``: the "no class"
+    examples from which classifier-free guidance learns the unconditional prediction."""
+    hide = torch.rand(labels.shape, generator=generator) < prob
+    return torch.where(hide, torch.full_like(labels, null_class), labels)
 
 
 def ema_decay_at(decay: float, updates: int) -> float:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from core.choices import DEFAULT_GUIDANCE
 from core.config import Config
 
 from .workers import Throttle, Worker
@@ -167,6 +168,8 @@ class SampleRequest:
     seed: int
     use_ema: bool
     device: str  # "auto" or a device name
+    classes: tuple[int, ...] = ()  # class-conditional models: one row per class; empty: no class
+    guidance: float = DEFAULT_GUIDANCE  # classifier-free guidance scale with classes (core.guidance)
 
 
 @dataclass(frozen=True)
@@ -185,17 +188,25 @@ class SampleResult:
     store: Any  # core.frames.FrameStore with every kept frame
     images: Any  # final images, float [-1, 1] CPU (N, C, H, W), for exports
     nrow: int
+    row_labels: list[str] | None = None  # the class of each row, when classes were asked for
 
 
 MAX_FRAMES = 200
 
 
-def check_weights(source: Path, config: Config) -> None:
+def check_weights(source: Path, config: Config) -> list[str]:
     """Load ``source`` as sampling will, so that a damaged file or one from another config is
-    reported when it is chosen rather than when Sample is pressed."""
+    reported when it is chosen rather than when Sample is pressed; returns its class names."""
     from core.sampling import SamplingModel
 
-    SamplingModel.load(source, config, device="cpu")
+    return SamplingModel.load(source, config, device="cpu").class_names
+
+
+def class_names(source: Path) -> list[str]:
+    """The classes a run or weights file can be asked for (empty: an unconditional model)."""
+    from core.checkpoint import recorded_class_names
+
+    return recorded_class_names(source)
 
 
 def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
@@ -205,13 +216,20 @@ def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
     from core.sampling import SamplingModel
 
     model = SamplingModel.load(request.source, request.config, use_ema=request.use_ema, device=request.device)
-    nrow = max(1, int(round(request.num_images ** 0.5)))
+    num_images, nrow = request.num_images, max(1, int(round(request.num_images ** 0.5)))
+    labels = row_labels = None
+    if request.classes:
+        from core.classes import class_rows
+
+        labels, nrow = class_rows(request.classes, num_images)
+        num_images = len(labels)
+        row_labels = [model.class_names[int(c)] for c in labels[::nrow]]
     store = FrameStore(max_frames=MAX_FRAMES, nrow=nrow)
     throttle = Throttle(0.03)
     final = None
-    frames = model.frames(num_images=request.num_images, sampler=request.sampler, steps=request.steps,
+    frames = model.frames(num_images=num_images, sampler=request.sampler, steps=request.steps,
                           seed=request.seed, frame_stride=max(1, request.steps // MAX_FRAMES),
-                          should_cancel=worker.should_abort)
+                          should_cancel=worker.should_abort, labels=labels, guidance=request.guidance)
     try:
         for final in frames:
             store.add(final)
@@ -219,7 +237,7 @@ def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
                 worker.report(SampleFrame(final.index, final.num_steps, final.t, store.xt(-1), store.x0(-1)))
     finally:
         release_freed_memory()  # the window lives on: what the steps kept goes back to the system
-    return SampleResult(store, final.xt, nrow)
+    return SampleResult(store, final.xt, nrow, row_labels)
 
 
 # -- evaluation -------------------------------------------------------------------------------
