@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # the window module is imported when a window is made, not wi
     from .main_window import MainWindow
 
 ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
+#: Seconds between the UI thread's garbage collections (see :func:`collect_garbage_on_ui_thread`).
+GC_INTERVAL_S = 0.5
 
 
 def app_icon() -> QIcon:
@@ -53,7 +55,23 @@ def get_qapp(argv: list[str] | None = None, *, route_exceptions: bool = True) ->
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     if route_exceptions:
         sys.excepthook = show_exception
+    collect_garbage_on_ui_thread(app)
     return app
+
+
+def collect_garbage_on_ui_thread(app: QApplication) -> None:
+    """Run Python's cycle collector only on the UI thread, from a timer (pyqtgraph's
+    GarbageCollector).
+
+    Left automatic, the collector runs on whichever thread allocates when a threshold is crossed,
+    often a worker building a model; if the cycle it frees holds a Qt object, Qt's destructor runs
+    on that thread and waits for a Qt lock the UI thread holds while it waits for the GIL: the
+    window and the worker freeze together.
+    """
+    if getattr(app, "_ui_thread_gc", None) is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        app._ui_thread_gc = GarbageCollector(interval=GC_INTERVAL_S)
 
 
 def show_exception(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:

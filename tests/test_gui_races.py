@@ -71,3 +71,17 @@ def test_closing_does_not_wait_forever_for_a_stuck_worker(window, qtbot, monkeyp
     finally:
         release.set()
         qtbot.waitUntil(stuck.isFinished, timeout=30_000)
+
+
+def test_garbage_is_collected_on_the_ui_thread_only(qtbot):
+    """Automatic collection is off (it could run on a worker thread); a UI-thread timer collects."""
+    import gc
+
+    from PySide6.QtCore import QThread
+
+    from ddpm_gui.app import get_qapp
+
+    app = get_qapp(route_exceptions=False)
+    collector = app._ui_thread_gc
+    assert not gc.isenabled()
+    assert collector.timer.isActive() and collector.timer.thread() is QThread.currentThread()
