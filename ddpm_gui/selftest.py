@@ -50,11 +50,14 @@ def _tiny_config(steps: int, device: str) -> Any:
 
 def _wait(app: Any, done: Any, timeout_s: float, what: str) -> None:
     """Run the Qt event loop until ``done()`` is true; raise TimeoutError after ``timeout_s``."""
+    from PySide6.QtCore import QEventLoop
+
+    loop = QEventLoop()  # PySide6 6.12's static QApplication.processEvents() leaks a reference per call
     deadline = time.monotonic() + timeout_s
     while not done():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        app.processEvents()
+        loop.processEvents()
         time.sleep(0.01)
 
 

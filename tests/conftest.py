@@ -30,3 +30,24 @@ def tiny_config():
     from core.config import Config
 
     return Config.from_dict(tiny_config_dict())
+
+
+_exit_status: int | None = None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the process with pytest's status once its summary is printed, skipping interpreter
+    finalisation: PySide6 6.12 drops references to None/True it does not own (one per static
+    processEvents() call, among others), and after a few thousand Qt waits the interpreter aborts
+    while tearing down ("bool_dealloc"), turning a passing suite into exit 134."""
+    if _exit_status is not None:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status)
