@@ -87,14 +87,19 @@ def test_closing_during_evaluation_loses_nothing_and_leaves_no_partial_file(wind
     panel = window.evaluation_panel
     qtbot.waitUntil(lambda: panel.evaluate_button.isEnabled(), timeout=STEP_TIMEOUT_MS)
     panel.num_combo.setCurrentIndex(0)
-    seen, finished = [], []
+    seen = []
     worker = panel.evaluate()
     worker.yielded.connect(seen.append)
-    worker.finished.connect(lambda: finished.append(True))  # the worker deletes itself after this
+
+    def ended() -> bool:
+        try:
+            return worker.isFinished()
+        except RuntimeError:  # already deleted, which it is only once it has finished
+            return True
     qtbot.waitUntil(lambda: any(isinstance(p, EvalProgress) for p in seen), timeout=EVAL_TIMEOUT_MS)
     window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=EVAL_TIMEOUT_MS)
-    qtbot.waitUntil(lambda: bool(finished), timeout=EVAL_TIMEOUT_MS)  # aborted at its next batch
+    qtbot.waitUntil(ended, timeout=EVAL_TIMEOUT_MS)  # aborted at its next batch
     assert (run_dir / "eval.jsonl").read_bytes() == before
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers
