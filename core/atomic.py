@@ -59,6 +59,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line to a log as a single ``write`` with O_APPEND, then fsync.
+
+    A reader sees the file without the line or with all of it: the line goes in one system call
+    at the end of the file (POSIX appends do not interleave), and readers of our logs skip a torn
+    last line that only a power cut in the middle of that call could leave.
+    """
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, _default_mode())
+        try:
+            end = os.fstat(fd).st_size
+            if end and os.lseek(fd, end - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
+                data = b"\n" + data  # after a torn last line: keep ours whole on a line of its own
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        if e.errno in _NO_SPACE:
+            raise DiskFullError(f"No space left on the disk while writing {path}. Free some space; "
+                                "the lines already in it are untouched.") from e
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UserError(f"Cannot write {path}: {e.strerror}. Choose a folder you can write to.") from e
+        raise
+
+
 def _default_mode() -> int:
     """0666 less the process umask: the mode ``open()`` would have given the file."""
     umask = os.umask(0)

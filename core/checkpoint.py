@@ -35,6 +35,8 @@ class TrainingState:
 
     step: int
     config: Config
+    class_names: list[str]
+    train_seconds: float = 0.0  # training time so far, which a time budget continues from
 
 
 def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,6 +76,7 @@ def save_checkpoint(
     step: int,
     config: Config,
     scaler_scale: float | None = None,
+    train_seconds: float = 0.0,
 ) -> None:
     """Write a resumable checkpoint atomically (temp file + rename)."""
     tensors = _prefixed("model", model.state_dict()) | _prefixed("ema", ema.state_dict())
@@ -85,8 +88,32 @@ def save_checkpoint(
         "config": json.dumps(config.to_dict()),
         "param_groups": groups,
         "scaler_scale": json.dumps(scaler_scale),
-    }
+        "train_seconds": repr(float(train_seconds)),
+    } | _class_meta(model)
     atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def _class_meta(model: torch.nn.Module) -> dict[str, str]:
+    """A conditional model's class names, in embedding order; nothing for an unconditional one,
+    so its files are byte for byte what they were."""
+    names = getattr(model, "class_names", None)
+    return {"class_names": json.dumps(list(names))} if names else {}
+
+
+def _class_names(path: Path, meta: dict[str, str], config: Config) -> list[str]:
+    """The class names a file records, which a conditional config requires."""
+    if not config.model_params.class_conditional:
+        return []
+    try:
+        names = json.loads(meta.get("class_names", "[]"))
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(
+            f"{path} does not record the class names a class-conditional model needs; use a checkpoint "
+            "of that run, or the config it was trained with."
+        )
+    return names
 
 
 class IncompatibleCheckpoint(CheckpointError):
@@ -140,6 +167,23 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
+def recorded_class_names(source: str | os.PathLike) -> list[str]:
+    """The class names a run folder or weights file records (empty for unconditional models and
+    tutorial files), read from the safetensors header alone: cheap enough to ask at any time."""
+    from .runs import RunDir
+
+    path = Path(source)
+    if path.is_dir():
+        path = RunDir(path).latest_checkpoint() or RunDir(path).weights_path()
+    if path.suffix != ".safetensors" or not path.is_file():
+        return []
+    try:
+        names = json.loads(read_metadata(path).get("class_names", "[]"))
+    except (CheckpointError, ValueError):
+        return []
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else []
+
+
 def read_training_state(path: Path) -> TrainingState:
     """Step and config of a checkpoint, from its header: no tensors read, no model built."""
     return _state_from_meta(path, read_metadata(path))
@@ -152,7 +196,8 @@ def _state_from_meta(path: Path, meta: dict[str, str]) -> TrainingState:
         config = Config.from_dict(json.loads(meta["config"]), source=str(path))
     except ConfigError as e:
         raise CheckpointError(f"{path} holds an invalid config: {e}") from None
-    return TrainingState(step=int(meta["step"]), config=config)
+    return TrainingState(step=int(meta["step"]), config=config, class_names=_class_names(path, meta, config),
+                         train_seconds=float(meta.get("train_seconds", "0")))
 
 
 def shape_mismatches(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
@@ -193,20 +238,29 @@ def load_checkpoint(
     return state, json.loads(meta.get("scaler_scale", "null"))
 
 
-def check_resumable(path: Path, saved: Config, config: Config, run_config: Path) -> None:
-    """Refuse to resume ``config`` from a checkpoint trained with another model or schedule."""
-    if saved.model_params != config.model_params:
+def check_resumable(path: Path, saved: TrainingState, config: Config, run_config: Path,
+                    class_names: list[str]) -> None:
+    """Refuse to resume ``config`` (a model of ``class_names``) from a checkpoint trained with
+    another model or schedule, or on other classes."""
+    if saved.config.model_params != config.model_params:
         with torch.device("meta"):  # shapes only: no memory
-            lines = shape_mismatches(UNet(config.model_params), UNet(saved.model_params).state_dict())
+            ours = UNet(config.model_params, class_names=class_names)
+            lines = shape_mismatches(ours, UNet(saved.config.model_params, class_names=saved.class_names).state_dict())
         lines = lines or ["attention layout"]
         raise IncompatibleCheckpoint(
             f"{path} was made for a different model config ({len(lines)} differences: "
             f"{'; '.join(lines[:5])}). Resume with the run's own config ({run_config})."
         )
-    if saved.diffusion_params != config.diffusion_params:
+    if saved.config.diffusion_params != config.diffusion_params:
         raise IncompatibleCheckpoint(
-            f"{path} was trained with different diffusion_params ({saved.diffusion_params}); "
+            f"{path} was trained with different diffusion_params ({saved.config.diffusion_params}); "
             f"resume with the run's own config ({run_config})."
+        )
+    if saved.class_names != class_names:
+        raise IncompatibleCheckpoint(
+            f"{path} was made for a different model config: it learned the classes "
+            f"{', '.join(saved.class_names)}, and the dataset now has {', '.join(class_names)}. "
+            "Resume with the dataset it was trained on."
         )
 
 
@@ -229,7 +283,8 @@ def restore_newest(
     errors = []
     for path in reversed(checkpoints):
         try:
-            check_resumable(path, read_training_state(path).config, config, run_config)
+            check_resumable(path, read_training_state(path), config, run_config,
+                            list(getattr(model, "class_names", [])))
             return load_checkpoint(path, model=model, ema=ema, optimizer=optimizer)
         except IncompatibleCheckpoint:
             raise
@@ -240,7 +295,7 @@ def restore_newest(
 
 def save_weights(path: Path, model: torch.nn.Module, config: Config) -> None:
     """Sampling weights with the tutorial's key names, the config as metadata."""
-    meta = {"format": FORMAT + "/weights", "config": json.dumps(config.to_dict())}
+    meta = {"format": FORMAT + "/weights", "config": json.dumps(config.to_dict())} | _class_meta(model)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
@@ -287,10 +342,11 @@ def load_for_sampling(
             path = weights
         else:
             path = found
+    meta: dict[str, str] = {}
     if path.suffix == ".pth" or path.suffix == ".pt":
         if config is None:
             raise CheckpointError(f"{path} is a tutorial checkpoint: give the config it was trained with (--config).")
-        state = load_tutorial_pth(path)
+        state, meta = load_tutorial_pth(path), {}
     else:
         tensors, meta = _read(path)
         fmt = meta.get("format", "")
@@ -303,7 +359,19 @@ def load_for_sampling(
             if config is None:
                 raise CheckpointError(f"{path} carries no config: give the config it was trained with (--config).")
             state = tensors
-    model = UNet(config.model_params)
+    config = _with_recorded_prediction(config, meta)
+    model = UNet(config.model_params, class_names=_class_names(path, meta, config))
     load_weights_into(model, state, path)
     device = torch.device(device or "cpu")
     return model.to(device, memory_format=memory_format(device)).eval(), config
+
+
+def _with_recorded_prediction(config: Config, meta: dict[str, str]) -> Config:
+    """``config`` with the prediction type the file records, whatever config was passed: a
+    network sampled as the wrong type gives noise, with no error to say why."""
+    if "config" not in meta:
+        return config
+    recorded = json.loads(meta["config"]).get("diffusion_params", {}).get("prediction", "eps")
+    if recorded == config.diffusion_params.prediction:
+        return config
+    return config.replace("diffusion_params", prediction=recorded)

@@ -1,4 +1,5 @@
-"""Names the window lists before torch is loaded: built-in datasets and the sampler table.
+"""Names the window lists before torch is loaded: built-in datasets, the sampler table and the
+default guidance scale.
 
 Kept free of torch so the GUI can fill its demo buttons and sampler list the moment the window
 appears. :data:`SAMPLER_TABLE` is the one list of samplers: the CLI's ``--sampler`` choices and
@@ -52,6 +53,15 @@ SAMPLER_TABLE: tuple[SamplerSpec, ...] = (
     SamplerSpec("ddpm", "DDPM (the tutorial's ancestral sampler)", None),
     SamplerSpec("ddim", "DDIM", 50, (ETA,)),
     SamplerSpec("dpm++", "DPM-Solver++ (2M)", 20),
+    SamplerSpec("dpm++3m", "DPM-Solver++ (3M)", 20),
+    SamplerSpec("unipc", "UniPC (bh2)", 20),
 )
 SAMPLER_SPECS: dict[str, SamplerSpec] = {spec.name: spec for spec in SAMPLER_TABLE}
 SAMPLERS: tuple[str, ...] = tuple(SAMPLER_SPECS)
+
+#: Step counts a sampler comparison (``ddpm eval --compare-samplers``, the window's table) runs every
+#: sampler at: from rough to about converged for DDIM and DPM-Solver++.
+COMPARISON_STEPS: tuple[int, ...] = (10, 20, 50)
+
+#: Classifier-free guidance scale used when none is given (see :mod:`core.guidance`).
+DEFAULT_GUIDANCE = 2.0

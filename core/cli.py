@@ -13,6 +13,7 @@ import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import eval_command
 from .allocator import keep_freed_memory
 from .choices import SAMPLER_TABLE, SAMPLERS
 from .errors import UserError
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="dataset folder or IDX file; overrides dataset_params.im_path")
     t.add_argument("--run-dir", help="run folder (default: ./<task_name>)")
     t.add_argument("--max-steps", type=_whole_number(1), help="stop after this many steps in total")
+    t.add_argument("--max-minutes", type=float, help="stop after this many minutes of training time")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="overrides train_params.device")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
 
@@ -79,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", help="write the final grid to this PNG")
     s.add_argument("--animation", help="write the denoising (xt | x0) to this .gif or .mp4")
     s.add_argument("--images", help="write each final image as a PNG into this folder")
+    s.add_argument("--class", dest="classes", action="append", metavar="NAME",
+                   help="class-conditional runs: draw this class (repeatable; 'all' = one row per class); "
+                        "--num is shared among them")
+    s.add_argument("--guidance", type=float, help="classifier-free guidance scale w with --class: "
+                   "0 ignores the class, 1 plain conditional, above 1 guided (default 2)")
 
     sc = sub.add_parser("scan", help="check a dataset folder: count, sizes, skipped files")
     sc.add_argument("path", help="dataset folder, IDX images file or builtin:NAME")
@@ -87,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--size", type=_whole_number(MIN_IMAGE_SIZE), default=28,
                     help="resize the shorter side to this many pixels, then centre-crop square, "
                          "as model_params.im_size (default: 28)")
+
+    eval_command.add_parser(sub)
     return p
 
 
@@ -114,10 +123,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from . import events as ev
     from .trainer import Trainer
+    from .classes import conditioning_classes
     from .data import load_dataset
 
     cfg = _load_config(args.config)
-    changes = {k: v for k, v in {"max_steps": args.max_steps, "device": args.device}.items() if v is not None}
+    changes = {k: v for k, v in {"max_steps": args.max_steps, "max_minutes": args.max_minutes,
+                                      "device": args.device}.items() if v is not None}
     if changes:
         cfg = cfg.replace("train_params", **changes)
     if args.data:
@@ -127,6 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or cfg.train_params.task_name)
     m = cfg.model_params
     dataset = load_dataset(cfg.dataset_params.im_path, m.im_channels, m.im_size)
+    if m.class_conditional:
+        conditioning_classes(dataset)  # refused before anything is printed or written
     _report_dataset(dataset, m.im_channels, m.im_size)
 
     bar = None
@@ -166,6 +179,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from .classes import class_rows
     from .exports import check_animation_path, save_animation, save_grid, save_images
     from .frames import FrameStore
     from .samplers import default_steps
@@ -179,11 +193,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     num = args.num or tp.num_samples
     steps = args.steps or default_steps(args.sampler, model.config.diffusion_params.num_timesteps)
     nrow = tp.num_grid_rows if num == tp.num_samples else max(1, round(num ** 0.5))
+    labels, guidance = _class_request(args, model.class_names)
+    if labels is not None:
+        labels, nrow = class_rows(labels, num)
+        num = len(labels)
     store = FrameStore(nrow=nrow) if args.animation else None
     options = {o.name: getattr(args, o.name) for spec in SAMPLER_TABLE for o in spec.options
                if getattr(args, o.name) is not None}
     frames = model.frames(num_images=num, sampler=args.sampler, steps=steps, options=options, seed=args.seed,
-                          frame_stride=max(1, steps // 200) if store is not None else steps)
+                          frame_stride=max(1, steps // 200) if store is not None else steps,
+                          labels=labels, guidance=guidance)
     final = None
     with tqdm(total=steps, unit="step", dynamic_ncols=True) as bar:
         for frame in frames:
@@ -193,8 +212,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             final = frame
     images: torch.Tensor = final.xt
     written = []
+    row_labels = None if labels is None else [model.class_names[c] for c in labels[::nrow]]
     if args.grid:
-        save_grid(images, args.grid, nrow=nrow)
+        save_grid(images, args.grid, nrow=nrow, row_labels=row_labels)
         written.append(args.grid)
     if args.animation:
         save_animation([store.side_by_side(i) for i in range(len(store))], args.animation)
@@ -204,10 +224,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
         written.append(args.images)
     if not written:
         out = Path("samples.png")
-        save_grid(images, out, nrow=nrow)
+        save_grid(images, out, nrow=nrow, row_labels=row_labels)
         written.append(str(out))
     print(f"wrote {', '.join(map(str, written))} ({_weights_used(args)})", file=sys.stderr)
     return 0
+
+
+def _class_request(args: argparse.Namespace, class_names: list[str]) -> tuple[list[int] | None, float]:
+    """The class rows and guidance scale asked for; a conditional model without --class draws
+    unconditionally, as does --guidance 0."""
+    from .classes import class_indices
+    from .choices import DEFAULT_GUIDANCE
+
+    guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
+    if args.classes is None:
+        if args.guidance is not None:
+            raise UserError("--guidance needs --class NAME (or --class all): it scales how strongly a class is followed.")
+        return None, guidance
+    try:
+        return class_indices(args.classes, class_names), guidance
+    except UserError as e:
+        raise UserError(f"{args.source}: {e}") from None
 
 
 def _weights_used(args: argparse.Namespace) -> str:
@@ -230,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a mistake already reported in one line
         return e.code if isinstance(e.code, int) else EXIT_USER_ERROR
-    command = {"train": cmd_train, "sample": cmd_sample, "scan": cmd_scan}[args.command]
+    command = {"train": cmd_train, "sample": cmd_sample, "scan": cmd_scan, "eval": eval_command.run}[args.command]
     try:
         return command(args)
     except UserError as e:

@@ -50,6 +50,12 @@ class DiffusionParams:
         "Noise schedule: 'linear' (Ho et al. 2020, the tutorial's) or 'cosine' (Nichol & "
         "Dhariwal 2021, better for small images).",
     )
+    prediction: Literal["eps", "v"] = _f(
+        "eps",
+        "What the network predicts: 'eps', the noise (the tutorial's), or 'v', the velocity "
+        "sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022). Recorded in checkpoints: a "
+        "model is always sampled as it was trained.",
+    )
 
 
 @dataclass
@@ -76,6 +82,12 @@ class ModelParams:
         None,
         "Self-attention in each down block (and its mirrored up block); empty means everywhere, "
         "as in the tutorial. Attention only at low resolution trains much faster on a CPU.",
+    )
+    class_conditional: bool = _f(
+        False,
+        "Learn the dataset's classes (its subfolders, or an IDX file's labels) so that samples can be "
+        "asked for a class, with classifier-free guidance. Costs about twice the work per sampling "
+        "step when guided (the model runs with and without the class); training costs the same.",
     )
 
     def attention_flags(self) -> list[bool]:
@@ -108,6 +120,10 @@ class TrainParams:
     sample_every_steps: Optional[int] = _f(
         None, "Make a small preview grid every this many steps (empty: never).", min=1
     )
+    eval_every_steps: Optional[int] = _f(
+        None, "Measure sample quality (KID of 200 samples against the training images) every this many "
+        "steps, for the quality curve (empty: never). Needs the FID network file.", min=1
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
         "auto",
         "Arithmetic for the model: auto uses bf16 where the hardware has it (CUDA, AVX-512 BF16 CPUs), "
@@ -119,6 +135,42 @@ class TrainParams:
         "Images per forward/backward pass: a larger batch is split and the gradients added up, which "
         "gives the same step in less memory (empty: at most 32 on the CPU, the whole batch elsewhere).",
         min=1,
+    )
+    max_minutes: Optional[float] = _f(
+        None,
+        "Stop after this many minutes of training time (checkpoints, previews and pauses do not "
+        "count), writing a checkpoint as max_steps does; empty: no time limit.",
+        exclusive_min=0.0,
+    )
+    lr_schedule: Literal["constant", "cosine"] = _f(
+        "constant",
+        "Learning rate over the run: 'constant' (the tutorial's) or 'cosine', decaying to zero at "
+        "the end of max_steps (or num_epochs) or of max_minutes, whichever comes first.",
+    )
+    warmup_steps: int = _f(0, "Steps over which the learning rate rises linearly from near zero (0: none).", min=0)
+    ema_halflife_kimg: Optional[float] = _f(
+        None,
+        "EMA half-life in thousands of images (EDM's ema_halflife_kimg); replaces ema_decay when "
+        "set. Empty: ema_decay decides.",
+        exclusive_min=0.0,
+    )
+    ema_rampup: Optional[float] = _f(
+        None,
+        "With ema_halflife_kimg: the half-life is at most this fraction of the images seen so "
+        "far (EDM uses 0.05), so a short run does not average in its random start. Empty: no ramp-up.",
+        exclusive_min=0.0,
+    )
+    loss_weighting: Literal["none", "min_snr"] = _f(
+        "none",
+        "Weight of each timestep's loss: 'none' (the tutorial's plain MSE) or 'min_snr' "
+        "(Hang et al. 2023: balances easy low-noise and hard high-noise steps; converges faster).",
+    )
+    min_snr_gamma: float = _f(5.0, "The SNR at which min_snr clamps the weights (5 in the paper).", exclusive_min=0.0)
+    cond_drop_prob: float = _f(
+        0.1,
+        "Class-conditional runs: how often a training image's class is hidden, which teaches the "
+        "model to draw without a class too, as guided sampling needs (Ho & Salimans 2022).",
+        min=0.0, exclusive_max=1.0,
     )
 
 

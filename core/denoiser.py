@@ -25,8 +25,11 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from .choices import DEFAULT_GUIDANCE
 from .config import DiffusionParams
 from .device import Precision
+from .guidance import guided
+from .loss_weighting import LossWeighting, loss_weights
 from .schedule import NoiseSchedule
 
 Network = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -45,24 +48,40 @@ class Denoised:
 
 
 class Denoiser:
-    """A network with its schedule and parameterisation; subclasses say what the network predicts."""
+    """A network with its schedule and parameterisation; subclasses say what the network predicts.
+
+    ``labels`` ((B,) class indices) make every call ask a class-conditional network for those
+    classes with classifier-free guidance of scale ``guidance`` (:mod:`core.guidance`); without
+    them a conditional network draws with "no class".
+    """
 
     prediction: ClassVar[str]
 
-    def __init__(self, net: Network, schedule: NoiseSchedule, *, precision: Precision | None = None) -> None:
+    def __init__(self, net: Network, schedule: NoiseSchedule, *, precision: Precision | None = None,
+                 weighting: LossWeighting = "none", min_snr_gamma: float = 5.0,
+                 labels: torch.Tensor | None = None, guidance: float = DEFAULT_GUIDANCE) -> None:
         self.net = net
         self.schedule = schedule
         self.precision = precision
+        self.labels = labels
+        self.guidance = guidance
+        weights = loss_weights(weighting, schedule.alpha_cum_prod64, min_snr_gamma, self.prediction)
+        self._weights = None if weights is None else weights.float().to(schedule.alpha_cum_prod.device)
 
-    def network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The network's raw output for images ``x`` at timesteps ``t`` (B,), as float32."""
+    def network(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's raw output for images ``x`` at timesteps ``t`` (B,) and, for a
+        class-conditional network, classes ``y`` (B,), as float32."""
         autocast = self.precision.autocast(x.device) if self.precision is not None else contextlib.nullcontext()
         with autocast:
-            return self.net(x, t).float()
+            return self.net(x, t, *(() if y is None else (y,))).float()
 
     def __call__(self, x: torch.Tensor, t: int) -> Denoised:
         """One network call at timestep ``t`` for the whole batch, read as eps and clamped x0."""
-        out = self.network(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        if self.labels is None:
+            out = self.network(x, tt)
+        else:
+            out = guided(self.network, x, tt, self.labels, self.net.null_class, self.guidance)
         eps, x0 = self.split(x, out, t)
         return Denoised(eps, x0.clamp(-1.0, 1.0))
 
@@ -76,8 +95,9 @@ class Denoiser:
         raise NotImplementedError
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor | None:
-        """Per-image weight of the squared error at timesteps ``t``; None weighs every image alike."""
-        return None
+        """Per-image weight of the squared error at timesteps ``t`` (see :mod:`core.loss_weighting`);
+        None weighs every image alike."""
+        return None if self._weights is None else self._weights[t]
 
     @staticmethod
     def loss(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -100,12 +120,37 @@ class EpsDenoiser(Denoiser):
         return noise
 
 
-PREDICTIONS: dict[str, type[Denoiser]] = {cls.prediction: cls for cls in (EpsDenoiser,)}
+class VDenoiser(Denoiser):
+    """The network predicts the velocity v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho
+    2022). Its target keeps unit scale at every noise level, where an eps error is magnified
+    into the x0 estimate by sqrt((1 - abar) / abar), which is large near pure noise.
+
+    With a = sqrt(abar), s = sqrt(1 - abar) and a^2 + s^2 = 1, x_t = a x0 + s eps inverts to
+    x0 = a x_t - s v and eps = s x_t + a v.
+    """
+
+    prediction = "v"
+
+    def split(self, xt: torch.Tensor, out: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+        a, s = self.schedule.signal_noise(t, xt)
+        return s * xt + a * out, a * xt - s * out
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a, s = self.schedule.signal_noise(t, x0)
+        return a * noise - s * x0
+
+
+PREDICTIONS: dict[str, type[Denoiser]] = {cls.prediction: cls for cls in (EpsDenoiser, VDenoiser)}
 
 
 def make_denoiser(
     net: Network, schedule: NoiseSchedule, params: DiffusionParams, *, precision: Precision | None = None,
+    weighting: LossWeighting = "none", min_snr_gamma: float = 5.0,
+    labels: torch.Tensor | None = None, guidance: float = DEFAULT_GUIDANCE,
 ) -> Denoiser:
     """The denoiser for a network trained with ``params``: the one place a config picks the
-    parameterisation (every config so far trains eps prediction, the tutorial's)."""
-    return PREDICTIONS["eps"](net, schedule, precision=precision)
+    parameterisation (``params.prediction``); ``weighting`` and ``min_snr_gamma`` set the
+    training loss's per-timestep weights (sampling ignores them); ``labels`` and ``guidance``
+    ask a class-conditional network for classes (sampling only)."""
+    return PREDICTIONS[params.prediction](net, schedule, precision=precision, weighting=weighting,
+                                          min_snr_gamma=min_snr_gamma, labels=labels, guidance=guidance)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import torch
 
+    from .evaluate import EvalResult
+
 
 @dataclass(frozen=True)
 class Started:
@@ -38,6 +40,8 @@ class StepDone:
     images_per_s: float
     eta_s: float
     total_steps: int
+    time_used_s: float = 0.0  # training time so far (checkpoints, previews, pauses excluded)
+    time_left_s: float | None = None  # of train_params.max_minutes; None without a time budget
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,14 @@ class PreviewReady:
 
     step: int
     images: torch.Tensor
+
+
+@dataclass(frozen=True)
+class QualityMeasured:
+    """A point of the quality curve (``train_params.eval_every_steps``); also in ``eval.jsonl``."""
+
+    step: int
+    result: EvalResult
 
 
 @dataclass(frozen=True)
@@ -79,4 +91,4 @@ class Failed:
     error: BaseException
 
 
-Event = Started | StepDone | PreviewReady | CheckpointSaved | Paused | Resumed | Finished | Failed
+Event = Started | StepDone | PreviewReady | QualityMeasured | CheckpointSaved | Paused | Resumed | Finished | Failed

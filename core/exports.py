@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from .atomic import atomic_write_bytes, atomic_writer
 from .errors import UserError
@@ -42,11 +41,20 @@ def to_uint8_grid(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
         raise ValueError(f"expected images shaped (N, C, H, W), got {tuple(images.shape)}")
     n, channels = images.shape[:2]
     nrow = nrow or math.ceil(math.sqrt(n))
-    # save_image's per-pixel arithmetic, applied before gridding (padding 0 maps to 0 either
-    # way) so make_grid moves bytes instead of floats
-    pixels = ((images.clamp(-1, 1) + 1) / 2).mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    from torchvision.utils import make_grid  # torchvision drags in torch._dynamo: seconds, paid on first grid
+
+    # applied before gridding (padding 0 maps to 0 either way) so make_grid moves bytes instead of floats
+    pixels = to_uint8(images)
     grid = make_grid(pixels, nrow=nrow, padding=2, pad_value=0).permute(1, 2, 0)
     return np.ascontiguousarray(grid[..., :channels].numpy())
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats to the uint8 pixels a saved PNG holds (torchvision ``save_image``'s arithmetic).
+
+    Metrics score these, not the floats, so a score describes the images a user exports.
+    """
+    return ((images.detach().to("cpu", torch.float32).clamp(-1, 1) + 1) / 2).mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def to_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -70,11 +78,35 @@ def _image_format(path: Path) -> str:
     return fmt
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
-    """Save images in [-1, 1] as one grid image (format from the suffix; PNG is lossless)."""
+def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None,
+              row_labels: Sequence[str] | None = None) -> Path:
+    """Save images in [-1, 1] as one grid image (format from the suffix; PNG is lossless).
+
+    ``row_labels`` (one per row, e.g. the class each row was asked for) are written in a column
+    to the left of the grid.
+    """
     path = Path(path)
-    atomic_write_bytes(path, _encode_image(to_uint8_grid(images, nrow), _image_format(path)))
+    pixels = to_uint8_grid(images, nrow)
+    if row_labels is not None:
+        pixels = with_row_labels(pixels, row_labels, images.shape[-2])
+    atomic_write_bytes(path, _encode_image(pixels, _image_format(path)))
     return path
+
+
+def with_row_labels(grid: np.ndarray, labels: Sequence[str], image_height: int) -> np.ndarray:
+    """A uint8 (H, W, C) grid of rows of ``image_height`` px (2 px padding, as gridded here) with
+    a column of white-on-black labels on its left, one centred on each row."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(10, min(image_height * 0.6, 18)))
+    width = 6 + max(int(math.ceil(font.getlength(label))) for label in labels)
+    column = Image.new("L", (width, grid.shape[0]), 0)
+    draw = ImageDraw.Draw(column)
+    for i, label in enumerate(labels):
+        centre = 2 + i * (image_height + 2) + image_height / 2
+        draw.text((3, centre), label, fill=255, font=font, anchor="lm")
+    strip = np.repeat(np.asarray(column)[..., None], grid.shape[2], axis=2)
+    return np.concatenate([strip, grid], axis=1)
 
 
 def save_images(images: torch.Tensor, folder: str | os.PathLike, prefix: str = "sample") -> list[Path]:

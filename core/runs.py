@@ -1,6 +1,7 @@
 """The run folder: where one training run keeps its config, checkpoints, samples and log.
 
     <run>/config.yaml                 the config it ran with
+    <run>/classes.json                class-conditional runs: the class names, in embedding order
     <run>/checkpoints/step-000500.safetensors   resumable, the last K kept
     <run>/samples/step-000500.png     preview grids
     <run>/log.jsonl                   one JSON object per step (machine-readable)
@@ -32,6 +33,15 @@ class RunDir:
     @property
     def config_path(self) -> Path:
         return self.path / "config.yaml"
+
+    @property
+    def classes_path(self) -> Path:
+        return self.path / "classes.json"
+
+    def write_class_names(self, names: list[str]) -> None:
+        """Record a conditional run's classes where a person (or a script) can read them; every
+        checkpoint holds them too, so the weights never depend on this file."""
+        atomic_write_text(self.classes_path, json.dumps(names, ensure_ascii=False, indent=1) + "\n")
 
     @property
     def checkpoints(self) -> Path:

@@ -1,4 +1,5 @@
-"""Turning noise into images: the tutorial's ancestral DDPM sampler, DDIM and DPM-Solver++(2M).
+"""Turning noise into images: the tutorial's ancestral DDPM sampler, DDIM, DPM-Solver++ (2M and
+3M) and UniPC.
 
 Laid out as in k-diffusion: each sampler is a pure generator function with one signature,
 ``sampler(denoiser, x, ts, *, generator, **options)``, that yields ``(t, x_next, x0)`` after
@@ -226,6 +227,140 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, ts: Sequence[int], *,
             x = math.sqrt((1 - a_next) / (1 - a_t)) * x - math.sqrt(a_next) * math.expm1(-h) * d
         x0_prev, lam_prev = x0, lam_t
         yield t, x, x0
+
+
+@_registers("dpm++3m")
+def sample_dpmpp_3m(denoiser: Denoiser, x: torch.Tensor, ts: Sequence[int], *,
+                    generator: torch.Generator | None) -> StepIter:
+    """DPM-Solver++(3M) (Lu et al. 2022, the third-order multistep update of their reference
+    ``dpm_solver_pytorch``), data prediction, discrete-time VP.
+
+    The update from lambda_i to lambda_next, h = lambda_next - lambda_i, with the x0 estimates
+    D0, D1, D2 at the last three grid points and r0 = h_0 / h, r1 = h_1 / h the earlier gaps:
+    x <- (sigma_next / sigma_i) x - alpha_next (phi1 D0 - phi2 d1 + phi3 d2), where
+    phi1 = expm1(-h), phi2 = phi1 / h + 1, phi3 = phi2 / h - 1/2, d1 and d2 the first and second
+    divided differences of D in lambda. The order is lowered where history is missing (first
+    two steps) and on the last two steps, for the reason :func:`sample_dpmpp_2m` gives.
+    """
+    abar = denoiser.schedule.alpha_cum_prod64
+    hist: list[tuple[float, torch.Tensor]] = []  # (lambda, x0) of the latest grid points, newest last
+    for i, t in enumerate(ts):
+        a_t = float(abar[t])
+        x0 = denoiser(x, t).x0
+        lam_t = log_snr(a_t)
+        hist = (hist + [(lam_t, x0)])[-3:]
+        if i + 1 == len(ts):
+            x = x0
+        else:
+            a_next = float(abar[ts[i + 1]])
+            h = log_snr(a_next) - lam_t
+            order = min(3, len(hist), len(ts) - 1 - i)
+            phi1 = math.expm1(-h)
+            d = -phi1 * x0
+            if order >= 2:
+                lam1, m1 = hist[-2]
+                r0 = (lam_t - lam1) / h
+                d1_0 = (x0 - m1) / r0
+                if order == 2:
+                    d = d - 0.5 * phi1 * d1_0  # DPM-Solver++(2M): (1/2r) (D0 - D1) times -phi1
+                else:
+                    lam2, m2 = hist[-3]
+                    r1 = (lam1 - lam2) / h
+                    d1_1 = (m1 - m2) / r1
+                    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+                    d2 = (d1_0 - d1_1) / (r0 + r1)
+                    phi2 = phi1 / h + 1
+                    phi3 = phi2 / h - 0.5
+                    d = d + phi2 * d1 - phi3 * d2
+            x = math.sqrt((1 - a_next) / (1 - a_t)) * x + math.sqrt(a_next) * d
+        yield t, x, x0
+
+
+@_registers("unipc")
+def sample_unipc(denoiser: Denoiser, x: torch.Tensor, ts: Sequence[int], *,
+                 generator: torch.Generator | None) -> StepIter:
+    """UniPC (Zhao et al. 2023) with B(h) = expm1(h) ("bh2"), data prediction, order 2.
+
+    Each step predicts with UniP (multistep, like DPM-Solver++) and, once the model has been
+    evaluated at the predicted point, corrects that point with UniC using the new evaluation:
+    the corrector raises the order by one at no extra model call (the evaluation is the next
+    step's anyway). Laid out after diffusers' ``UniPCMultistepScheduler`` (solver_order=2,
+    bh2, predict_x0); the first step is first order, and so is the step into t = 0.
+    """
+    abar = denoiser.schedule.alpha_cum_prod64
+    hist: list[tuple[float, float, torch.Tensor]] = []  # (lambda, abar, x0) of the latest points, newest last
+    x_prev: torch.Tensor | None = None  # the sample the last prediction started from
+    prev_order = 1
+    for i, t in enumerate(ts):
+        a_t = float(abar[t])
+        x0 = denoiser(x, t).x0
+        lam_t = log_snr(a_t)
+        if x_prev is not None and i + 1 < len(ts):  # UniC: correct the predicted x with the x0 there
+            x = _unipc_update(x_prev, hist, lam_t, a_t, prev_order, x0)
+        hist = (hist + [(lam_t, a_t, x0)])[-2:]
+        if i + 1 == len(ts):
+            x = x0
+        else:
+            a_next = float(abar[ts[i + 1]])
+            prev_order = min(2, len(hist), len(ts) - 1 - i)
+            x_prev = x
+            x = _unipc_update(x, hist, log_snr(a_next), a_next, prev_order, None)
+        yield t, x, x0
+
+
+def _unipc_update(x: torch.Tensor, hist: list[tuple[float, float, torch.Tensor]], lam_next: float, a_next: float,
+                  order: int, x0_next: torch.Tensor | None) -> torch.Tensor:
+    """UniP (``x0_next`` None) or UniC (with the x0 estimate at the target) of order ``order``
+    from the newest point of ``hist`` to log-SNR ``lam_next``; bh2, data prediction.
+
+    x_next = (sigma_next / sigma_0) x - alpha_next phi1 D0 - alpha_next B(h) sum_k rho_k D1_k,
+    h = lam_next - lam_0, phi1 = expm1(-h), B(h) = expm1(-h), D1_k = (D_k - D0) / r_k the
+    scaled differences to earlier points (r_k = (lam_k - lam_0) / h) and, for UniC, to the target
+    point (r = 1). The rho solve the order conditions R rho = b of the paper's eq. 8; order 2
+    UniP uses rho = 1/2 as diffusers does, and first-order UniC rho = 1/2.
+    """
+    lam0, a0, d0 = hist[-1]
+    h = lam_next - lam0
+    hh = -h
+    h_phi_1 = math.expm1(hh)
+    b_h = math.expm1(hh)
+    rks, diffs = [], []
+    for k in range(1, order):
+        lam_k, _, d_k = hist[-(k + 1)]
+        rk = (lam_k - lam0) / h
+        rks.append(rk)
+        diffs.append((d_k - d0) / rk)
+    if x0_next is not None:
+        rks.append(1.0)
+        diffs.append(x0_next - d0)
+    x_next = math.sqrt((1 - a_next) / (1 - a0)) * x - math.sqrt(a_next) * h_phi_1 * d0
+    if not diffs:
+        return x_next
+    rhos = _unipc_rhos(rks if x0_next is not None else rks + [1.0], hh, b_h, corrector=x0_next is not None)
+    res = sum(r * dk for r, dk in zip(rhos, diffs))
+    return x_next - math.sqrt(a_next) * b_h * res
+
+
+def _unipc_rhos(rks: list[float], hh: float, b_h: float, *, corrector: bool) -> list[float]:
+    """The UniPC coefficients: solve R rho = b with R[i][k] = r_k ** i and
+    b_i = i! phi_{i+1}(hh) / B(h) (diffusers' recursion), R and b cut to the unknowns."""
+    n = len(rks)
+    h_phi_k = math.expm1(hh) / hh - 1
+    factorial = 1
+    b = []
+    for i in range(1, n + 1):
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    if corrector:
+        if n == 1:
+            return [0.5]
+        r = torch.tensor([[rk ** i for rk in rks] for i in range(n)], dtype=torch.float64)
+        return torch.linalg.solve(r, torch.tensor(b, dtype=torch.float64)).tolist()
+    if n == 2:  # order-2 predictor: one difference
+        return [0.5]
+    r = torch.tensor([[rk ** i for rk in rks[:-1]] for i in range(n - 1)], dtype=torch.float64)
+    return torch.linalg.solve(r, torch.tensor(b[:-1], dtype=torch.float64)).tolist()
 
 
 # ---------------------------------------------------------------------------------- driver

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .choices import DEFAULT_GUIDANCE
 from .config import Config
 from .denoiser import Denoiser, make_denoiser
 from .device import Precision, pick_device, pick_precision
+from .guidance import check_request
 from .samplers import Frame, final_images, sample
 from .schedule import NoiseSchedule
 
@@ -58,8 +60,14 @@ class SamplingModel:
     def schedule(self) -> NoiseSchedule:
         return NoiseSchedule.from_config(self.config.diffusion_params)
 
-    def denoiser(self) -> Denoiser:
-        return make_denoiser(self.net, self.schedule, self.config.diffusion_params, precision=self.precision)
+    @property
+    def class_names(self) -> list[str]:
+        """The classes a conditional network can be asked for; empty for an unconditional one."""
+        return list(getattr(self.net, "class_names", []))
+
+    def denoiser(self, labels: torch.Tensor | None = None, guidance: float = DEFAULT_GUIDANCE) -> Denoiser:
+        return make_denoiser(self.net, self.schedule, self.config.diffusion_params, precision=self.precision,
+                             labels=labels, guidance=guidance)
 
     def frames(
         self,
@@ -71,15 +79,23 @@ class SamplingModel:
         seed: int = 0,
         frame_stride: int = 1,
         should_cancel: Callable[[], bool] | None = None,
+        labels: torch.Tensor | None = None,
+        guidance: float = DEFAULT_GUIDANCE,
     ) -> Iterator[Frame]:
-        """:func:`core.samplers.sample` with this model's schedule, shape, device and precision."""
-        return sample(self.denoiser(), num_images=num_images, image_shape=self.image_shape, sampler=sampler,
+        """:func:`core.samplers.sample` with this model's schedule, shape, device and precision;
+        ``labels`` (one class index per image) ask a conditional network for those classes with
+        classifier-free ``guidance`` (:mod:`core.guidance`)."""
+        if labels is not None:
+            check_request(labels, num_images, guidance)
+        return sample(self.denoiser(labels, guidance), num_images=num_images, image_shape=self.image_shape, sampler=sampler,
                       steps=steps, options=options, seed=seed, device=self.device,
                       frame_stride=frame_stride, should_cancel=should_cancel)
 
     def images(self, *, num_images: int, sampler: str, steps: int | None = None,
                options: Mapping[str, float] | None = None, seed: int = 0,
-               should_cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+               should_cancel: Callable[[], bool] | None = None, labels: torch.Tensor | None = None,
+               guidance: float = DEFAULT_GUIDANCE) -> torch.Tensor:
         """The final images (float32 CPU, (N, C, H, W)) without per-step copies."""
         return final_images(self.frames(num_images=num_images, sampler=sampler, steps=steps, options=options,
-                                        seed=seed, frame_stride=sys.maxsize, should_cancel=should_cancel))
+                                        seed=seed, frame_stride=sys.maxsize, should_cancel=should_cancel,
+                                        labels=labels, guidance=guidance))

@@ -128,6 +128,10 @@ class NoiseSchedule:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one t per image."""
         return _gather(self.sqrt_alpha_cum_prod, t, x0) * x0 + _gather(self.sqrt_one_minus_alpha_cum_prod, t, x0) * noise
 
+    def signal_noise(self, t: torch.Tensor | int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(abar_t), sqrt(1 - abar_t)) shaped to broadcast over a batch like ``like``."""
+        return _gather(self.sqrt_alpha_cum_prod, t, like), _gather(self.sqrt_one_minus_alpha_cum_prod, t, like)
+
     def x0_from_eps(self, xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The x_0 that ``eps`` implies (not clamped): (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
         return (xt - _gather(self.sqrt_one_minus_alpha_cum_prod, t, xt) * eps) / _gather(self.sqrt_alpha_cum_prod, t, xt)

@@ -24,14 +24,17 @@ from . import distributed
 from .adam import Adam, Optimizer
 from .atomic import atomic_write_text
 from .attention import AttentionImpl
+from .budget import TrainClock
 from .checkpoint import restore_newest, save_checkpoint, save_weights
 from .config import Config, dump_config
 from .denoiser import make_denoiser
+from .ema import ema_beta, update_ema
 from .device import Precision, describe, memory_format, pick_device, pick_precision
 from .errors import TrainingDiverged, UserError
 from .events import (
-    CheckpointSaved, Event, Failed, Finished, Paused, PreviewReady, Resumed, Started, StepDone,
+    CheckpointSaved, Event, Failed, Finished, Paused, PreviewReady, QualityMeasured, Resumed, Started, StepDone,
 )
+from .lr_schedule import lr_factor, run_progress
 from .runs import RunDir
 from .schedule import NoiseSchedule
 from .unet import UNet, count_parameters
@@ -110,15 +113,17 @@ class Trainer:
         self.precision: Precision = pick_precision(tp.precision, self.device)
         torch.manual_seed(tp.seed)  # weights init: same seed, same start
         self.memory_format = memory_format(self.device)
-        self.model = UNet(config.model_params, attention_impl=attention_impl).to(
+        self._dataset = dataset
+        self.class_names = self._conditioning_classes()
+        self.model = UNet(config.model_params, attention_impl=attention_impl, class_names=self.class_names).to(
             self.device, memory_format=self.memory_format
         )
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.schedule = NoiseSchedule.from_config(config.diffusion_params)
         self._device_schedule = self.schedule.to(self.device)
+        self.clock = TrainClock(tp.max_minutes)
         self.optimizer = make_adam(self.model.parameters(), tp.lr, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
-        self._dataset = dataset
         self._control = _Control()
         self.step = 0
 
@@ -153,6 +158,10 @@ class Trainer:
 
     def _run(self) -> Finished:
         tp = self.config.train_params
+        if tp.eval_every_steps:
+            from .inception import network_path
+
+            network_path()  # a missing network file is said before training, not at the first point
         dataset = self._load_dataset()
         if self.resume:
             self._restore()
@@ -171,11 +180,13 @@ class Trainer:
         order_epoch, order = -1, torch.empty(0, dtype=torch.long)
         last_saved = self.step
         self.model.train()
-        while self.step < total:
+        self.clock.start()
+        while self.step < total and not self.clock.exhausted:
             if self._control.pause and not self._control.stop:
                 self._emit(Paused(self.step))
                 self._control.wait_while_paused()
                 clock.reset_clock()
+                self.clock.start()
                 if not self._control.stop:
                     self._emit(Resumed(self.step))
             if self._control.stop:
@@ -185,13 +196,15 @@ class Trainer:
                 order_epoch, order = epoch, torch.randperm(len(dataset), generator=_seeded(tp.seed, epoch))
             idx = self.dist.shard(order)[pos * tp.batch_size:(pos + 1) * tp.batch_size]
             batch = dataset.batch(idx)
+            self._set_lr(total)
+            labels = dataset.labels[idx] if self.class_names else None
             try:
-                loss = self._train_step(step_model, batch)
+                loss = self._train_step(step_model, batch, labels)
             except Exception:
                 if step_model is train_model:
                     raise
                 step_model = train_model  # torch.compile failed on first use: run eagerly
-                loss = self._train_step(step_model, batch)
+                loss = self._train_step(step_model, batch, labels)
             self.step += 1
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -200,31 +213,43 @@ class Trainer:
                     f"and resume from the last checkpoint, which is kept."
                 )
             images_per_s, eta = clock.tick(len(idx) * self.dist.world_size, total - self.step)
+            self.clock.lap()
+            if self.clock.left_s is not None:
+                eta = min(eta, self.clock.left_s)
             self._log_step(epoch, loss, images_per_s, eta, total)
             self._emit(StepDone(self.step, epoch, loss, self.optimizer.param_groups[0]["lr"],
-                                images_per_s, eta, total))
+                                images_per_s, eta, total, self.clock.used_s, self.clock.left_s))
             if self.step % checkpoint_every == 0:
                 self._checkpoint()
                 last_saved = self.step
             if preview_every and self.step % preview_every == 0:
                 self._preview()
+            if tp.eval_every_steps and self.step % tp.eval_every_steps == 0:
+                self._measure_quality()
             clock.reset_clock()  # checkpoints and previews are not training time: keep them out of the ETA
+            self.clock.start()
         if self.step != last_saved or not self.run_dir.list_checkpoints():
             self._checkpoint()
         self._export_weights()
-        reason = "completed" if self.step >= total else "stopped"
+        reason = "completed" if self.step >= total or self.clock.exhausted else "stopped"
         finished = Finished(self.step, reason)
         self._emit(finished)
         return finished
 
-    def _train_step(self, model: torch.nn.Module, x0: torch.Tensor) -> float:
+    def _train_step(self, model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = None) -> float:
         """One Adam step on the denoiser's loss for ``model`` (the network as this run calls it:
-        DDP-wrapped or compiled); returns the loss (one host sync, which the UI shows)."""
-        denoiser = make_denoiser(model, self._device_schedule, self.config.diffusion_params, precision=self.precision)
+        DDP-wrapped or compiled); returns the loss (one host sync, which the UI shows).
+
+        ``labels`` (conditional runs) are hidden at rate ``cond_drop_prob``, drawn after the noise
+        so that an unconditional run draws exactly what it always did.
+        """
         tp = self.config.train_params
+        denoiser = make_denoiser(model, self._device_schedule, self.config.diffusion_params, precision=self.precision,
+                                 weighting=tp.loss_weighting, min_snr_gamma=tp.min_snr_gamma)
         gen = _seeded(tp.seed, self.step, self.dist.rank)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, self.schedule.num_timesteps, (x0.shape[0],), generator=gen)
+        y = None if labels is None else drop_labels(labels, tp.cond_drop_prob, self.model.null_class, gen)
         if self.device.type == "cuda":  # pinned: asynchronous copies, no host sync before the loss
             x0, noise, t = x0.pin_memory(), noise.pin_memory(), t.pin_memory()
         x0, noise = (v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in (x0, noise))
@@ -238,7 +263,7 @@ class Trainer:
             # DDP averages gradients on the last part only: the others add up locally first
             last = i == len(parts) - 1
             with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
-                out = denoiser.network(xt[part], t[part])
+                out = denoiser.network(xt[part], t[part], None if y is None else y[part])
                 # the batch mean as a sum of per-part means weighted by size: the same gradient
                 part_weight = None if weight is None else weight[part]
                 part_loss = denoiser.loss(out, target[part], part_weight) * ((part.stop - part.start) / x0.shape[0])
@@ -249,17 +274,31 @@ class Trainer:
         self._update_ema()
         return loss.item()
 
-    @torch.no_grad()
+    def _set_lr(self, total: int) -> None:
+        tp = self.config.train_params
+        progress = run_progress(self.step, total, self.clock.used_s, self.clock.budget_s)
+        lr = tp.lr * lr_factor(tp.lr_schedule, self.step, tp.warmup_steps, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def _update_ema(self) -> None:
-        decay = ema_decay_at(self.config.train_params.ema_decay, self.step)
-        ema_params = list(self.ema_model.parameters())
-        params = list(self.model.parameters())
-        if decay == 0:
-            torch._foreach_copy_(ema_params, params)
+        tp = self.config.train_params
+        if tp.ema_halflife_kimg is None:
+            beta = ema_decay_at(tp.ema_decay, self.step)
         else:
-            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+            batch = tp.batch_size * self.dist.world_size
+            beta = ema_beta((self.step + 1) * batch, batch, tp.ema_halflife_kimg, tp.ema_rampup)
+        update_ema(self.ema_model, self.model, beta)
 
     # -- setup ----------------------------------------------------------------------------------
+    def _conditioning_classes(self) -> list[str]:
+        """The classes a conditional model learns; the dataset is loaded now, as they size the model."""
+        if not self.config.model_params.class_conditional:
+            return []
+        from .classes import conditioning_classes
+
+        return conditioning_classes(self._load_dataset())
+
     def _load_dataset(self) -> Any:
         if self._dataset is None:
             from .data import load_dataset
@@ -277,6 +316,8 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir.config_path, dump_config(self.config))
+            if self.class_names:
+                self.run_dir.write_class_names(self.class_names)
             self.run_dir.start_log()
         self.dist.barrier()
 
@@ -286,6 +327,7 @@ class Trainer:
                                       self.run_dir.config_path, model=self.model, ema=self.ema_model,
                                       optimizer=self.optimizer)
         self.step = state.step
+        self.clock.used_s = state.train_seconds
         if scale is not None and self.scaler.is_enabled():
             self.scaler.update(scale)
         for group in self.optimizer.param_groups:
@@ -305,6 +347,7 @@ class Trainer:
         self.run_dir.append_log({
             "step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
             "images_per_s": round(images_per_s, 2), "eta_s": round(eta_s, 1), "total_steps": total,
+            "train_s": round(self.clock.used_s, 2), "time_left_s": _rounded(self.clock.left_s),
             "time": round(time.time(), 3),
         })
 
@@ -313,7 +356,8 @@ class Trainer:
             path = self.run_dir.checkpoint_path(self.step)
             save_checkpoint(path, model=self.model, ema=self.ema_model, optimizer=self.optimizer,
                             step=self.step, config=self.config,
-                            scaler_scale=self.scaler.get_scale() if self.scaler.is_enabled() else None)
+                            scaler_scale=self.scaler.get_scale() if self.scaler.is_enabled() else None,
+                            train_seconds=self.clock.used_s)
             self.run_dir.prune_checkpoints(self.config.train_params.keep_checkpoints)
             self._emit(CheckpointSaved(self.step, path))
         self.dist.barrier()
@@ -331,14 +375,44 @@ class Trainer:
         from .sampling import SamplingModel
 
         model = SamplingModel(self.ema_model, self.config, self.device, self.precision)
+        labels = torch.arange(PREVIEW_IMAGES) % self.model.num_classes if self.class_names else None
         try:
-            images = model.images(num_images=PREVIEW_IMAGES, sampler="dpm++",
+            images = model.images(num_images=PREVIEW_IMAGES, sampler="dpm++", labels=labels,
                                   steps=min(PREVIEW_STEPS, self.schedule.num_timesteps),
                                   seed=self.config.train_params.seed, should_cancel=lambda: self._control.stop)
         except SamplingCancelled:
             return  # Stop pressed mid-preview: stopping matters more than the picture
         save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)
         self._emit(PreviewReady(self.step, images))
+
+    def _measure_quality(self) -> None:
+        """A quality-curve point from the EMA weights; Stop during it drops the point, not the run."""
+        if not self.dist.is_main:
+            return
+        from .evaluate import append_result, curve_point
+        from .inception import EvaluationCancelled
+        from .samplers import SamplingCancelled
+        from .sampling import SamplingModel
+
+        try:
+            model = SamplingModel(self.ema_model, self.config, self.device, self.precision)
+            result = curve_point(model, self._load_dataset().images, step=self.step,
+                                 should_cancel=lambda: self._control.stop)
+        except (SamplingCancelled, EvaluationCancelled):
+            return
+        append_result(self.run_dir.path, result)
+        self._emit(QualityMeasured(self.step, result))
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
+def drop_labels(labels: torch.Tensor, prob: float, null_class: int, generator: torch.Generator) -> torch.Tensor:
+    """``labels`` with each replaced by ``null_class`` with probability ``prob``: the "no class"
+    examples from which classifier-free guidance learns the unconditional prediction."""
+    hide = torch.rand(labels.shape, generator=generator) < prob
+    return torch.where(hide, torch.full_like(labels, null_class), labels)
 
 
 def ema_decay_at(decay: float, updates: int) -> float:

@@ -8,6 +8,7 @@ device (:mod:`core.attention`) unless ``attention_impl="tutorial"`` asks for tor
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -200,15 +201,29 @@ class UpBlock(ResAttnStack):
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t): (B, C, H, W) images and (B,) integer timesteps -> predicted noise."""
+    """eps_theta(x_t, t[, y]): (B, C, H, W) images, (B,) integer timesteps and, for a
+    class-conditional model, (B,) class indices -> predicted noise.
 
-    def __init__(self, params: ModelParams, attention_impl: AttentionImpl = "auto") -> None:
+    A class-conditional model (``params.class_conditional``) learns one embedding per class in
+    ``class_names`` plus a last one, :attr:`null_class`, for "no class", added to the time
+    embedding so that every ResNet layer sees it. Classifier-free guidance needs the "no class"
+    row: it is what the model predicts unconditionally. An unconditional model has exactly the
+    tutorial's parameters and ignores nothing: passing it ``y`` is an error.
+    """
+
+    def __init__(self, params: ModelParams, attention_impl: AttentionImpl = "auto",
+                 class_names: Sequence[str] = ()) -> None:
         super().__init__()
         down, mid, t_dim = params.down_channels, params.mid_channels, params.time_emb_dim
         attn = params.attention_flags()
         heads = params.num_heads
+        if params.class_conditional != bool(class_names):
+            raise ValueError("class_names are given exactly when params.class_conditional is true")
+        self.class_names = list(class_names)
         self.t_emb_dim = t_dim
         self.t_proj = nn.Sequential(nn.Linear(t_dim, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
+        if self.class_names:
+            self.class_emb = nn.Embedding(len(self.class_names) + 1, t_dim)
         self.conv_in = nn.Conv2d(params.im_channels, down[0], 3, padding=1)
         self.downs = nn.ModuleList(
             DownBlock(down[i], down[i + 1], t_dim, params.down_sample[i], params.num_down_layers,
@@ -227,9 +242,31 @@ class UNet(nn.Module):
         self.norm_out = GroupNorm(GROUPS, UNET_OUT_CHANNELS)
         self.conv_out = nn.Conv2d(UNET_OUT_CHANNELS, params.im_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def set_attention_impl(self, impl: AttentionImpl) -> None:
+        """Switch every attention layer to another kernel (see :mod:`core.attention`)."""
+        for m in self.modules():
+            if isinstance(m, SelfAttention):
+                m.impl = impl
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the model was trained on; 0 for an unconditional model."""
+        return len(self.class_names)
+
+    @property
+    def null_class(self) -> int:
+        """The class index that means "no class": the embedding's last row."""
+        return self.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         t = torch.as_tensor(t, device=x.device).long().reshape(-1).expand(x.shape[0])
         t_emb = self.t_proj(time_embedding(t, self.t_emb_dim).to(x.dtype))
+        if self.class_names:
+            if y is None:
+                y = torch.full_like(t, self.null_class)
+            t_emb = t_emb + self.class_emb(y.to(x.device).long().reshape(-1)).to(t_emb.dtype)
+        elif y is not None:
+            raise ValueError("this model was trained without classes; call it without y")
         out = self.conv_in(x)
         skips = []
         for down in self.downs:

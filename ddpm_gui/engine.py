@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from core.choices import DEFAULT_GUIDANCE
 from core.config import Config
 
 from .workers import Throttle, Worker
@@ -32,10 +33,10 @@ class EngineInfo:
 
 def load_engine(_worker: Worker | None = None) -> EngineInfo:
     """Import torch and the engine (seconds, once) and list what this machine offers."""
-    # Pay every heavy import now, off the UI thread: the window's engine-ready slots import these
-    # (the Explore page's schedule curves pull in torchvision), and an import on the UI thread
-    # holds it for hundreds of milliseconds.
-    from core import data, explore, exports, sampling, trainer  # noqa: F401
+    # Pay every heavy import now, off the UI thread: the engine-ready slots import core.explore
+    # (the Explore page's schedule curves), and an import on the UI thread holds it for
+    # hundreds of milliseconds.
+    from core import data, explore, sampling, trainer  # noqa: F401
     from core.device import available_devices, describe, pick_device
 
     return EngineInfo({name: describe(pick_device(name)) for name in available_devices()})
@@ -140,14 +141,17 @@ def logged_losses(run_dir: Path) -> LossLog:
                    np.array([r["loss"] for r in rows], dtype=np.float64), rows[-1] if rows else {})
 
 
-def run_history(run_dir: Path) -> list[LossLog | PreviewGrid]:
-    """What an opened run shows on the Train page: its loss curve and its newest preview grid
-    (``samples/step-NNNNNN.png``, as the trainer saved it), as the events a live run sends."""
+def run_history(run_dir: Path) -> list[LossLog | PreviewGrid | QualityHistory]:
+    """What an opened run shows on the Train page: its loss curve, its quality curve and its
+    newest preview grid (``samples/step-NNNNNN.png``, as the trainer saved it), as the events a
+    live run sends."""
     from PIL import Image
 
+    from core.evaluate import read_results
     from core.runs import RunDir
 
-    history: list[LossLog | PreviewGrid] = [logged_losses(run_dir)]
+    history: list[LossLog | PreviewGrid | QualityHistory] = [
+        logged_losses(run_dir), QualityHistory([r for r in read_results(run_dir) if r.kind == "training"])]
     previews = sorted(RunDir(run_dir).samples.glob("step-*.png"))
     if previews:
         with Image.open(previews[-1]) as im:
@@ -167,6 +171,8 @@ class SampleRequest:
     seed: int
     use_ema: bool
     device: str  # "auto" or a device name
+    classes: tuple[int, ...] = ()  # class-conditional models: one row per class; empty: no class
+    guidance: float = DEFAULT_GUIDANCE  # classifier-free guidance scale with classes (core.guidance)
 
 
 @dataclass(frozen=True)
@@ -185,17 +191,25 @@ class SampleResult:
     store: Any  # core.frames.FrameStore with every kept frame
     images: Any  # final images, float [-1, 1] CPU (N, C, H, W), for exports
     nrow: int
+    row_labels: list[str] | None = None  # the class of each row, when classes were asked for
 
 
 MAX_FRAMES = 200
 
 
-def check_weights(source: Path, config: Config) -> None:
+def check_weights(source: Path, config: Config) -> list[str]:
     """Load ``source`` as sampling will, so that a damaged file or one from another config is
-    reported when it is chosen rather than when Sample is pressed."""
+    reported when it is chosen rather than when Sample is pressed; returns its class names."""
     from core.sampling import SamplingModel
 
-    SamplingModel.load(source, config, device="cpu")
+    return SamplingModel.load(source, config, device="cpu").class_names
+
+
+def class_names(source: Path) -> list[str]:
+    """The classes a run or weights file can be asked for (empty: an unconditional model)."""
+    from core.checkpoint import recorded_class_names
+
+    return recorded_class_names(source)
 
 
 def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
@@ -205,13 +219,20 @@ def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
     from core.sampling import SamplingModel
 
     model = SamplingModel.load(request.source, request.config, use_ema=request.use_ema, device=request.device)
-    nrow = max(1, int(round(request.num_images ** 0.5)))
+    num_images, nrow = request.num_images, max(1, int(round(request.num_images ** 0.5)))
+    labels = row_labels = None
+    if request.classes:
+        from core.classes import class_rows
+
+        labels, nrow = class_rows(request.classes, num_images)
+        num_images = len(labels)
+        row_labels = [model.class_names[int(c)] for c in labels[::nrow]]
     store = FrameStore(max_frames=MAX_FRAMES, nrow=nrow)
     throttle = Throttle(0.03)
     final = None
-    frames = model.frames(num_images=request.num_images, sampler=request.sampler, steps=request.steps,
+    frames = model.frames(num_images=num_images, sampler=request.sampler, steps=request.steps,
                           seed=request.seed, frame_stride=max(1, request.steps // MAX_FRAMES),
-                          should_cancel=worker.should_abort)
+                          should_cancel=worker.should_abort, labels=labels, guidance=request.guidance)
     try:
         for final in frames:
             store.add(final)
@@ -219,4 +240,64 @@ def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
                 worker.report(SampleFrame(final.index, final.num_steps, final.t, store.xt(-1), store.x0(-1)))
     finally:
         release_freed_memory()  # the window lives on: what the steps kept goes back to the system
-    return SampleResult(store, final.xt, nrow)
+    return SampleResult(store, final.xt, nrow, row_labels)
+
+
+# -- evaluation -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalRequest:
+    source: Path  # a run folder or a weights file
+    config: Config | None
+    num_images: int
+    grid: tuple[tuple[str, int], ...]  # (sampler, steps) pairs: one for Evaluate, many for a comparison
+    seed: int
+    device: str
+
+
+@dataclass(frozen=True)
+class EvalProgress:
+    stage: str  # "real images", "sampling", "features"
+    done: int
+    total: int
+    index: int  # which (sampler, steps) of the grid
+    count: int
+
+
+@dataclass(frozen=True)
+class QualityHistory:
+    """An opened run's quality curve (``eval.jsonl`` rows from training)."""
+
+    results: list[Any]  # core.evaluate.EvalResult
+
+
+def run_evaluation(worker: Worker, request: EvalRequest) -> list[Any]:
+    """Score the model per (sampler, steps), reporting :class:`EvalProgress` and each finished
+    result (``core.evaluate.EvalResult``, plain data) as it lands in the run's ``eval.jsonl``."""
+    from core import evaluate
+    from core.allocator import release_freed_memory
+
+    throttle = Throttle(0.1)
+    index = 0
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if throttle.ready(force=done == total):
+            worker.report(EvalProgress(stage, done, total, index, len(request.grid)))
+
+    def on_result(result: Any) -> None:
+        nonlocal index
+        index += 1
+        worker.report(result)
+
+    try:
+        loaded = evaluate.load_model(request.source, request.config, device=request.device)
+        return evaluate.evaluate_source(loaded, request.grid, n=request.num_images, seed=request.seed,
+                                        progress=progress, should_cancel=worker.should_abort, on_result=on_result)
+    finally:
+        release_freed_memory()
+
+
+def eval_history(run_dir: Path) -> list[Any]:
+    """The run's evaluations, oldest first (``core.evaluate.EvalResult``)."""
+    from core.evaluate import read_results
+
+    return read_results(run_dir)

@@ -36,6 +36,7 @@ from .banner import Banner, error_text
 from .config_editor import ConfigEditor
 from .dataset_panel import DatasetPanel
 from .engine import DatasetKey, EngineInfo, ScanResult, load_engine, run_history
+from .evaluation_panel import EvaluationPanel
 from .explore_jobs import ModelSource
 from .explore_panel import ExplorePanel
 from .sampling_panel import SamplingPanel
@@ -44,8 +45,9 @@ from .training import State, TrainingRunner
 from .training_panel import TrainControls, TrainingPanel
 from .workers import Worker, start_worker, stop_workers
 
-PAGES = ("Data", "Configure", "Train", "Sample", "Explore")
+PAGES = ("Data", "Configure", "Train", "Sample", "Explore", "Evaluate")
 EXPLORE_PAGE = 4
+EVALUATE_PAGE = 5
 DEFAULT_SIZE = QSize(1280, 820)
 #: How long closing waits for workers to stop; each checks between steps, so they stop within a
 #: step, and one that does not is stuck where waiting would not help.
@@ -79,6 +81,7 @@ class MainWindow(QMainWindow):
         self.training_panel = TrainingPanel(self.controls)
         self.sampling_panel = SamplingPanel()
         self.explore_panel = ExplorePanel()
+        self.evaluation_panel = EvaluationPanel()
         self.banner = Banner()
         self._build()
         self._connect()
@@ -110,7 +113,7 @@ class MainWindow(QMainWindow):
         )
         self.pages = QStackedWidget()
         for page in (self.dataset_panel, self.config_editor, self.training_panel, self.sampling_panel,
-                     self.explore_panel):
+                     self.explore_panel, self.evaluation_panel):
             self.pages.addWidget(page)
         self.nav.currentRowChanged.connect(self.pages.setCurrentIndex)
         self.nav.setCurrentRow(0)
@@ -144,8 +147,8 @@ class MainWindow(QMainWindow):
         self.dataset_panel.imageClicked.connect(
             lambda index: (self.explore_panel.show_dataset_image(index), self._show_page(EXPLORE_PAGE)))
         self.sampling_panel.sampled.connect(lambda: self.explore_panel.set_samples(self.sampling_panel.result.images))
-        self.sampling_panel.sourceChecked.connect(lambda ok: ok and self.explore_panel.set_source(ModelSource(
-            self.sampling_panel.source, self.sampling_panel.source_config, self.sampling_panel.source.name)))
+        self.sampling_panel.sourceChecked.connect(lambda ok: ok and self._model_chosen(
+            self.sampling_panel.source, self.sampling_panel.source_config, self.sampling_panel.source.name))
 
     def _build_menus(self) -> None:
         file = self.menuBar().addMenu("&File")
@@ -177,6 +180,11 @@ class MainWindow(QMainWindow):
 
     def _show_page(self, index: int) -> None:
         self.nav.setCurrentRow(index)
+
+    def _model_chosen(self, source: Path, config: Config, name: str) -> None:
+        """The pages that read a model (Explore, Evaluate) follow the one the Sample page holds."""
+        self.explore_panel.set_source(ModelSource(source, config, name))
+        self.evaluation_panel.set_source(source, config, name)
 
     def _sample_shortcut(self) -> None:
         self._show_page(3)
@@ -213,7 +221,7 @@ class MainWindow(QMainWindow):
     def _on_config_changed(self, config: Config | None) -> None:
         if config is not None:
             self.dataset_panel.show_path(config.dataset_params.im_path)
-            self.sampling_panel.device = config.train_params.device
+            self.sampling_panel.device = self.evaluation_panel.device = config.train_params.device
             self.explore_panel.set_config(config)
             key = DatasetKey.of(config)
             if self.engine is not None and key != self.dataset_panel.key:
@@ -255,6 +263,7 @@ class MainWindow(QMainWindow):
         self.config_editor.set_locked(self.runner.is_active())
         self.dataset_panel.set_locked(self.runner.is_active())
         self.sampling_panel.set_busy_elsewhere(self.runner.state not in (State.IDLE, State.PAUSED))
+        self.evaluation_panel.set_busy_elsewhere(self.runner.state not in (State.IDLE, State.PAUSED))
 
     # -- training ---------------------------------------------------------------------------------
     def start_training(self) -> bool:
@@ -299,7 +308,7 @@ class MainWindow(QMainWindow):
             self.banner.show_message(str(e))
             return
         self.sampling_panel.set_source(run_dir, config, f"run {run_dir.name}")
-        self.explore_panel.set_source(ModelSource(run_dir, config, f"run {run_dir.name}"))
+        self._model_chosen(run_dir, config, f"run {run_dir.name}")
         self.reopen_action.setEnabled(True)
 
     # -- runs and checkpoints ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
@@ -26,16 +27,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.choices import SAMPLER_SPECS, SAMPLER_TABLE
+from core.choices import DEFAULT_GUIDANCE, SAMPLER_SPECS, SAMPLER_TABLE
 from core.config import Config
 
 from .banner import Banner, error_text
-from .engine import SampleFrame, SampleRequest, SampleResult, check_weights, run_sampling
+from .engine import SampleFrame, SampleRequest, SampleResult, check_weights, class_names, run_sampling
 from .frame_player import BASE_FPS, SPEEDS, FramePlayer
 from .images import ImageView
 from .workers import Worker, start_worker
 
 MAX_SEED = 2**31 - 1
+ALL_CLASSES_TITLE = "All classes — one row each"
 
 
 class SamplingPanel(QWidget):
@@ -75,6 +77,23 @@ class SamplingPanel(QWidget):
         self.weights_combo.addItem("EMA weights", True)
         self.weights_combo.addItem("Raw weights", False)
         self.weights_combo.setToolTip("EMA (averaged) weights usually give cleaner samples.")
+        self.class_combo = QComboBox()
+        self.class_combo.setObjectName("classCombo")
+        self.class_combo.setToolTip("The class to draw; all classes gives one row per class.")
+        self.guidance_spin = QDoubleSpinBox()
+        self.guidance_spin.setObjectName("guidanceSpin")
+        self.guidance_spin.setRange(0.0, 20.0)
+        self.guidance_spin.setSingleStep(0.5)
+        self.guidance_spin.setDecimals(1)
+        self.guidance_spin.setValue(DEFAULT_GUIDANCE)
+        self.guidance_spin.setToolTip(
+            "Classifier-free guidance: 0 ignores the class, 1 follows it as trained, more follows it more "
+            "strongly (less variety). Above 0 and other than 1 each step runs the model twice (one batch)."
+        )
+        self.class_widgets = (QLabel("Class"), self.class_combo, QLabel("Guidance"), self.guidance_spin)
+        self.rows_label = QLabel()
+        self.rows_label.setObjectName("sampleRowsLabel")
+        self.rows_label.setWordWrap(True)
         self.sample_button = QPushButton("Sample")
         self.sample_button.setObjectName("sampleButton")
         self.sample_button.clicked.connect(lambda: self.start())
@@ -92,6 +111,8 @@ class SamplingPanel(QWidget):
                               ("Images", self.count_spin), ("Seed", self.seed_spin), (None, self.weights_combo)):
             if label:
                 settings.addWidget(QLabel(label))
+            settings.addWidget(widget)
+        for widget in self.class_widgets:
             settings.addWidget(widget)
         settings.addStretch(1)
         settings.addWidget(self.sample_button)
@@ -132,15 +153,19 @@ class SamplingPanel(QWidget):
         layout.addLayout(settings)
         layout.addWidget(self.banner)
         layout.addLayout(views, 1)
+        layout.addWidget(self.rows_label)
         layout.addWidget(self.player)
         layout.addLayout(exports)
         self._on_sampler()
+        self.set_classes([])
         self._update_enabled()
 
     # -- setup from the window --------------------------------------------------------------------
     def set_source(self, source: Path | None, config: Config | None, description: str = "") -> None:
         """The model to sample (a run folder or a weights file) and the config it was trained with."""
         self.source, self.source_config = source, config
+        conditional = source is not None and config is not None and config.model_params.class_conditional
+        self.set_classes(class_names(source) if conditional else [])
         if config is not None:
             self._num_timesteps = config.diffusion_params.num_timesteps
             self.steps_spin.setMaximum(self._num_timesteps)
@@ -156,12 +181,25 @@ class SamplingPanel(QWidget):
         self.banner.clear()
         worker = start_worker(
             lambda w: check_weights(source, config), self,
-            returned=lambda _: (self.set_source(source, config, description), self.sourceChecked.emit(True)),
+            returned=lambda names: (self.set_source(source, config, description), self.set_classes(names),
+                                    self.sourceChecked.emit(True)),
             errored=lambda e: (self.banner.show_message(error_text(e, f"Could not read {source}")),
                                self.sourceChecked.emit(False)),
         )
         worker.finished.connect(worker.deleteLater)
         return worker
+
+    def set_classes(self, names: list[str]) -> None:
+        """Offer a conditional model's classes (all of them first); hide the class controls for
+        an unconditional one."""
+        self.class_combo.clear()
+        if names:
+            self.class_combo.addItem(ALL_CLASSES_TITLE, tuple(range(len(names))))
+            for i, name in enumerate(names):
+                self.class_combo.addItem(name, (i,))
+        for widget in self.class_widgets:
+            widget.setVisible(bool(names))
+        self.rows_label.hide()
 
     def set_busy_elsewhere(self, busy: bool) -> None:
         """Training uses the same cores: sampling waits until it ends or pauses."""
@@ -194,6 +232,7 @@ class SamplingPanel(QWidget):
             source=self.source, config=self.source_config, sampler=self.sampler_combo.currentData(),
             steps=self.steps_spin.value(), num_images=self.count_spin.value(), seed=self.seed_spin.value(),
             use_ema=bool(self.weights_combo.currentData()), device=self.device,
+            classes=self.class_combo.currentData() or (), guidance=self.guidance_spin.value(),
         )
 
     def start(self) -> Worker | None:
@@ -203,6 +242,9 @@ class SamplingPanel(QWidget):
         request = self.request()
         self.banner.clear()
         self.result = None
+        names = [self.class_combo.itemText(i + 1) for i in request.classes]
+        self.rows_label.setText(_classes_caption(names, request.guidance))
+        self.rows_label.setVisible(bool(names))
         self.player.set_frames([])
         self.progress.setRange(0, request.steps)
         self.progress.setValue(0)
@@ -256,8 +298,8 @@ class SamplingPanel(QWidget):
         path = path or self._ask_path("Export grid", self.export_path(".png"), "PNG image (*.png)")
         if not path or self.result is None:
             return None
-        images, nrow = self.result.images, self.result.nrow
-        return self._export(lambda w: save_grid(images, path, nrow), path)
+        images, nrow, labels = self.result.images, self.result.nrow, self.result.row_labels
+        return self._export(lambda w: save_grid(images, path, nrow, row_labels=labels), path)
 
     def export_animation(self, path: str | Path | None = None) -> Worker | None:
         """The denoising (x_t beside x0) as a GIF or MP4, at the player's speed."""
@@ -315,6 +357,14 @@ class SamplingPanel(QWidget):
             self._exporter = None
         worker.deleteLater()
         self._update_enabled()
+
+
+def _classes_caption(names: list[str], guidance: float) -> str:
+    """What the grids show when classes were asked for: the class of each row."""
+    if not names:
+        return ""
+    shown = f"Rows, top to bottom: {', '.join(names)}" if len(names) > 1 else f"Class: {names[0]}"
+    return f"{shown} (guidance {guidance:g})"
 
 
 def _spin(name: str, low: int, high: int, value: int, tip: str) -> QSpinBox:

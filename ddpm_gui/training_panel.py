@@ -26,12 +26,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.events import CheckpointSaved, Finished, Started, StepDone
+from core.events import CheckpointSaved, Finished, QualityMeasured, Started, StepDone
 
 from .banner import Banner
-from .engine import LossLog, PreviewGrid
+from .engine import LossLog, PreviewGrid, QualityHistory
 from .images import ImageView
 from .loss_plot import LossPlot
+from .quality_plot import QualityPlot
 
 REFRESH_MS = 100
 NO_PREVIEWS = "No previews in this run:\nset train_params.sample_every_steps to see some."
@@ -156,7 +157,8 @@ class TrainingPanel(QWidget):
         self.controls = controls
         self.banner = Banner()
         self.stats = {key: _Stat(title, f"{key}Label") for key, title in (
-            ("step", "Step"), ("epoch", "Epoch"), ("loss", "Loss"), ("speed", "Images / s"), ("eta", "Time left"),
+            ("step", "Step"), ("epoch", "Epoch"), ("loss", "Loss"), ("speed", "Images / s"),
+            ("time", "Training time"), ("eta", "Time left"),
             ("device", "Device"))}
         stats_row = QHBoxLayout()
         for stat in self.stats.values():
@@ -176,7 +178,10 @@ class TrainingPanel(QWidget):
         head.addStretch(1)
         head.addWidget(self.log_y)
         pl.addLayout(head)
-        pl.addWidget(self.loss_plot, 1)
+        pl.addWidget(self.loss_plot, 2)
+        self.quality_plot = QualityPlot()  # appears with the first point (train_params.eval_every_steps)
+        self.quality_plot.hide()
+        pl.addWidget(self.quality_plot, 1)
 
         self.preview = ImageView(NO_PREVIEWS)
         self.preview.setObjectName("previewView")
@@ -227,6 +232,7 @@ class TrainingPanel(QWidget):
         self.banner.clear()
         if not resume:
             self.loss_plot.clear_history()
+            self.quality_plot.set_results([])
             self.preview.set_image(None)
             self.preview_caption.setText("<b>Preview</b>")
             self.checkpoint_label.clear()
@@ -242,6 +248,7 @@ class TrainingPanel(QWidget):
         handler = {
             LossLog: self._show_log, Started: self._show_started, StepDone: self._show_step,
             PreviewGrid: self._show_preview, CheckpointSaved: self._show_checkpoint, Finished: self._show_finished,
+            QualityMeasured: self._show_quality, QualityHistory: self._show_quality_history,
         }.get(type(event))
         if handler is not None:
             handler(event)
@@ -263,6 +270,8 @@ class TrainingPanel(QWidget):
             self.stats["speed"].value.setText(f"{last['images_per_s']:,.0f}")
         if "eta_s" in last:  # at the speed it last ran: the time a continued run still needs
             self.stats["eta"].value.setText(format_duration(last["eta_s"]))
+        if "train_s" in last:
+            self.stats["time"].value.setText(_time_used(last["train_s"], last.get("time_left_s")))
         if total:
             self.controls.progress.setMaximum(total)
             self.controls.progress.setValue(last["step"])
@@ -286,6 +295,12 @@ class TrainingPanel(QWidget):
         self.preview.set_array(e.grid)
         self.preview_caption.setText(f"<b>Preview</b> at step {e.step:,} (EMA weights)")
 
+    def _show_quality(self, e: QualityMeasured) -> None:
+        self.quality_plot.add(e.result)
+
+    def _show_quality_history(self, e: QualityHistory) -> None:
+        self.quality_plot.set_results(e.results)
+
     def _show_checkpoint(self, e: CheckpointSaved) -> None:
         self.checkpoint_label.setText(f"Checkpoint saved at step {e.step:,}: {Path(e.path).name}")
 
@@ -303,10 +318,21 @@ class TrainingPanel(QWidget):
         self.stats["loss"].value.setText(f"{e.loss:.4f}")
         self.stats["speed"].value.setText(f"{e.images_per_s:,.0f}")
         self.stats["eta"].value.setText(format_duration(e.eta_s))
+        self.stats["time"].value.setText(_time_used(e.time_used_s, e.time_left_s))
         bar = self.controls.progress
-        bar.setMaximum(max(1, e.total_steps))
-        bar.setValue(e.step)
+        if e.time_left_s is None:
+            bar.setMaximum(max(1, e.total_steps))
+            bar.setValue(e.step)
+        else:  # a time budget ends the run: show the share of it used
+            bar.setMaximum(max(1, round(e.time_used_s + e.time_left_s)))
+            bar.setValue(round(e.time_used_s))
 
     def _open_run_folder(self) -> None:
         if self.run_dir is not None:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.run_dir)))
+
+
+def _time_used(used_s: float, left_s: float | None) -> str:
+    """Training time so far, and of how much when a time budget (max_minutes) is set."""
+    used = format_duration(used_s)
+    return used if left_s is None else f"{used} of {format_duration(used_s + left_s)}"

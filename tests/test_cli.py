@@ -94,6 +94,15 @@ def test_console_script_entry_point_reports_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "nope.safetensors" in proc.stderr
 
 
+def test_max_minutes_stops_training_and_a_bad_value_is_one_line(tmp_path, config_file, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(config_file), "--run-dir", str(run), "--max-minutes", "1e-9"]) == 0
+    assert "completed at step 1" in capsys.readouterr().err
+    assert main(["train", str(config_file), "--run-dir", str(tmp_path / "b"), "--max-minutes", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train_params.max_minutes" in err[0]
+
+
 # -- the first hour: what a new user typed ---------------------------------------------------------
 @pytest.mark.parametrize("flag", ["--max-steps", "--device", "--data"])
 def test_train_overrides_keep_config_warnings(flag, tmp_path, capsys):

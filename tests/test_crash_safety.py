@@ -11,6 +11,7 @@ import torch
 
 from core import trainer as tr
 from core.config import Config
+from core.checkpoint import read_training_state
 from core.errors import DiskFullError
 from core.runs import RunDir
 
@@ -68,7 +69,7 @@ def test_full_disk_during_checkpoint_keeps_previous_and_says_so(tmp_path, monkey
     assert isinstance(failed, tr.Failed) and "Free some space" in failed.message
     run = RunDir(tmp_path / "run")
     assert [s for s, _ in run.list_checkpoints()] == [5]
-    assert tr.read_training_state(run.latest_checkpoint()).step == 5
+    assert read_training_state(run.latest_checkpoint()).step == 5
     assert not list(run.checkpoints.glob(".*.tmp"))  # no half-written leftovers
 
 

@@ -323,7 +323,7 @@ w = create_main_window()
 demos = [b.objectName() for b in w.dataset_panel.demo_buttons.buttons()]
 assert demos == ["demo-mnist", "demo-fashion-mnist"], demos
 combo = w.sampling_panel.sampler_combo
-assert [combo.itemData(i) for i in range(combo.count())] == ["ddpm", "ddim", "dpm++"]
+assert [combo.itemData(i) for i in range(combo.count())] == ["ddpm", "ddim", "dpm++", "dpm++3m", "unipc"]
 assert "torch" not in sys.modules, "torch imported"
 """
 

@@ -143,6 +143,15 @@ def test_wheel_ships_the_resources_and_finds_them_installed(tmp_path):
     assert (found / "presets" / "fast-cpu.yaml").is_file()
 
 
+def test_the_fid_network_file_is_installed_and_bundled_where_core_looks():
+    from core import inception
+
+    assert f'"{inception.NETWORK_FILE}"' in SPEC.read_text(encoding="utf-8")
+    pin = inception.INSTALL_HINT.split()[-1]
+    assert any(pin in line and "--no-deps" in line
+               for line in (ROOT / "dev" / "bootstrap").read_text(encoding="utf-8").splitlines())
+
+
 def test_a_workflow_runs_the_whole_suite_on_every_change():
     """Contributors' changes to core or the window are tested too, not only packaging paths."""
     import yaml
