@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from .atomic import atomic_write_bytes, atomic_writer
 from .errors import UserError
@@ -42,6 +41,8 @@ def to_uint8_grid(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
         raise ValueError(f"expected images shaped (N, C, H, W), got {tuple(images.shape)}")
     n, channels = images.shape[:2]
     nrow = nrow or math.ceil(math.sqrt(n))
+    from torchvision.utils import make_grid  # torchvision drags in torch._dynamo: seconds, paid on first grid
+
     # applied before gridding (padding 0 maps to 0 either way) so make_grid moves bytes instead of floats
     pixels = to_uint8(images)
     grid = make_grid(pixels, nrow=nrow, padding=2, pad_value=0).permute(1, 2, 0)

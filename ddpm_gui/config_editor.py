@@ -33,7 +33,7 @@ from core.errors import ConfigError, ConfigProblem, UserError
 
 from .banner import Banner, error_text
 from .fields import FieldEditor, editor_for
-from .workers import Worker
+from .workers import Worker, start_worker
 
 SECTION_TITLES = {
     "dataset_params": "Dataset",
@@ -245,11 +245,10 @@ class ConfigEditor(QWidget):
             return
         from core.unet import parameter_count  # torch: loaded by now (devices are known)
 
-        self._counter = Worker(lambda w: parameter_count(params), self)
-        self._counter.returned.connect(lambda n: self._show_count(params, n))
-        self._counter.errored.connect(self._count_failed)
-        self._counter.finished.connect(self._count_finished)
-        self._counter.start()
+        self._counter = start_worker(
+            lambda w: parameter_count(params), self, returned=lambda n: self._show_count(params, n),
+            errored=self._count_failed, finished=self._count_finished,
+        )
 
     def _show_count(self, params: Any, n: int) -> None:
         self._count_done = params

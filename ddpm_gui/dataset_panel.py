@@ -39,7 +39,7 @@ from core.choices import BUILTIN_DATASETS, BUILTIN_PREFIX
 from .banner import Banner, error_text
 from .engine import DatasetKey, ScanProgress, ScanResult, scan_dataset
 from .images import thumbnail
-from .workers import Worker
+from .workers import Worker, start_worker
 
 THUMB_PX = 64
 MAX_NAME_COLUMN_PX = 200  # the reason, not the path, is what the user needs to read
@@ -229,13 +229,11 @@ class DatasetPanel(QWidget):
         self.banner.clear()
         self.progress.setRange(0, 0)
         self.progress_row.show()
-        worker = Worker(lambda w: scan_dataset(w, key), self)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_scanned)
-        worker.errored.connect(self._on_failed)
-        worker.finished.connect(worker.deleteLater)
-        self._worker = worker
-        worker.start()
+        self._worker = start_worker(
+            lambda w: scan_dataset(w, key), self, yielded=self._on_progress,
+            returned=self._on_scanned, errored=self._on_failed,
+        )
+        self._worker.finished.connect(self._worker.deleteLater)
 
     def cancel(self) -> None:
         if self._worker is not None:

@@ -33,7 +33,10 @@ class EngineInfo:
 
 def load_engine(_worker: Worker | None = None) -> EngineInfo:
     """Import torch and the engine (seconds, once) and list what this machine offers."""
-    from core import data, sampling, trainer  # noqa: F401 - pay every heavy import now, off the UI thread
+    # Pay every heavy import now, off the UI thread: the engine-ready slots import core.explore
+    # (the Explore page's schedule curves), and an import on the UI thread holds it for
+    # hundreds of milliseconds.
+    from core import data, explore, sampling, trainer  # noqa: F401
     from core.device import available_devices, describe, pick_device
 
     return EngineInfo({name: describe(pick_device(name)) for name in available_devices()})

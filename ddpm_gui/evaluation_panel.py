@@ -33,7 +33,7 @@ from core.config import Config
 
 from .banner import Banner, error_text
 from .engine import EvalProgress, EvalRequest, eval_history, run_evaluation
-from .workers import Worker
+from .workers import Worker, start_worker
 
 SAMPLE_COUNTS = (100, 250, 500, 1000, 2000)
 DEFAULT_COUNT = 500
@@ -137,11 +137,11 @@ class EvaluationPanel(QWidget):
         self._update_enabled()
         if source is None or not source.is_dir():
             return None
-        loader = Worker(lambda w: eval_history(source), self)
-        loader.returned.connect(lambda rows: self._show_history(source, rows))
-        loader.errored.connect(lambda e: self.banner.show_message(error_text(e, f"Could not read {source}")))
+        loader = start_worker(
+            lambda w: eval_history(source), self, returned=lambda rows: self._show_history(source, rows),
+            errored=lambda e: self.banner.show_message(error_text(e, f"Could not read {source}")),
+        )
         loader.finished.connect(loader.deleteLater)
-        loader.start()
         return loader
 
     def set_busy_elsewhere(self, busy: bool) -> None:
@@ -191,15 +191,14 @@ class EvaluationPanel(QWidget):
         self.progress.setRange(0, 0)
         self.progress.setFormat("Starting…")
         self.progress.show()
-        worker = Worker(lambda w: run_evaluation(w, request), self)
-        worker.yielded.connect(lambda item: self._on_yielded(item, comparison))
-        worker.errored.connect(lambda e: self.banner.show_message(error_text(e, "Evaluation failed")))
-        worker.aborted.connect(lambda: self.progress.setFormat("Cancelled: finished results are kept"))
-        worker.returned.connect(lambda _: self.progress.setFormat("Done"))
-        worker.finished.connect(lambda: self._on_finished(worker))
-        self._worker = worker
+        worker = self._worker = start_worker(  # slots are queued: none runs before this returns
+            lambda w: run_evaluation(w, request), self,
+            yielded=lambda item: self._on_yielded(item, comparison),
+            errored=lambda e: self.banner.show_message(error_text(e, "Evaluation failed")),
+            aborted=lambda: self.progress.setFormat("Cancelled: finished results are kept"),
+            returned=lambda _: self.progress.setFormat("Done"), finished=lambda: self._on_finished(worker),
+        )
         self._update_enabled()
-        worker.start()
         return worker
 
     def cancel(self) -> None:

@@ -51,7 +51,7 @@ from .explore_jobs import (
 )
 from .explore_plots import LossByTimestepPlot, SchedulePlot
 from .images import ImageView
-from .workers import Mailbox, Worker
+from .workers import Mailbox, Worker, start_worker
 
 FRAME_MS = 16  # slider moves are drawn at most once a frame
 DATASET, SAMPLES = 0, 1
@@ -308,13 +308,12 @@ class ExplorePanel(QWidget):
             view.set_array(None)
         self.prediction_label.setText(f"Loading <b>{source.label}</b>…")
         requests = self._requests = Mailbox()
-        worker = Worker(lambda w: serve_predictions(w, source, self.device, requests), self)
-        worker.yielded.connect(lambda value: self._on_prediction(worker, value))
-        worker.errored.connect(lambda e: self.prediction_label.setText(
-            error_text(e, f"Could not load {source.label}")))
+        worker = self._predictor = start_worker(
+            lambda w: serve_predictions(w, source, self.device, requests), self,
+            yielded=lambda value: self._on_prediction(worker, value),
+            errored=lambda e: self.prediction_label.setText(error_text(e, f"Could not load {source.label}")),
+        )
         worker.finished.connect(worker.deleteLater)
-        self._predictor = worker
-        worker.start()
         self._request_prediction()
         self._update_loss_controls()
 
@@ -409,17 +408,16 @@ class ExplorePanel(QWidget):
             return None
         self.banner.clear()
         dataset, images, device = self.dataset, self.loss_images_spin.value(), self.device
-        worker = Worker(lambda w: compute_loss_curve(w, source, dataset, images, device), self)
-        worker.yielded.connect(self._on_loss_progress)
-        worker.returned.connect(self._on_loss_curve)
-        worker.errored.connect(lambda e: self.banner.show_message(
-            error_text(e, f"Could not compute the loss of {source.label}")))
-        worker.finished.connect(lambda: self._on_loss_finished(worker))
-        self._loss_worker = worker
         self.loss_progress.setValue(0)
         self.loss_progress.show()
+        worker = self._loss_worker = start_worker(
+            lambda w: compute_loss_curve(w, source, dataset, images, device), self,
+            yielded=self._on_loss_progress, returned=self._on_loss_curve,
+            errored=lambda e: self.banner.show_message(
+                error_text(e, f"Could not compute the loss of {source.label}")),
+            finished=lambda: self._on_loss_finished(worker),
+        )
         self._update_loss_controls()
-        worker.start()
         return worker
 
     def choose_loss_source(self, path: str | Path | None = None) -> Worker | None:
@@ -465,10 +463,9 @@ class ExplorePanel(QWidget):
     # -- the network table ----------------------------------------------------------------------------
     def _count_unet(self, config: Config) -> None:
         params = config.model_params
-        worker = Worker(lambda w: unet_levels(params), self)
-        worker.returned.connect(lambda rows: self._show_unet(params, rows))
+        worker = start_worker(lambda w: unet_levels(params), self,
+                              returned=lambda rows: self._show_unet(params, rows))
         worker.finished.connect(worker.deleteLater)
-        worker.start()
 
     def _show_unet(self, params: Any, rows: list[Any]) -> None:
         if self.config is None or params != self.config.model_params:

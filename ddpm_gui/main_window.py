@@ -43,7 +43,7 @@ from .sampling_panel import SamplingPanel
 from .settings import APP_NAME, Settings, load_geometry, new_run_dir, runs_dir, save_geometry
 from .training import State, TrainingRunner
 from .training_panel import TrainControls, TrainingPanel
-from .workers import Worker, stop_workers
+from .workers import Worker, start_worker, stop_workers
 
 PAGES = ("Data", "Configure", "Train", "Sample", "Explore", "Evaluate")
 EXPLORE_PAGE = 4
@@ -199,12 +199,10 @@ class MainWindow(QMainWindow):
             self._load_engine()
 
     def _load_engine(self) -> None:
-        worker = Worker(load_engine, self)
-        worker.returned.connect(self._on_engine_ready)
-        worker.errored.connect(lambda e: self.banner.show_message(
-            error_text(e, "The engine (PyTorch) could not be loaded; reinstalling DDPM Studio may help")))
+        worker = start_worker(load_engine, self, returned=self._on_engine_ready, errored=lambda e: (
+            self.banner.show_message(
+                error_text(e, "The engine (PyTorch) could not be loaded; reinstalling DDPM Studio may help"))))
         worker.finished.connect(worker.deleteLater)
-        worker.start()
 
     def _on_engine_ready(self, info: EngineInfo) -> None:
         self.engine = info
@@ -334,12 +332,9 @@ class MainWindow(QMainWindow):
         self._set_resume_run(run_dir if _has_checkpoint(run_dir) else None)
         self._offer_for_sampling(run_dir)
         self.settings.last_run = str(run_dir)
-        loader = Worker(lambda w: run_history(run_dir), self)
-        loader.returned.connect(self._show_history)
-        loader.errored.connect(
-            lambda e: self.banner.show_message(error_text(e, f"Could not read the log of {run_dir}")))
+        loader = start_worker(lambda w: run_history(run_dir), self, returned=self._show_history, errored=(
+            lambda e: self.banner.show_message(error_text(e, f"Could not read the log of {run_dir}"))))
         loader.finished.connect(loader.deleteLater)
-        loader.start()
         self._show_page(2)
         return True
 

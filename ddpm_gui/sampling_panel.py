@@ -34,7 +34,7 @@ from .banner import Banner, error_text
 from .engine import SampleFrame, SampleRequest, SampleResult, check_weights, class_names, run_sampling
 from .frame_player import BASE_FPS, SPEEDS, FramePlayer
 from .images import ImageView
-from .workers import Worker
+from .workers import Worker, start_worker
 
 MAX_SEED = 2**31 - 1
 ALL_CLASSES_TITLE = "All classes — one row each"
@@ -179,13 +179,14 @@ class SamplingPanel(QWidget):
         """Load ``source`` in the background; sample from it if it loads, else say why not and
         keep the model there was. Emits :attr:`sourceChecked` either way."""
         self.banner.clear()
-        worker = Worker(lambda w: check_weights(source, config), self)
-        worker.returned.connect(lambda names: (self.set_source(source, config, description),
-                                               self.set_classes(names), self.sourceChecked.emit(True)))
-        worker.errored.connect(lambda e: (self.banner.show_message(error_text(e, f"Could not read {source}")),
-                                          self.sourceChecked.emit(False)))
+        worker = start_worker(
+            lambda w: check_weights(source, config), self,
+            returned=lambda names: (self.set_source(source, config, description), self.set_classes(names),
+                                    self.sourceChecked.emit(True)),
+            errored=lambda e: (self.banner.show_message(error_text(e, f"Could not read {source}")),
+                               self.sourceChecked.emit(False)),
+        )
         worker.finished.connect(worker.deleteLater)
-        worker.start()
         return worker
 
     def set_classes(self, names: list[str]) -> None:
@@ -248,16 +249,13 @@ class SamplingPanel(QWidget):
         self.progress.setRange(0, request.steps)
         self.progress.setValue(0)
         self.progress.show()
-        worker = Worker(lambda w: run_sampling(w, request), self)
-        worker.yielded.connect(self._on_frame)
-        worker.returned.connect(self._on_done)
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(lambda: self.progress.setFormat("Cancelled at step %v / %m"))
-        worker.finished.connect(lambda: self._on_finished(worker))
-        self._worker = worker
         self.progress.setFormat("step %v / %m")
+        worker = self._worker = start_worker(  # slots are queued: none runs before this returns
+            lambda w: run_sampling(w, request), self, yielded=self._on_frame, returned=self._on_done,
+            errored=self._on_error, aborted=lambda: self.progress.setFormat("Cancelled at step %v / %m"),
+            finished=lambda: self._on_finished(worker),
+        )
         self._update_enabled()
-        worker.start()
         return worker
 
     def cancel(self) -> None:
@@ -342,13 +340,12 @@ class SamplingPanel(QWidget):
 
     def _export(self, write: Callable[[Worker], Any], path: str | Path) -> Worker:
         """Write on a worker (an MP4 of a large grid takes seconds); report in the banner."""
-        worker = Worker(write, self)
-        worker.returned.connect(lambda _: self._on_exported(str(path)))
-        worker.errored.connect(lambda e: self.banner.show_message(error_text(e, f"Could not write {path}")))
-        worker.finished.connect(lambda: self._on_export_finished(worker))
-        self._exporter = worker
+        worker = self._exporter = start_worker(
+            write, self, returned=lambda _: self._on_exported(str(path)),
+            errored=lambda e: self.banner.show_message(error_text(e, f"Could not write {path}")),
+            finished=lambda: self._on_export_finished(worker),
+        )
         self._update_enabled()
-        worker.start()
         return worker
 
     def _on_exported(self, path: str) -> None:

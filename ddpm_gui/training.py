@@ -1,14 +1,12 @@
 """The training controller: one run at a time on a worker thread, driven by the window.
 
 ``core.trainer.Trainer`` calls ``on_event`` on its own thread; each event is forwarded as the
-``event`` signal (queued, so handlers run on the UI thread). Pause / resume / stop go straight
-to the trainer, which is thread-safe and acts within one step. Requests made while the trainer
-is still being built (model construction takes a moment) are remembered and applied once it
-exists, so Stop always works.
+``event`` signal (queued, so handlers run on the UI thread). Pause / resume / stop go to the
+worker, which hands them to the trainer (thread-safe, acting within one step) once it exists;
+requests made while the model is still being built are applied then, so Stop always works.
 """
 from __future__ import annotations
 
-import threading
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from core.events import Failed, Paused, Resumed, Started
 
 from .banner import error_text
 from .engine import for_display, logged_losses
-from .workers import Worker
+from .workers import Worker, start_worker
 
 
 class State(str, Enum):
@@ -45,10 +43,6 @@ class TrainingRunner(QObject):
         self.state = State.IDLE
         self.run_dir: Path | None = None
         self._worker: Worker | None = None
-        self._lock = threading.Lock()
-        self._trainer: Any = None
-        self._want_pause = False
-        self._want_stop = False
         self._failure = ""
         self._result: Any = None
 
@@ -59,21 +53,16 @@ class TrainingRunner(QObject):
         if self.is_active():
             raise RuntimeError("a run is already active")
         self.run_dir, self._failure = Path(run_dir), ""
-        self._want_pause = self._want_stop = False
-        self._trainer = None
-        worker = Worker(lambda w: self._train(w, config, dataset, resume), self)
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
         self._set_state(State.STARTING)
-        worker.start()
+        self._worker = start_worker(
+            lambda w: self._train(w, config, dataset, resume), self,
+            yielded=self._on_event, returned=self._on_returned,
+            errored=self._on_error, finished=self._on_finished,
+        )
 
     def _train(self, worker: Worker, config: Config, dataset: Any, resume: bool) -> Any:
-        """On the worker thread: build the trainer, apply early requests, run to the end."""
+        """On the worker thread: build the trainer, hand it the worker's requests, run to the end."""
         from core.trainer import Trainer
-
 
         def on_event(event: Any) -> None:
             if resume and isinstance(event, Started):
@@ -84,36 +73,24 @@ class TrainingRunner(QObject):
         from core.allocator import release_freed_memory
 
         trainer = Trainer(config, self.run_dir, dataset=dataset, resume=resume, on_event=on_event)
-        with self._lock:
-            self._trainer = trainer
-            if self._want_stop:
-                trainer.request_stop()
-            elif self._want_pause:
-                trainer.request_pause()
+        worker.delegate(trainer)
         try:
             return trainer.run()
         finally:
             release_freed_memory()  # the window lives on: what the steps kept goes back to the system
 
-    def _call(self, method: str, **want: bool) -> None:
-        with self._lock:
-            for name, value in want.items():
-                setattr(self, f"_want_{name}", value)
-            if self._trainer is not None:
-                getattr(self._trainer, method)()
-
     def pause(self) -> None:
         if self.state in (State.STARTING, State.RUNNING):
-            self._call("request_pause", pause=True)
+            self._worker.pause()
 
     def resume(self) -> None:
-        if self.state is State.PAUSED or self._want_pause:
-            self._call("request_resume", pause=False)
+        if self.state is State.PAUSED or (self._worker is not None and self._worker.is_paused()):
+            self._worker.resume()
 
     def stop(self) -> None:
         """Ask the run to end; it saves a checkpoint, then ``ended`` fires."""
         if self.is_active() and self.state is not State.STOPPING:
-            self._call("request_stop", stop=True)
+            self._worker.abort()
             self._set_state(State.STOPPING)
 
     def _on_event(self, event: Any) -> None:
@@ -140,8 +117,6 @@ class TrainingRunner(QObject):
         """After the thread ends: go idle first, so ``ended`` handlers may start the next run."""
         self._worker.deleteLater()
         self._worker = None
-        with self._lock:
-            self._trainer = None
         result, self._result = self._result, None
         self._set_state(State.IDLE)
         self.ended.emit(result)

@@ -1,10 +1,10 @@
 """Threads that run engine work off the UI thread and report through a small signal set.
 
-Modelled on napari's ``thread_worker``: a worker runs one function and reports
-``started`` / ``yielded`` (intermediate results) / ``returned`` / ``errored`` / ``aborted`` /
-``finished``. Exactly one of returned, errored or aborted is emitted, then finished. Signals
-cross threads as queued connections, so slots always run on the UI thread and views never
-touch the engine's objects while it works on them.
+Modelled on napari's ``thread_worker``: a worker runs one generator (or function) and reports
+``started`` / ``yielded`` (intermediate results) / ``paused`` / ``resumed`` / ``returned`` /
+``errored`` / ``aborted`` / ``finished``. Exactly one of returned, errored or aborted is
+emitted, then finished. Signals cross threads as queued connections, so slots always run on
+the UI thread and views never touch the engine's objects while it works on them.
 
 Workers run at a lower OS priority (and so do the math-library threads they start): on a
 2-core laptop, training at normal priority competes with the UI thread for the same cores and
@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, Protocol
 
 from PySide6.QtCore import QThread, Signal
 
@@ -25,26 +25,66 @@ NICENESS = 10  # Unix nice value for worker threads: well below the UI, still ab
 
 
 class Worker(QThread):
-    """Runs ``fn(worker)``; ``fn`` reports through :meth:`report` and polls :meth:`should_abort`
-    between steps, so an abort takes effect at the next step rather than killing the thread.
+    """Runs ``fn(worker)`` on its own thread; if ``fn`` returns a generator, the worker drives it.
+
+    Each value the generator yields is emitted as ``yielded``; between yields the worker honours
+    :meth:`pause` (emitting ``paused``, then ``resumed``) and :meth:`abort` (closing the generator,
+    then ``aborted``), so requests take effect at the next step rather than killing the thread. A
+    plain function is a generator that yields nothing: it may still report through :meth:`report`
+    and poll :meth:`should_abort`. Work that has its own thread-safe pause and stop (the trainer)
+    hands them to the worker with :meth:`delegate`, so the window still speaks only to the worker.
     """
 
     yielded = Signal(object)
     returned = Signal(object)
     errored = Signal(object)  # the exception, with its traceback attached
     aborted = Signal()
+    paused = Signal()
+    resumed = Signal()
 
     def __init__(self, fn: Callable[[Worker], Any], parent: Any = None) -> None:
         super().__init__(parent)
         self._fn = fn
-        self._abort = threading.Event()
+        self._control = threading.Condition()
+        self._abort = False
+        self._pause = False
+        self._target: Pausable | None = None
+        self._delegated = False  # the work handed pause and stop to a target of its own
+        self.finished.connect(self._let_go_of_target)  # first of the finished slots
 
     def abort(self) -> None:
         """Ask the work to stop at its next check; thread-safe and idempotent."""
-        self._abort.set()
+        with self._control:
+            self._abort = True
+            self._control.notify_all()
+            if self._target is not None:
+                self._target.request_stop()
+
+    def pause(self) -> None:
+        """Ask the work to wait at its next check until :meth:`resume` or :meth:`abort`."""
+        self._set_pause(True)
+
+    def resume(self) -> None:
+        self._set_pause(False)
+
+    def is_paused(self) -> bool:
+        return self._pause
 
     def should_abort(self) -> bool:
-        return self._abort.is_set()
+        return self._abort
+
+    def delegate(self, target: Pausable) -> None:
+        """From the work: route pause, resume and abort to ``target`` from now on.
+
+        Requests made before the target existed are applied to it here, under the same lock as
+        later ones, so a Stop pressed while the work was still setting up is never lost.
+        """
+        with self._control:
+            self._target, self._delegated = target, True
+            if self._abort:
+                target.request_stop()
+            elif self._pause:
+                target.request_pause()
 
     def report(self, value: Any) -> None:
         """Send an intermediate result to the UI thread (from the worker thread)."""
@@ -56,17 +96,84 @@ class Worker(QThread):
     def run(self) -> None:  # noqa: D102 - QThread's entry point
         _lower_thread_priority()
         try:
-            result = self._fn(self)
+            result = self._run_work()
+        except _Aborted:
+            self.aborted.emit()
+            return
         except BaseException as e:  # noqa: BLE001 - every failure must reach the UI
-            if self.should_abort():
+            if self._abort and not self._delegated:
                 self.aborted.emit()
             else:
                 self.errored.emit(e)
             return
-        if self.should_abort():
+        if self._abort and not self._delegated:  # a delegate ends its own way, with a result
             self.aborted.emit()
         else:
             self.returned.emit(result)
+
+    def _run_work(self) -> Any:
+        result = self._fn(self)
+        return self._drive(result) if isinstance(result, Generator) else result
+
+    def _let_go_of_target(self) -> None:
+        """On the UI thread, once the thread has ended: drop the delegate here.
+
+        Its callbacks usually refer back to this worker and the window: left to the garbage
+        collector, or dropped on the worker thread, the last references to Qt objects could go
+        on a worker thread, and a QObject destroyed there deadlocks PySide against the UI thread.
+        """
+        with self._control:
+            self._target = None
+
+    def _drive(self, work: Generator[Any, None, Any]) -> Any:
+        while True:
+            self._checkpoint(work)
+            try:
+                value = next(work)
+            except StopIteration as done:
+                return done.value
+            self.yielded.emit(value)
+
+    def _checkpoint(self, work: Generator[Any, None, Any]) -> None:
+        """Between yields: wait out a pause, and end the work if an abort came."""
+        with self._control:
+            if self._pause and not self._abort:
+                self.paused.emit()
+                self._control.wait_for(lambda: not self._pause or self._abort)
+                if not self._abort:
+                    self.resumed.emit()
+            if self._abort:
+                work.close()  # runs the generator's finally blocks on this thread
+                raise _Aborted
+
+    def _set_pause(self, pause: bool) -> None:
+        with self._control:
+            self._pause = pause
+            self._control.notify_all()
+            if self._target is not None:
+                (self._target.request_pause if pause else self._target.request_resume)()
+
+
+class Pausable(Protocol):
+    """Work with its own thread-safe pause and stop, such as ``core.trainer.Trainer``."""
+
+    def request_pause(self) -> None: ...
+    def request_resume(self) -> None: ...
+    def request_stop(self) -> None: ...
+
+
+class _Aborted(Exception):
+    """Raised on the worker thread when an abort ends a generator between yields."""
+
+
+def start_worker(fn: Callable[[Worker], Any], parent: Any, **slots: Callable[..., Any]) -> Worker:
+    """Create a worker for ``fn``, connect ``slots`` by signal name (``yielded=...``,
+    ``returned=...``, ``finished=...``), and start it: the one way the window starts work."""
+    worker = Worker(fn, parent)
+    for name, slot in slots.items():
+        getattr(worker, name).connect(slot)
+    worker.start()
+    return worker
 
 
 def _lower_thread_priority() -> None:
