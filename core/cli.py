@@ -88,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_event(event: tr.Event) -> None:
         nonlocal bar
         if isinstance(event, tr.Started):
-            print(f"run: {event.run_dir}  device: {event.device} ({event.precision})  "
+            print(f"run: {event.run_dir}  device: {event.setup or event.device}  "
                   f"parameters: {event.num_params:,}", file=sys.stderr)
             bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True)
         elif isinstance(event, tr.StepDone) and bar is not None:
@@ -121,7 +121,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .checkpoint import load_for_sampling
-    from .device import pick_device, pick_precision
+    from .autotune import tune
+    from .device import pick_device
     from .exports import save_animation, save_grid, save_images
     from .frames import FrameStore
     from .samplers import default_steps, sample
@@ -138,7 +139,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     store = FrameStore(nrow=nrow) if args.animation else None
     frames = sample(model, schedule, num_images=num, image_shape=(m.im_channels, m.im_size, m.im_size),
                     sampler=args.sampler, steps=steps, eta=args.eta, seed=args.seed, device=device,
-                    precision=pick_precision(tp.precision, device),
+                    precision=tune(model, cfg, device, training=False, batch=num).precision,
                     frame_stride=max(1, steps // 200) if store is not None else steps)
     final = None
     with tqdm(total=steps, unit="step", dynamic_ncols=True) as bar:

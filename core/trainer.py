@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import errno
 import json
 import math
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import distributed
+from . import autotune, distributed, threads
 from .adam import Adam, Optimizer
 from .allocator import keep_freed_memory, release_freed_memory
 from .atomic import atomic_write_text
@@ -47,6 +48,7 @@ class Started:
     total_steps: int
     start_step: int
     dataset_size: int
+    setup: str = ""  # how the model runs, e.g. "cpu · 2 threads · fp32 · sdpa" (see core.autotune)
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,11 @@ class Trainer:
         self.model = UNet(config.model_params, attention_impl=attention_impl).to(
             self.device, memory_format=self.memory_format
         )
+        self._attention = attention_impl
+        self.micro_batch_size = tp.micro_batch_size
+        self.tuned: autotune.Tuned | None = None
+        self._log_extra: dict[str, Any] = {}
+        self._threads: threads.ThreadController | None = None
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.schedule = NoiseSchedule.from_config(config.diffusion_params)
         self._sqrt_abar = self.schedule.sqrt_alpha_cum_prod.to(self.device)
@@ -211,6 +218,8 @@ class Trainer:
             raise
         finally:
             release_freed_memory()
+            if self._threads is not None:
+                self._threads.restore()
 
     def _fail(self, error: UserError, cause: BaseException) -> UserError:
         self.on_event(Failed(self.step, str(error), cause))
@@ -225,11 +234,14 @@ class Trainer:
             self._start_fresh()
         steps_per_epoch = max(1, math.ceil(len(dataset) / (tp.batch_size * self.dist.world_size)))
         total = tp.max_steps or tp.num_epochs * steps_per_epoch
+        self.tune()
         train_model = self.dist.wrap(self.model)
         step_model = _maybe_compile(train_model, tp.compile)
         self._emit(Started(self.run_dir.path, describe(self.device), self.precision.name,
-                           count_parameters(self.model), total, self.step, len(dataset)))
+                           count_parameters(self.model), total, self.step, len(dataset),
+                           self.tuned.choice.describe(self.device)))
         clock = _Throughput()
+        self._threads = cpu_threads = threads.for_device(self.device)  # fewer while other programs take cores
         order_epoch, order = -1, torch.empty(0, dtype=torch.long)
         last_saved = self.step
         self.model.train()
@@ -248,7 +260,8 @@ class Trainer:
             idx = self.dist.shard(order)[pos * tp.batch_size:(pos + 1) * tp.batch_size]
             batch = dataset.batch(idx)
             try:
-                loss = self._train_step(step_model, batch)
+                with cpu_threads.step():
+                    loss = self._train_step(step_model, batch)
             except Exception:
                 if step_model is train_model:
                     raise
@@ -292,7 +305,7 @@ class Trainer:
         shape = (-1, 1, 1, 1)
         xt = self._sqrt_abar[t].view(shape) * x0 + self._sqrt_1m_abar[t].view(shape) * noise
         self.optimizer.zero_grad(set_to_none=True)
-        parts = micro_batches(x0.shape[0], tp.micro_batch_size, self.device)
+        parts = micro_batches(x0.shape[0], self.micro_batch_size, self.device)
         loss = torch.zeros((), device=self.device)
         for i, part in enumerate(parts):
             # DDP averages gradients on the last part only: the others add up locally first
@@ -308,6 +321,26 @@ class Trainer:
         self.scaler.update()
         self._update_ema()
         return loss.item()
+
+    def tune(self) -> autotune.Tuned:
+        """Pick precision, attention kernel, memory format and micro-batch size by timing them on
+        this run's shapes (see :mod:`core.autotune`), apply the choice and log it.
+
+        Under DDP every rank must run alike, so ranks keep the defaults rather than each
+        timing its own.
+        """
+        self.tuned = autotune.tune(self.model, self.config, self.device, training=True,
+                                   batch=self.config.train_params.batch_size, attention=self._attention,
+                                   measure=self.dist.world_size == 1)
+        choice = self.tuned.choice
+        self.precision = choice.apply(self.device, self.model, self.ema_model)
+        self.memory_format = torch.channels_last if choice.channels_last else torch.contiguous_format
+        self.micro_batch_size = choice.micro_batch_size
+        # the next step's log row carries it: log.jsonl stays one row per step
+        self._log_extra = {"autotune": dataclasses.asdict(choice) | {
+            "setup": choice.describe(self.device), "cached": self.tuned.cached,
+            "seconds_per_image": self.tuned.seconds}}
+        return self.tuned
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -391,7 +424,8 @@ class Trainer:
             return
         row = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
                "images_per_s": round(images_per_s, 2), "eta_s": round(eta_s, 1), "total_steps": total,
-               "time": round(time.time(), 3)}
+               "time": round(time.time(), 3), **self._log_extra}
+        self._log_extra = {}
         try:
             with open(self.run_dir.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")

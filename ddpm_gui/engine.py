@@ -211,6 +211,7 @@ def check_weights(source: Path, config: Config) -> None:
 def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
     """Load the model, sample, keep frames in a FrameStore and report each as a SampleFrame."""
     from core.allocator import release_freed_memory
+    from core.autotune import tune
     from core.checkpoint import load_for_sampling
     from core.device import pick_device
     from core.frames import FrameStore
@@ -227,6 +228,7 @@ def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
     frames = sample(model, NoiseSchedule.from_config(config.diffusion_params), num_images=request.num_images,
                     image_shape=(m.im_channels, m.im_size, m.im_size), sampler=request.sampler,
                     steps=request.steps, seed=request.seed, device=device,
+                    precision=tune(model, config, device, training=False, batch=request.num_images).precision,
                     frame_stride=max(1, request.steps // MAX_FRAMES), should_cancel=worker.should_abort)
     try:
         for final in frames:

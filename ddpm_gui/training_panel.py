@@ -257,7 +257,7 @@ class TrainingPanel(QWidget):
             self.controls.progress.setValue(last["step"])
 
     def _on_Started(self, e: Any) -> None:  # noqa: N802
-        self.stats["device"].value.setText(f"{e.device} · {e.precision}")
+        self.stats["device"].value.setText(e.setup or f"{e.device} · {e.precision}")
         self.stats["device"].value.setToolTip(f"{e.num_params:,} parameters, {e.dataset_size:,} images")
         self.controls.progress.setRange(0, max(1, e.total_steps))
         self.controls.progress.setValue(e.start_step)

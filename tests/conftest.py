@@ -30,3 +30,11 @@ def tiny_config():
     from core.config import Config
 
     return Config.from_dict(tiny_config_dict())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _autotune_cache(tmp_path_factory):
+    """Timings the tests make go to a throwaway cache folder, never the user's."""
+    from core.autotune import CACHE_ENV
+
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("autotune-cache"))
