@@ -14,7 +14,6 @@ for a couple of steps to notice when the machine has freed up (or filled up).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -92,15 +91,6 @@ class ThreadController:
     def _switch(self, count: int) -> None:
         if count != self.current:
             self.current, self._recent, self._stay_best = count, [], float("inf")
-
-
-def passive_waiting() -> None:
-    """Make idle OpenMP threads sleep instead of spinning; call before torch is imported.
-
-    A spinning thread burns the very core its preempted partner needs. Only sets what the user
-    has not set.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def for_device(device: torch.device) -> ThreadController:
