@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from bench.common import machine, resolve_config
 from core import trainer as tr
 from core.exports import save_grid
-from core.samplers import generate
+from core.sampling import SamplingModel
 
 
 def plot_loss(minutes: list[float], losses: list[float], marks: list[float], path: Path) -> None:
@@ -92,10 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         if pending and training_minutes() >= pending[0]:
             mark = pending.pop(0)
             t0 = time.perf_counter()
-            m = config.model_params
-            images = generate(trainer.ema_model, trainer.schedule, num_images=args.num,
-                              image_shape=(m.im_channels, m.im_size, m.im_size), sampler="dpm++",
-                              steps=args.steps, seed=0, device=trainer.device, precision=trainer.precision)
+            model = SamplingModel(trainer.ema_model, config, trainer.device, trainer.precision)
+            images = model.images(num_images=args.num, sampler="dpm++", steps=args.steps, seed=0)
             save_grid(images, args.out / f"grid-{mark:02g}min.png")
             paused += time.perf_counter() - t0
             print(f"{mark:g} min: step {event.step}, loss {event.loss:.4f}, grid in "

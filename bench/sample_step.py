@@ -28,8 +28,8 @@ import torch
 
 from bench.common import add_common_args, compare, emit, memory_child, resolve_config, setup
 from core.config import Config
-from core.autotune import tune
-from core.samplers import sample
+from core.device import pick_precision
+from core.sampling import SamplingModel
 from core.schedule import NoiseSchedule
 from core.unet import UNet
 
@@ -55,16 +55,12 @@ def naive_steps(config: Config, device: torch.device, batch: int, attention: str
 
 
 def fast_steps(config: Config, device: torch.device, batch: int, chosen: dict[str, str]) -> Iterator[None]:
-    """:func:`core.samplers.sample`, DDPM, set up as the app does: kernels, precision and memory
-    format timed by :mod:`core.autotune` (or recalled); ``chosen`` gets the choice's description."""
-    m = config.model_params
-    model = UNet(m).to(device).eval()
-    schedule = NoiseSchedule.from_config(config.diffusion_params)
-    tuned = tune(model, config, device, training=False, batch=batch)
-    precision = tuned.precision
-    chosen["fast_setup"] = tuned.choice.describe(device)
-    for _ in sample(model, schedule, num_images=batch, image_shape=(m.im_channels, m.im_size, m.im_size),
-                    sampler="ddpm", device=device, precision=precision):
+    """DDPM through :class:`core.sampling.SamplingModel` set up as the app does: kernels, precision and
+    memory format timed by :mod:`core.autotune` (or recalled); ``chosen`` gets the choice's description."""
+    model = UNet(config.model_params).to(device).eval()
+    sampling = SamplingModel(model, config, device, pick_precision(config.train_params.precision, device)).tuned(batch)
+    chosen["fast_setup"] = sampling.setup
+    for _ in sampling.frames(num_images=batch, sampler="ddpm"):
         yield
 
 

@@ -1,11 +1,13 @@
-"""Names the window lists before torch is loaded: built-in datasets and samplers.
+"""Names the window lists before torch is loaded: built-in datasets and the sampler table.
 
 Kept free of torch so the GUI can fill its demo buttons and sampler list the moment the window
-appears; ``core.data`` and ``core.samplers`` take their names from here.
+appears. :data:`SAMPLER_TABLE` is the one list of samplers: the CLI's ``--sampler`` choices and
+help, the window's sampler list, the self-test and the sampling driver all read it, and
+``core.samplers`` registers one function per row.
 """
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_DATASETS: dict[str, str] = {
@@ -13,15 +15,43 @@ BUILTIN_DATASETS: dict[str, str] = {
     "fashion-mnist": "Fashion-MNIST (10,000)",
 }
 
-SamplerName = Literal["ddpm", "ddim", "dpm++"]
-SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpm++")
-SAMPLER_TITLES: dict[str, str] = {
-    "ddpm": "DDPM (the tutorial's ancestral sampler)",
-    "ddim": "DDIM",
-    "dpm++": "DPM-Solver++ (2M)",
-}
 
-#: Steps used when ``steps`` is None (capped at the schedule's length): the tutorial's full chain
-#: for DDPM; the step counts at which DDIM (Song et al. 2020, table 1) and DPM-Solver++ (Lu et
-#: al. 2022, fig. 1) reach most of their quality.
-DEFAULT_STEPS: dict[str, int | None] = {"ddpm": None, "ddim": 50, "dpm++": 20}
+@dataclass(frozen=True)
+class SamplerOption:
+    """A number one sampler takes besides the step count, with its allowed range."""
+
+    name: str
+    help: str
+    default: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One row of the sampler table.
+
+    ``default_steps`` is the step count used when none is given (capped at the schedule's
+    length); None means every timestep, the tutorial's full chain.
+    """
+
+    name: str
+    title: str
+    default_steps: int | None
+    options: tuple[SamplerOption, ...] = ()
+
+    def option(self, name: str) -> SamplerOption | None:
+        return next((o for o in self.options if o.name == name), None)
+
+
+ETA = SamplerOption("eta", "noise per step: 0 is deterministic, 1 is like DDPM", 0.0, 0.0, 1.0)
+
+#: Default step counts: the tutorial's full chain for DDPM; the step counts at which DDIM (Song
+#: et al. 2020, table 1) and DPM-Solver++ (Lu et al. 2022, fig. 1) reach most of their quality.
+SAMPLER_TABLE: tuple[SamplerSpec, ...] = (
+    SamplerSpec("ddpm", "DDPM (the tutorial's ancestral sampler)", None),
+    SamplerSpec("ddim", "DDIM", 50, (ETA,)),
+    SamplerSpec("dpm++", "DPM-Solver++ (2M)", 20),
+)
+SAMPLER_SPECS: dict[str, SamplerSpec] = {spec.name: spec for spec in SAMPLER_TABLE}
+SAMPLERS: tuple[str, ...] = tuple(SAMPLER_SPECS)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .choices import SAMPLER_TABLE, SAMPLERS
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -32,9 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate images from a run, weights file or tutorial .pth")
     s.add_argument("source", help="run folder, .safetensors weights/checkpoint, or tutorial .pth")
     s.add_argument("--config", help="config YAML (required for a tutorial .pth)")
-    s.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++"], default="ddpm")
-    s.add_argument("--steps", type=int, help="reverse steps (default: all T for ddpm, 50 ddim, 20 dpm++)")
-    s.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic, 1 like DDPM)")
+    s.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0])
+    defaults = ", ".join(f"{spec.default_steps or 'all T'} for {spec.name}" for spec in SAMPLER_TABLE)
+    s.add_argument("--steps", type=int, help=f"reverse steps (default: {defaults})")
+    for option in {o.name: o for spec in SAMPLER_TABLE for o in spec.options}.values():
+        takers = " and ".join(spec.name for spec in SAMPLER_TABLE if spec.option(option.name))
+        s.add_argument(f"--{option.name}", type=float, help=f"{takers} only: {option.help} "
+                                                           f"(default {option.default:g})")
     s.add_argument("--num", type=int, help="number of images (default: train_params.num_samples)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
@@ -120,27 +125,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .checkpoint import load_for_sampling
-    from .autotune import tune
-    from .device import pick_device
     from .exports import save_animation, save_grid, save_images
     from .frames import FrameStore
-    from .samplers import default_steps, sample
-    from .schedule import NoiseSchedule
+    from .samplers import default_steps
+    from .sampling import SamplingModel
 
     cfg = _load_config(args.config) if args.config else None
-    device = pick_device(args.device)
-    model, cfg = load_for_sampling(args.source, cfg, use_ema=not args.raw, device=device)
-    schedule = NoiseSchedule.from_config(cfg.diffusion_params)
-    m, tp = cfg.model_params, cfg.train_params
+    model = SamplingModel.load(args.source, cfg, use_ema=not args.raw, device=args.device)
+    tp = model.config.train_params
     num = args.num or tp.num_samples
-    steps = args.steps or default_steps(args.sampler, schedule.num_timesteps)
+    steps = args.steps or default_steps(args.sampler, model.config.diffusion_params.num_timesteps)
     nrow = tp.num_grid_rows if num == tp.num_samples else max(1, round(num ** 0.5))
     store = FrameStore(nrow=nrow) if args.animation else None
-    frames = sample(model, schedule, num_images=num, image_shape=(m.im_channels, m.im_size, m.im_size),
-                    sampler=args.sampler, steps=steps, eta=args.eta, seed=args.seed, device=device,
-                    precision=tune(model, cfg, device, training=False, batch=num).precision,
-                    frame_stride=max(1, steps // 200) if store is not None else steps)
+    options = {o.name: getattr(args, o.name) for spec in SAMPLER_TABLE for o in spec.options
+               if getattr(args, o.name) is not None}
+    model = model.tuned(num)
+    frames = model.frames(num_images=num, sampler=args.sampler, steps=steps, options=options, seed=args.seed,
+                          frame_stride=max(1, steps // 200) if store is not None else steps)
     final = None
     with tqdm(total=steps, unit="step", dynamic_ncols=True) as bar:
         for frame in frames:

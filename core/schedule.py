@@ -1,12 +1,17 @@
-"""The noise schedule: the forward process q(x_t | x_0) and the DDPM reverse step.
+"""The noise schedule: the forward process q(x_t | x_0), its posterior, and respacing.
 
-Tables are computed in float64 and stored in float32 (the cumulative product over 1000 steps
-loses precision otherwise), following lucidrains and EDM. Timesteps are 0-based as in the
-tutorial: ``t = 0`` is the last reverse step, where no noise is added.
+This module is the one home of the schedule's formulas: the tables, noising, the conversions
+between x_t, x_0 and eps, and the DDPM posterior. Tables are computed in float64 and stored in
+float32 (the cumulative product over 1000 steps loses precision otherwise), following lucidrains
+and EDM; ``alpha_cum_prod64`` keeps the float64 products for samplers that accumulate.
+Timesteps are 0-based as in the tutorial: ``t = 0`` is the last reverse step, where no noise is
+added.
 """
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -45,6 +50,11 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
     return torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32).to(x.device, x.dtype)
 
 
+def log_snr(abar: float) -> float:
+    """Half the log signal-to-noise ratio, log(sqrt(abar) / sqrt(1 - abar)) (DPM-Solver's lambda)."""
+    return 0.5 * (math.log(abar) - math.log1p(-abar))
+
+
 class NoiseSchedule:
     """Betas and their derived tables, with the tutorial's forward and reverse formulas."""
 
@@ -61,15 +71,17 @@ class NoiseSchedule:
             betas = cosine_betas(num_timesteps)
         else:
             raise ValueError(f"unknown schedule {kind!r}")
-        alphas = 1.0 - betas
-        abar = torch.cumprod(alphas, dim=0)
-        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
         self.kind = kind
-        self.num_timesteps = num_timesteps
+        self._set_tables(betas, torch.cumprod(1.0 - betas, dim=0))
+
+    def _set_tables(self, betas: torch.Tensor, abar: torch.Tensor) -> None:
+        """Every table from float64 betas and their cumulative products ``abar``."""
+        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        self.num_timesteps = len(betas)
         self.betas = betas.float()
-        self.alphas = alphas.float()
+        self.alphas = (1.0 - betas).float()
         self.alpha_cum_prod = abar.float()
-        self.alpha_cum_prod64 = abar  # samplers that accumulate (DDIM, DPM-Solver) read float64
+        self.alpha_cum_prod64 = abar
         self.sqrt_alpha_cum_prod = abar.sqrt().float()
         self.sqrt_one_minus_alpha_cum_prod = (1 - abar).sqrt().float()
         # (1 - a_t)(1 - abar_{t-1}) / (1 - abar_t); zero at t = 0 where no noise is added
@@ -80,19 +92,60 @@ class NoiseSchedule:
     def from_config(cls, params: DiffusionParams) -> NoiseSchedule:
         return cls(params.num_timesteps, params.beta_start, params.beta_end, params.schedule)
 
+    def respaced(self, ts: Sequence[int]) -> NoiseSchedule:
+        """This schedule restricted to the timesteps ``ts``; index i is the i-th smallest kept step.
+
+        Nichol & Dhariwal 2021 (improved-diffusion's ``space_timesteps``): betas_new[i] =
+        1 - abar[kept_i] / abar[kept_{i-1}] (abar before the first = 1), so a chain on the new
+        betas has the original marginals at the kept steps. The full grid returns ``self``.
+        """
+        if len(ts) == self.num_timesteps:
+            return self
+        abar = self.alpha_cum_prod64[sorted(ts)]
+        new = copy.copy(self)
+        new._set_tables(1 - abar / torch.cat([abar.new_ones(1), abar[:-1]]), abar)
+        return new
+
+    def to(self, device: torch.device | str) -> NoiseSchedule:
+        """A copy whose float32 tables live on ``device``, so that indexing them by a batch of
+        timesteps on that device needs no host round trip (the float64 tables stay on the CPU:
+        samplers read scalars from them)."""
+        new = copy.copy(self)
+        for name in ("betas", "alphas", "alpha_cum_prod", "sqrt_alpha_cum_prod",
+                     "sqrt_one_minus_alpha_cum_prod", "posterior_variance"):
+            setattr(new, name, getattr(self, name).to(device))
+        return new
+
+    # -- conversions between x_t, x_0 and eps -------------------------------------------------
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one t per image."""
         return _gather(self.sqrt_alpha_cum_prod, t, x0) * x0 + _gather(self.sqrt_one_minus_alpha_cum_prod, t, x0) * noise
 
+    def x0_from_eps(self, xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The x_0 that ``eps`` implies (not clamped): (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+        return (xt - _gather(self.sqrt_one_minus_alpha_cum_prod, t, xt) * eps) / _gather(self.sqrt_alpha_cum_prod, t, xt)
+
+    def eps_from_x0(self, xt: torch.Tensor, x0: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The eps that ``x0`` implies: (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)."""
+        return (xt - _gather(self.sqrt_alpha_cum_prod, t, xt) * x0) / _gather(self.sqrt_one_minus_alpha_cum_prod, t, xt)
+
     def predict_x0(self, xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The x_0 that ``eps`` implies, clamped to the image range [-1, 1]."""
-        x0 = (xt - _gather(self.sqrt_one_minus_alpha_cum_prod, t, xt) * eps) / _gather(self.sqrt_alpha_cum_prod, t, xt)
-        return x0.clamp(-1.0, 1.0)
+        return self.x0_from_eps(xt, eps, t).clamp(-1.0, 1.0)
 
+    # -- the reverse process ---------------------------------------------------------------------
     def posterior_mean(self, xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """(x_t - (1 - a_t) / sqrt(1 - abar_t) eps) / sqrt(a_t): the tutorial's mean, from unclamped eps."""
         coef = _gather(self.betas, t, xt) / _gather(self.sqrt_one_minus_alpha_cum_prod, t, xt)
         return (xt - coef * eps) / _gather(self.alphas, t, xt).sqrt()
+
+    def ancestral_step(self, xt: torch.Tensor, eps: torch.Tensor, t: int,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_{t-1} drawn from the posterior given x_t and eps; at t = 0, its mean (no noise)."""
+        mean = self.posterior_mean(xt, eps, t)
+        if t == 0:
+            return mean
+        return mean + float(self.posterior_variance[t]) ** 0.5 * randn_like(xt, generator)
 
     def step(
         self,
@@ -101,10 +154,5 @@ class NoiseSchedule:
         t: int,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One ancestral reverse step from t to t-1: returns (x_{t-1}, clamped x0 estimate)."""
-        mean = self.posterior_mean(xt, eps, t)
-        x0 = self.predict_x0(xt, eps, t)
-        if t == 0:
-            return mean, x0
-        noise = randn_like(xt, generator)
-        return mean + float(self.posterior_variance[t]) ** 0.5 * noise, x0
+        """The tutorial's reverse step from t to t-1: returns (x_{t-1}, clamped x0 estimate)."""
+        return self.ancestral_step(xt, eps, t, generator), self.predict_x0(xt, eps, t)

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from . import autotune, distributed, threads
 from .adam import Adam, Optimizer
@@ -32,6 +31,7 @@ from .atomic import atomic_write_text
 from .attention import AttentionImpl
 from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
 from .config import Config, dump_config
+from .denoiser import make_denoiser
 from .device import Precision, describe, memory_format, pick_device, pick_precision
 from .errors import CheckpointError, DiskFullError, TrainingDiverged, UserError
 from .runs import RunDir
@@ -184,8 +184,7 @@ class Trainer:
         self._threads: threads.ThreadController | None = None
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.schedule = NoiseSchedule.from_config(config.diffusion_params)
-        self._sqrt_abar = self.schedule.sqrt_alpha_cum_prod.to(self.device)
-        self._sqrt_1m_abar = self.schedule.sqrt_one_minus_alpha_cum_prod.to(self.device)
+        self._device_schedule = self.schedule.to(self.device)
         self.optimizer = make_adam(self.model.parameters(), tp.lr, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.scale_loss)
         self._dataset = dataset
@@ -293,7 +292,9 @@ class Trainer:
         return finished
 
     def _train_step(self, model: torch.nn.Module, x0: torch.Tensor) -> float:
-        """One Adam step on the eps-MSE loss; returns the loss (one host sync, which the UI shows)."""
+        """One Adam step on the denoiser's loss for ``model`` (the network as this run calls it:
+        DDP-wrapped or compiled); returns the loss (one host sync, which the UI shows)."""
+        denoiser = make_denoiser(model, self._device_schedule, self.config.diffusion_params, precision=self.precision)
         tp = self.config.train_params
         gen = _seeded(tp.seed, self.step, self.dist.rank)
         noise = torch.randn(x0.shape, generator=gen)
@@ -302,8 +303,8 @@ class Trainer:
             x0, noise, t = x0.pin_memory(), noise.pin_memory(), t.pin_memory()
         x0, noise = (v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in (x0, noise))
         t = t.to(self.device, non_blocking=True)
-        shape = (-1, 1, 1, 1)
-        xt = self._sqrt_abar[t].view(shape) * x0 + self._sqrt_1m_abar[t].view(shape) * noise
+        xt = self._device_schedule.add_noise(x0, noise, t)
+        target, weight = denoiser.target(x0, noise, t), denoiser.loss_weight(t)
         self.optimizer.zero_grad(set_to_none=True)
         parts = micro_batches(x0.shape[0], self.micro_batch_size, self.device)
         loss = torch.zeros((), device=self.device)
@@ -311,10 +312,10 @@ class Trainer:
             # DDP averages gradients on the last part only: the others add up locally first
             last = i == len(parts) - 1
             with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
-                with self.precision.autocast(self.device):
-                    eps = model(xt[part], t[part])
+                out = denoiser.network(xt[part], t[part])
                 # the batch mean as a sum of per-part means weighted by size: the same gradient
-                part_loss = F.mse_loss(eps.float(), noise[part]) * ((part.stop - part.start) / x0.shape[0])
+                part_weight = None if weight is None else weight[part]
+                part_loss = denoiser.loss(out, target[part], part_weight) * ((part.stop - part.start) / x0.shape[0])
                 self.scaler.scale(part_loss).backward()
             loss += part_loss.detach()
         self.scaler.step(self.optimizer)
@@ -456,15 +457,14 @@ class Trainer:
         if not self.dist.is_main:
             return
         from .exports import save_grid
-        from .samplers import SamplingCancelled, generate
+        from .samplers import SamplingCancelled
+        from .sampling import SamplingModel
 
-        m = self.config.model_params
+        model = SamplingModel(self.ema_model, self.config, self.device, self.precision)
         try:
-            images = generate(self.ema_model, self.schedule, num_images=PREVIEW_IMAGES,
-                              image_shape=(m.im_channels, m.im_size, m.im_size), sampler="dpm++",
-                              steps=min(PREVIEW_STEPS, self.schedule.num_timesteps),
-                              seed=self.config.train_params.seed, device=self.device, precision=self.precision,
-                              should_cancel=lambda: self._control.stop)
+            images = model.images(num_images=PREVIEW_IMAGES, sampler="dpm++",
+                                  steps=min(PREVIEW_STEPS, self.schedule.num_timesteps),
+                                  seed=self.config.train_params.seed, should_cancel=lambda: self._control.stop)
         except SamplingCancelled:
             return  # Stop pressed mid-preview: stopping matters more than the picture
         save_grid(images, self.run_dir.samples / f"step-{self.step:06d}.png", nrow=4)

@@ -211,25 +211,18 @@ def check_weights(source: Path, config: Config) -> None:
 def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
     """Load the model, sample, keep frames in a FrameStore and report each as a SampleFrame."""
     from core.allocator import release_freed_memory
-    from core.autotune import tune
-    from core.checkpoint import load_for_sampling
-    from core.device import pick_device
     from core.frames import FrameStore
-    from core.samplers import sample
-    from core.schedule import NoiseSchedule
+    from core.sampling import SamplingModel
 
-    device = pick_device(request.device)
-    model, config = load_for_sampling(request.source, request.config, use_ema=request.use_ema, device=device)
-    m = config.model_params
+    model = SamplingModel.load(request.source, request.config, use_ema=request.use_ema, device=request.device)
     nrow = max(1, int(round(request.num_images ** 0.5)))
     store = FrameStore(max_frames=MAX_FRAMES, nrow=nrow)
     throttle = Throttle(0.03)
     final = None
-    frames = sample(model, NoiseSchedule.from_config(config.diffusion_params), num_images=request.num_images,
-                    image_shape=(m.im_channels, m.im_size, m.im_size), sampler=request.sampler,
-                    steps=request.steps, seed=request.seed, device=device,
-                    precision=tune(model, config, device, training=False, batch=request.num_images).precision,
-                    frame_stride=max(1, request.steps // MAX_FRAMES), should_cancel=worker.should_abort)
+    model = model.tuned(request.num_images)
+    frames = model.frames(num_images=request.num_images, sampler=request.sampler, steps=request.steps,
+                          seed=request.seed, frame_stride=max(1, request.steps // MAX_FRAMES),
+                          should_cancel=worker.should_abort)
     try:
         for final in frames:
             store.add(final)

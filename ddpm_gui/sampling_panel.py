@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.choices import DEFAULT_STEPS, SAMPLER_TITLES, SAMPLERS
+from core.choices import SAMPLER_SPECS, SAMPLER_TABLE
 from core.config import Config
 
 from .banner import Banner, error_text
@@ -63,8 +63,8 @@ class SamplingPanel(QWidget):
         self.sampler_combo.setObjectName("samplerCombo")
         self.sampler_combo.setToolTip("DDPM is the tutorial's sampler (one model call per training step); "
                                       "DDIM and DPM-Solver++ get similar images in 20-50 steps.")
-        for name in SAMPLERS:
-            self.sampler_combo.addItem(SAMPLER_TITLES[name], name)
+        for spec in SAMPLER_TABLE:
+            self.sampler_combo.addItem(spec.title, spec.name)
         self.sampler_combo.currentIndexChanged.connect(self._on_sampler)
         self.steps_spin = _spin("sampleStepsSpin", 1, 1000, 1000, "Denoising steps (model calls).")
         self.count_spin = _spin("numSamplesSpin", 1, 256, 16, "How many images to generate at once.")
@@ -170,7 +170,7 @@ class SamplingPanel(QWidget):
 
     def _on_sampler(self) -> None:
         """A sampler's own default step count (the full chain for DDPM), capped at the schedule's length."""
-        steps = DEFAULT_STEPS[self.sampler_combo.currentData()] or self._num_timesteps
+        steps = SAMPLER_SPECS[self.sampler_combo.currentData()].default_steps or self._num_timesteps
         self.steps_spin.setValue(min(steps, self._num_timesteps))
 
     def _update_enabled(self) -> None:

@@ -8,9 +8,9 @@ through the same code a user does, in a throw-away folder, and prints ONE line o
 2. checks the shipped resources are found (presets, icons, the built-in demo datasets);
 3. trains a tiny model for a few steps on ``builtin:mnist`` through the window's own training
    runner (worker thread, trainer events, checkpoint written to the run folder);
-4. loads the run back (``core.checkpoint.load_for_sampling``), samples with DDIM in 5 steps
-   (``core.samplers.generate``), writes a grid PNG (``core.exports.save_grid``) and decodes it with
-   both Pillow and Qt.
+4. loads the run back (``core.sampling.SamplingModel``, the window's and the CLI's path),
+   samples with every registered sampler in 5 steps, writes a grid PNG
+   (``core.exports.save_grid``) and decodes it with both Pillow and Qt.
 
 Success: ``{"ok": true, "steps": ..., "grid": ..., "seconds": ..., ...}`` and exit status 0.
 Failure: ``{"ok": false, "error": ...}`` and exit status 1. Nothing is written outside the temp
@@ -96,25 +96,23 @@ def _train(app: Any, window: Any, config: Any, run_dir: Path, timeout_s: float) 
 
 
 def _sample_grid(run_dir: Path, out: Path, device: str) -> tuple[Path, str]:
-    """DDIM, 5 steps, from the run's EMA weights; the grid as a PNG that must decode again."""
+    """Every registered sampler, 5 steps, from the run's EMA weights through the same path as the
+    window and the CLI; the last grid as a PNG that must decode again."""
     import torch
     from PIL import Image
     from PySide6.QtGui import QImage
 
-    from core.checkpoint import load_for_sampling
-    from core.device import describe, pick_device
+    from core.choices import SAMPLERS
+    from core.device import describe
     from core.exports import save_grid
-    from core.samplers import generate
-    from core.schedule import NoiseSchedule
+    from core.sampling import SamplingModel
 
-    dev = pick_device(device)
-    model, config = load_for_sampling(run_dir, use_ema=True, device=dev)
-    m = config.model_params
-    images = generate(model, NoiseSchedule.from_config(config.diffusion_params), num_images=4,
-                      image_shape=(m.im_channels, m.im_size, m.im_size), sampler="ddim", steps=5,
-                      seed=0, device=dev)
-    if not torch.isfinite(images).all():
-        raise RuntimeError("sampling produced non-finite values")
+    model = SamplingModel.load(run_dir, use_ema=True, device=device)
+    m = model.config.model_params
+    for sampler in SAMPLERS:
+        images = model.images(num_images=4, sampler=sampler, steps=5, seed=0)
+        if not torch.isfinite(images).all():
+            raise RuntimeError(f"sampling with {sampler} produced non-finite values")
     grid = save_grid(images, out / "self-test-grid.png", nrow=2)
     with Image.open(grid) as im:
         im.load()
@@ -122,7 +120,7 @@ def _sample_grid(run_dir: Path, out: Path, device: str) -> tuple[Path, str]:
             raise RuntimeError(f"grid {grid} is {im.size}, too small for 2x2 images of {m.im_size}px")
     if QImage(str(grid)).isNull():
         raise RuntimeError(f"Qt could not decode {grid} (image format plugins missing?)")
-    return grid, describe(dev)
+    return grid, describe(model.device)
 
 
 def _self_test(args: argparse.Namespace, work: Path, started: float) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
@@ -48,12 +49,17 @@ def test_data_override_and_tutorial_pth(tmp_path, config_file, fixtures_dir):
     assert Image.open(out).size == (2 * 18 + 2, 2 * 18 + 2)
 
 
+LEGACY_RUN = Path(__file__).parent / "fixtures" / "legacy-run"
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["train", "missing.yaml"], "config file not found"),
         (["sample", "nowhere/run"], "does not exist"),
         (["train", "preset:nope"], "unknown preset 'nope'"),
+        (["sample", str(LEGACY_RUN), "--sampler", "ddpm", "--eta", "0.5"], "eta applies to the ddim sampler only"),
+        (["sample", str(LEGACY_RUN), "--sampler", "ddim", "--eta", "2"], "eta must be between 0 and 1"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):

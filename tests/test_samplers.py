@@ -14,12 +14,12 @@ import math
 import pytest
 import torch
 
+from core import samplers
+from core.choices import SAMPLER_SPECS, SAMPLERS
+from core.denoiser import EpsDenoiser
 from core.device import Precision
 from core.errors import UserError
-from core.samplers import (
-    DEFAULT_STEPS, SAMPLERS, Frame, SamplingCancelled, _ddim_mean_std, _respaced, default_steps, generate,
-    sample, timesteps,
-)
+from core.samplers import Frame, SamplingCancelled, _ddim_mean_std, default_steps, timesteps
 from core.schedule import NoiseSchedule
 from core.unet import UNet
 
@@ -27,6 +27,19 @@ T = 1000
 SCHEDULE = NoiseSchedule(T)
 MU, SD = 0.0, 0.2  # mu +- 5 sd stays inside [-1, 1], so clamping x0 never changes these paths
 GAUSS_SHAPE, GAUSS_N = (1, 16, 16), 128  # 32768 independent pixels per run
+
+
+def sample(model, schedule, *, eta=None, precision=None, sampler="ddpm", **kwargs):
+    """:func:`core.samplers.sample` on an eps-predicting ``model``; ``eta`` goes to the samplers that take it."""
+    options = {"eta": eta} if eta is not None and SAMPLER_SPECS[sampler].option("eta") else None
+    return samplers.sample(EpsDenoiser(model, schedule, precision=precision), sampler=sampler, options=options,
+                           **kwargs)
+
+
+def generate(model, schedule, *, eta=None, precision=None, sampler="ddpm", **kwargs):
+    options = {"eta": eta} if eta is not None and SAMPLER_SPECS[sampler].option("eta") else None
+    return samplers.generate(EpsDenoiser(model, schedule, precision=precision), sampler=sampler, options=options,
+                             **kwargs)
 
 
 class PointMass:
@@ -111,8 +124,8 @@ def test_full_grid_is_the_tutorials_loop_and_one_step_jumps_from_pure_noise():
 
 def test_default_steps_per_sampler_capped_by_schedule_length():
     assert len(timesteps("ddpm", T)) == T
-    assert len(timesteps("ddim", T)) == DEFAULT_STEPS["ddim"] == 50
-    assert len(timesteps("dpm++", T)) == DEFAULT_STEPS["dpm++"] == 20
+    assert len(timesteps("ddim", T)) == SAMPLER_SPECS["ddim"].default_steps == 50
+    assert len(timesteps("dpm++", T)) == SAMPLER_SPECS["dpm++"].default_steps == 20
     assert len(timesteps("ddim", 10)) == 10
     assert [default_steps(name, 30) for name in SAMPLERS] == [30, 30, 20]
 
@@ -130,8 +143,11 @@ def test_bad_sampler_eta_and_stride_are_user_errors():
     model = PointMass(SCHEDULE, torch.zeros(1))
     with pytest.raises(UserError, match="Unknown sampler 'euler'.*ddpm, ddim, dpm\\+\\+"):
         sample(model, SCHEDULE, num_images=1, image_shape=(1, 2, 2), sampler="euler")
-    with pytest.raises(UserError, match="eta"):
+    with pytest.raises(UserError, match="eta must be between 0 and 1"):
         sample(model, SCHEDULE, num_images=1, image_shape=(1, 2, 2), sampler="ddim", eta=1.5)
+    with pytest.raises(UserError, match="eta applies to the ddim sampler only, not ddpm"):
+        samplers.sample(EpsDenoiser(model, SCHEDULE), num_images=1, image_shape=(1, 2, 2), sampler="ddpm",
+                        options={"eta": 0.0})
     with pytest.raises(UserError, match="frame_stride"):
         sample(model, SCHEDULE, num_images=1, image_shape=(1, 2, 2), frame_stride=0)
 
@@ -158,7 +174,7 @@ def test_ddpm_full_chain_equals_the_tutorial_loop_exactly(unet_and_schedule, one
 @pytest.mark.parametrize("steps", [1, 2, 7, 50])
 def test_respaced_betas_keep_the_marginals_of_the_kept_steps(steps):
     ts = timesteps("ddpm", T, steps)
-    sched = _respaced(SCHEDULE, ts)
+    sched = SCHEDULE.respaced(ts)
     kept = sorted(ts)
     assert torch.equal(sched.alpha_cum_prod64, SCHEDULE.alpha_cum_prod64[kept])
     abar = torch.cumprod(1 - sched.betas.double(), 0)  # the betas imply the same marginals
@@ -166,7 +182,7 @@ def test_respaced_betas_keep_the_marginals_of_the_kept_steps(steps):
     torch.testing.assert_close(sched.sqrt_alpha_cum_prod, SCHEDULE.sqrt_alpha_cum_prod[kept])
     assert sched.posterior_variance[0] == 0 and sched.num_timesteps == steps
     assert SCHEDULE.num_timesteps == T  # the original is untouched
-    assert _respaced(SCHEDULE, timesteps("ddpm", T, T)) is SCHEDULE
+    assert SCHEDULE.respaced(timesteps("ddpm", T, T)) is SCHEDULE
 
 
 # ---------------------------------------------------------------------------------- DDIM
@@ -180,18 +196,19 @@ def test_ddim_eta1_step_is_the_ddpm_posterior(t):
     eps = torch.randn(x0.shape, generator=g)
     xt = SCHEDULE.add_noise(x0, eps, torch.full((4,), t))
     abar = SCHEDULE.alpha_cum_prod64
-    mean, std, x0_hat = _ddim_mean_std(xt, eps, float(abar[t]), float(abar[t - 1]), eta=1.0)
+    predicts_eps = EpsDenoiser(lambda x, tt: eps, SCHEDULE)
+    mean, std, x0_hat = _ddim_mean_std(predicts_eps, xt, t, float(abar[t - 1]), eta=1.0)
     assert std**2 == pytest.approx(float(SCHEDULE.posterior_variance[t]), rel=1e-5)
     torch.testing.assert_close(mean, SCHEDULE.posterior_mean(xt, eps, t), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(x0_hat, x0, rtol=0, atol=1e-3 if t == 999 else 1e-4)
-    assert _ddim_mean_std(xt, eps, float(abar[t]), float(abar[t - 1]), eta=0.0)[1] == 0.0
+    assert _ddim_mean_std(predicts_eps, xt, t, float(abar[t - 1]), eta=0.0)[1] == 0.0
 
 
 def test_ddim_recomputes_eps_from_the_clamped_x0():
     """With x0 clamped, the DDIM update must use the eps consistent with that x0."""
     abar_t, abar_prev = float(SCHEDULE.alpha_cum_prod64[300]), float(SCHEDULE.alpha_cum_prod64[200])
     xt = torch.full((1, 1, 2, 2), 3.0)  # implies x0 far above 1
-    mean, _, x0 = _ddim_mean_std(xt, torch.zeros_like(xt), abar_t, abar_prev, eta=0.0)
+    mean, _, x0 = _ddim_mean_std(EpsDenoiser(lambda x, t: torch.zeros_like(x), SCHEDULE), xt, 300, abar_prev, eta=0.0)
     assert torch.all(x0 == 1.0)
     eps = (xt - abar_t**0.5) / (1 - abar_t) ** 0.5
     torch.testing.assert_close(mean, abar_prev**0.5 * x0 + (1 - abar_prev) ** 0.5 * eps)

@@ -175,10 +175,11 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         _train(_config(max_steps=5), tmp_path / "empty", resume=True)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_a_handful_of_real_digits(tmp_path):
     """Four MNIST digits, 400 steps: the loss falls several-fold and samples move towards them."""
     from core.data import load_dataset
-    from core.samplers import generate
+    from core.sampling import SamplingModel
 
     digits = RandomImages(n=4)
     digits.images = load_dataset("builtin:mnist", 1, 16).images[:4]
@@ -189,8 +190,8 @@ def test_tiny_model_overfits_a_handful_of_real_digits(tmp_path):
     trainer.run()
     assert sum(losses[-20:]) < 0.25 * sum(losses[:20])
     train = digits.batch(torch.arange(4))
-    samples = generate(trainer.ema_model.eval(), trainer.schedule, num_images=8, image_shape=(1, 16, 16),
-                       sampler="ddim", steps=50, seed=1)
+    model = SamplingModel(trainer.ema_model.eval(), cfg, trainer.device, trainer.precision)
+    samples = model.images(num_images=8, sampler="ddim", steps=50, seed=1)
     noise = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
     def nearest(x: torch.Tensor) -> float:
