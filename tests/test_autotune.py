@@ -225,3 +225,15 @@ class _Noise:
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         return torch.rand(len(idx), 1, 16, 16) * 2 - 1
+
+
+def test_sampling_is_tuned_too_and_keeps_a_configured_precision(tmp_path, monkeypatch):
+    from core.device import Precision
+    from core.sampling import SamplingModel
+
+    monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "cache"))
+    cfg = _config(precision="fp32")
+    model = SamplingModel(tr.Trainer(cfg, tmp_path / "run").ema_model, cfg, CPU, Precision(None)).tuned(4)
+    assert model.precision.name == "fp32"
+    assert model.setup.startswith("cpu · ") and model.setup.split(" · ")[3] in autotune.ATTENTION_KERNELS
+    assert autotune.cache_path().exists()
