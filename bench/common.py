@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from core.allocator import keep_freed_memory
 from core.config import Config, load_config
 from core.device import cpu_has_bf16, cpu_model, onednn_bf16, pick_device
 
@@ -53,6 +54,7 @@ def resolve_config(spec: str) -> Config:
 
 
 def setup(args: argparse.Namespace) -> torch.device:
+    keep_freed_memory()  # as the app and the CLI do at start (see core.allocator)
     if args.threads:
         torch.set_num_threads(args.threads)
     return pick_device(args.device)

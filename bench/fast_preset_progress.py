@@ -26,7 +26,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from bench.common import machine, resolve_config
+from core import events
 from core import trainer as tr
+from core.allocator import keep_freed_memory
 from core.exports import save_grid
 from core.sampling import SamplingModel
 
@@ -56,6 +58,7 @@ def plot_loss(minutes: list[float], losses: list[float], marks: list[float], pat
 
 
 def main(argv: list[str] | None = None) -> None:
+    keep_freed_memory()  # as the app and the CLI do at start (see core.allocator)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder for the grids and the loss curve")
     parser.add_argument("--config", default="preset:fast-cpu", help="preset:NAME or a YAML path")
@@ -84,9 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     def training_minutes() -> float:
         return (time.perf_counter() - start - paused) / 60
 
-    def on_event(event: tr.Event) -> None:
+    def on_event(event: events.Event) -> None:
         nonlocal paused
-        if not isinstance(event, tr.StepDone):
+        if not isinstance(event, events.StepDone):
             return
         log.append((event.step, training_minutes() * 60, event.loss))
         if pending and training_minutes() >= pending[0]:

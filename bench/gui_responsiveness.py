@@ -4,11 +4,13 @@ A 5 ms heartbeat QTimer runs on the UI thread; every gap between two beats longe
 interval is time the UI could not respond. Measured while the real window scans a generated
 folder of tiny PNGs (20,000 by default, from tests/corpus.py), while it trains a tiny model
 (~20 s, with the live loss plot, stats and previews on screen) and while it samples (with the
-frames streaming into the view), then while it plays the animation back; an idle phase gives
-the machine's own baseline (other processes also take the CPU). Prints JSON.
+frames streaming into the view), then while it plays the animation back, then while the Explore
+page's timestep slider is dragged back and forth (x_t redrawn, and the trained model's predictions
+requested, at every position); an idle phase gives the machine's own baseline (other processes
+also take the CPU). Prints JSON.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui_responsiveness.py [--train-seconds 20]
-        [--scan-files 20000] [--phases scan,training,sampling,playback]
+        [--scan-files 20000] [--phases scan,training,sampling,playback,explore]
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 HEARTBEAT_MS = 5
+DRAG_MS = 8  # a fast mouse drag moves a slider about every 8 ms
 
 
 class Heartbeat:
@@ -64,15 +67,21 @@ def summarize(gaps: list[float]) -> dict:
 
 
 def wait_until(app, condition, timeout_s: float) -> None:
+    """Run the UI's events until ``condition()``. Through a QEventLoop: PySide6 6.12's static
+    ``QApplication.processEvents`` drops a reference to None on every call, and a script that
+    waits for minutes that way brings None's count to zero and aborts Python."""
+    from PySide6.QtCore import QEventLoop
+
+    events = QEventLoop()
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
-        app.processEvents()
+        events.processEvents()
         time.sleep(0.001)
 
 
-PHASES = ("scan", "training", "sampling", "playback")
+PHASES = ("scan", "training", "sampling", "playback", "explore")
 
 
 def scan_phase(app, window, beat: Heartbeat, home: Path, files: int) -> dict:
@@ -93,6 +102,35 @@ def scan_phase(app, window, beat: Heartbeat, home: Path, files: int) -> dict:
     images = panel.result.report.num_images if panel.result is not None else 0
     return beat.stop() | {"files": files, "images": images, "seconds": round(seconds, 1),
                           "corpus_seconds": round(made, 1)}
+
+
+def explore_phase(app, window, beat: Heartbeat) -> dict:
+    """Drag the Explore page's timestep slider from 0 to T-1 and back, one position per
+    ``DRAG_MS``, with the model just trained loaded (so each position also asks for predictions)."""
+    from PySide6.QtCore import QTimer
+
+    page = window.explore_panel
+    window.nav.setCurrentRow(window.pages.indexOf(page))
+    page.tabs.setCurrentIndex(1)  # the predictions, redrawn as they arrive
+    wait_until(app, lambda: page.shown_prediction is not None, 120)
+    slider = page.slider
+    positions = list(range(slider.maximum() + 1)) + list(range(slider.maximum(), -1, -1))
+    mover = QTimer()
+    mover.setInterval(DRAG_MS)
+    mover.timeout.connect(lambda: slider.setValue(positions.pop(0)) if positions else mover.stop())
+    predicted: set[int] = set()
+
+    def dragged() -> bool:
+        predicted.add(page.shown_prediction.t)
+        return not mover.isActive()
+
+    beat.start()
+    t0 = time.monotonic()
+    mover.start()
+    wait_until(app, dragged, 60)
+    seconds = time.monotonic() - t0
+    return beat.stop() | {"positions": 2 * (slider.maximum() + 1), "seconds": round(seconds, 1),
+                          "timesteps_predicted": len(predicted)}
 
 
 def run(train_seconds: float, scan_files: int, phases: tuple[str, ...]) -> dict:
@@ -126,7 +164,7 @@ def run(train_seconds: float, scan_files: int, phases: tuple[str, ...]) -> dict:
     config = Config.from_dict(tiny_config_dict(max_steps=100_000, checkpoint_every_steps=200, sample_every_steps=50))
     window.config_editor.set_config(config)
     wait_until(app, lambda: window.current_dataset() is not None, 60)
-    if "training" in phases or "sampling" in phases or "playback" in phases:
+    if any(p in phases for p in ("training", "sampling", "playback", "explore")):
         steps = window.training_panel.loss_plot.history
         beat.start()
         window.start_training()
@@ -161,6 +199,9 @@ def run(train_seconds: float, scan_files: int, phases: tuple[str, ...]) -> dict:
         wait_until(app, lambda: time.monotonic() - t0 > 3, 5)
         panel.player.play_button.setChecked(False)
         results["playback"] = beat.stop()
+
+    if "explore" in phases:
+        results["explore"] = explore_phase(app, window, beat)
 
     window.close()
     wait_until(app, lambda: not window.isVisible(), 60)

@@ -2,8 +2,8 @@
 
 Building any ``torch.optim.Optimizer`` imports ``torch._dynamo`` (``add_param_group`` is
 wrapped by ``torch._disable_dynamo``, which imports it on first call): 151 MiB of resident
-memory on this CPU build of torch 2.14, a tenth of the training step's whole budget (issue 4:
-<= 1.3 GiB). This class runs the same ``torch._foreach_*`` calls, in the same order, as
+memory on this CPU build of torch 2.14, a tenth of the training step's whole memory budget
+(1.3 GiB). This class runs the same ``torch._foreach_*`` calls, in the same order, as
 ``torch.optim.Adam(foreach=True)`` with the app's settings (no weight decay, amsgrad or
 maximize), so its steps equal torch's bit for bit (``tests/test_adam.py``), and its
 ``state_dict`` has torch's layout, so checkpoints move between this and ``torch.optim.Adam``

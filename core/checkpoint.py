@@ -89,29 +89,60 @@ def save_checkpoint(
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
+class IncompatibleCheckpoint(CheckpointError):
+    """The checkpoint holds another model or schedule than the config describes: an older
+    checkpoint of the same run would not fit either, so resuming stops here."""
+
+
+#: A safetensors header is a little-endian u64 length and that much JSON; larger is damage.
+MAX_HEADER = 100 * 2**20
+
+
+def _damaged(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is damaged or not a safetensors file ({error}); use an earlier checkpoint.")
+
+
+def _open_error(path: Path, error: OSError) -> CheckpointError:
+    if isinstance(error, FileNotFoundError):
+        return CheckpointError(f"{path} does not exist; check the path.")
+    return CheckpointError(f"Cannot read {path}: {error.strerror}.")
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file from its header alone, without reading its tensors."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= MAX_HEADER:
+                raise ValueError(f"header length {size}")
+            header = json.loads(f.read(size))
+    except OSError as e:
+        raise _open_error(path, e) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _damaged(path, e) from None
+    if not isinstance(header, dict):
+        raise _damaged(path, ValueError("header is not a mapping"))
+    return header.get("__metadata__") or {}
+
+
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file, or a CheckpointError saying it is damaged."""
     try:
         data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} does not exist; check the path.") from None
     except OSError as e:
-        raise CheckpointError(f"Cannot read {path}: {e.strerror}.") from None
+        raise _open_error(path, e) from None
     try:
         tensors = load(data)
         header_len = int.from_bytes(data[:8], "little")
         meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
     except (SafetensorError, ValueError, json.JSONDecodeError, OverflowError) as e:
-        raise CheckpointError(
-            f"{path} is damaged or not a safetensors file ({e}); use an earlier checkpoint."
-        ) from None
+        raise _damaged(path, e) from None
     return tensors, meta
 
 
 def read_training_state(path: Path) -> TrainingState:
-    """Step and config of a checkpoint, without building a model."""
-    _, meta = _read(path)
-    return _state_from_meta(path, meta)
+    """Step and config of a checkpoint, from its header: no tensors read, no model built."""
+    return _state_from_meta(path, read_metadata(path))
 
 
 def _state_from_meta(path: Path, meta: dict[str, str]) -> TrainingState:
@@ -139,7 +170,7 @@ def load_weights_into(model: torch.nn.Module, state: dict[str, torch.Tensor], so
     problems = shape_mismatches(model, state)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise CheckpointError(
+        raise IncompatibleCheckpoint(
             f"{source} was made for a different model config ({len(problems)} differences: {shown}). "
             "Use the config the checkpoint was trained with."
         )
@@ -160,6 +191,51 @@ def load_checkpoint(
     load_weights_into(ema, _unprefixed("ema", tensors), path)
     optimizer.load_state_dict(_optimizer_state(tensors, meta["param_groups"]))
     return state, json.loads(meta.get("scaler_scale", "null"))
+
+
+def check_resumable(path: Path, saved: Config, config: Config, run_config: Path) -> None:
+    """Refuse to resume ``config`` from a checkpoint trained with another model or schedule."""
+    if saved.model_params != config.model_params:
+        with torch.device("meta"):  # shapes only: no memory
+            lines = shape_mismatches(UNet(config.model_params), UNet(saved.model_params).state_dict())
+        lines = lines or ["attention layout"]
+        raise IncompatibleCheckpoint(
+            f"{path} was made for a different model config ({len(lines)} differences: "
+            f"{'; '.join(lines[:5])}). Resume with the run's own config ({run_config})."
+        )
+    if saved.diffusion_params != config.diffusion_params:
+        raise IncompatibleCheckpoint(
+            f"{path} was trained with different diffusion_params ({saved.diffusion_params}); "
+            f"resume with the run's own config ({run_config})."
+        )
+
+
+def restore_newest(
+    checkpoints: list[Path],
+    config: Config,
+    run_config: Path,
+    *,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    optimizer: Optimizer,
+) -> tuple[TrainingState, float | None]:
+    """Restore the newest of ``checkpoints`` (oldest first) that reads cleanly.
+
+    A damaged file is skipped for the one before it; an incompatible one stops the search
+    (:class:`IncompatibleCheckpoint`), since its predecessors come from the same run.
+    """
+    if not checkpoints:
+        raise CheckpointError(f"{run_config.parent} has no checkpoint to resume from; start a new run instead.")
+    errors = []
+    for path in reversed(checkpoints):
+        try:
+            check_resumable(path, read_training_state(path).config, config, run_config)
+            return load_checkpoint(path, model=model, ema=ema, optimizer=optimizer)
+        except IncompatibleCheckpoint:
+            raise
+        except CheckpointError as e:
+            errors.append(str(e))
+    raise CheckpointError("No checkpoint could be loaded: " + " | ".join(errors))
 
 
 def save_weights(path: Path, model: torch.nn.Module, config: Config) -> None:

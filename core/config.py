@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from .atomic import atomic_write_text
-from .errors import ConfigError
+from .errors import ConfigError, ConfigProblem
 
 GROUPS = 8  # GroupNorm groups, fixed by the tutorial's architecture
 UNET_OUT_CHANNELS = 16  # channels of the tutorial's last up block, before norm_out/conv_out
@@ -151,17 +151,19 @@ class Config:
         """A validated copy with some fields of one section changed."""
         data = self.to_dict()
         data[section].update(changes)
-        return Config.from_dict(data)
+        replaced = Config.from_dict(data)
+        replaced.warnings = list(self.warnings)  # the keys ignored when the file was read stay reported
+        return replaced
 
     @classmethod
     def from_dict(cls, data: Any, source: str | None = None) -> Config:
         """Parse and validate; raises :class:`ConfigError` listing every problem found."""
-        problems: list[str] = []
+        problems: list[ConfigProblem] = []
         warnings: list[str] = []
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError([f"the config must be a mapping of sections, got {type(data).__name__}"], source)
+            raise ConfigError([ConfigProblem("", f"the config must be a mapping of sections, got {type(data).__name__}")], source)
         for key in data:
             if key not in SECTIONS:
                 warnings.append(_unknown(key, SECTIONS))
@@ -169,7 +171,7 @@ class Config:
         for name, section_cls in SECTIONS.items():
             raw = data.get(name) or {}
             if not isinstance(raw, dict):
-                problems.append(f"{name} must be a mapping of keys, got {type(raw).__name__}")
+                problems.append(ConfigProblem(name, f"must be a mapping of keys, got {type(raw).__name__}"))
                 raw = {}
             sections[name] = _parse_section(name, section_cls, raw, problems, warnings)
         if problems:
@@ -187,7 +189,7 @@ def _unknown(key: str, known: typing.Iterable[str], prefix: str = "") -> str:
     return f"unknown key '{prefix}{key}' ignored{hint}"
 
 
-def _parse_section(name: str, cls: type, raw: dict, problems: list[str], warnings: list[str]) -> Any:
+def _parse_section(name: str, cls: type, raw: dict, problems: list[ConfigProblem], warnings: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
@@ -198,9 +200,17 @@ def _parse_section(name: str, cls: type, raw: dict, problems: list[str], warning
         where = f"{name}.{key}"
         try:
             values[key] = _coerce(value, hints[key], where)
-        except ValueError as e:
-            problems.append(str(e))
+        except _Invalid as e:
+            problems.append(e.problem)
     return cls(**values)
+
+
+class _Invalid(ValueError):
+    """A value that does not fit its field's type."""
+
+    def __init__(self, problem: ConfigProblem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -214,39 +224,39 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return _coerce(value, inner, where)
     if origin is Literal:
         if value not in args:
-            raise ValueError(f"{where} must be one of {', '.join(map(str, args))}; got {value!r}")
+            raise _Invalid(ConfigProblem(where, f"must be one of {', '.join(map(str, args))}; got {value!r}"))
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list like [32, 64], got {value!r}")
+            raise _Invalid(ConfigProblem(where, f"must be a list like [32, 64], got {value!r}"))
         return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{where} must be true or false, got {value!r}")
+            raise _Invalid(ConfigProblem(where, f"must be true or false, got {value!r}"))
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ValueError(f"{where} must be a whole number, got {value!r}")
+            raise _Invalid(ConfigProblem(where, f"must be a whole number, got {value!r}"))
         return value
     if hint is float:
         if isinstance(value, bool):
-            raise ValueError(f"{where} must be a number, got {value!r}")
+            raise _Invalid(ConfigProblem(where, f"must be a number, got {value!r}"))
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where} must be a number, got {value!r}") from None
+            raise _Invalid(ConfigProblem(where, f"must be a number, got {value!r}")) from None
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ValueError(f"{where} must be text, got {value!r}")
+            raise _Invalid(ConfigProblem(where, f"must be text, got {value!r}"))
         return str(value)
     raise TypeError(f"unsupported field type {hint} for {where}")
 
 
-def _bounds(cfg: Config) -> list[str]:
+def _bounds(cfg: Config) -> list[ConfigProblem]:
     """Numeric bounds declared in each field's metadata."""
-    problems = []
+    problems: list[ConfigProblem] = []
     for section in SECTIONS:
         obj = getattr(cfg, section)
         for f in dataclasses.fields(obj):
@@ -255,44 +265,44 @@ def _bounds(cfg: Config) -> list[str]:
                 continue
             meta, where = f.metadata, f"{section}.{f.name}"
             if "min" in meta and value < meta["min"]:
-                problems.append(f"{where} must be at least {meta['min']}, got {value}")
+                problems.append(ConfigProblem(where, f"must be at least {meta['min']}, got {value}"))
             if "exclusive_min" in meta and value <= meta["exclusive_min"]:
-                problems.append(f"{where} must be greater than {meta['exclusive_min']}, got {value}")
+                problems.append(ConfigProblem(where, f"must be greater than {meta['exclusive_min']}, got {value}"))
             if "exclusive_max" in meta and value >= meta["exclusive_max"]:
-                problems.append(f"{where} must be less than {meta['exclusive_max']}, got {value}")
+                problems.append(ConfigProblem(where, f"must be less than {meta['exclusive_max']}, got {value}"))
             if "choices" in meta and value not in meta["choices"]:
-                problems.append(f"{where} must be one of {', '.join(map(str, meta['choices']))}, got {value}")
+                problems.append(ConfigProblem(where, f"must be one of {', '.join(map(str, meta['choices']))}, got {value}"))
     return problems
 
 
-def _model_problems(m: ModelParams) -> list[str]:
+def _model_problems(m: ModelParams) -> list[ConfigProblem]:
     """The architecture's structural constraints, each phrased as the fix."""
-    p: list[str] = []
+    p: list[ConfigProblem] = []
     where = "model_params"
     if len(m.down_channels) < 2:
-        p.append(f"{where}.down_channels needs at least 2 entries, got {m.down_channels}")
+        p.append(ConfigProblem(f"{where}.down_channels", f"needs at least 2 entries, got {m.down_channels}"))
         return p
     if len(m.mid_channels) < 2:
-        p.append(f"{where}.mid_channels needs at least 2 entries, got {m.mid_channels}")
+        p.append(ConfigProblem(f"{where}.mid_channels", f"needs at least 2 entries, got {m.mid_channels}"))
         return p
     for name in ("down_channels", "mid_channels"):
         for i, c in enumerate(getattr(m, name)):
             if c <= 0 or c % GROUPS:
-                p.append(f"{where}.{name}[{i}] must be a positive multiple of {GROUPS} (GroupNorm groups), got {c}")
+                p.append(ConfigProblem(f"{where}.{name}[{i}]", f"must be a positive multiple of {GROUPS} (GroupNorm groups), got {c}"))
     if m.mid_channels[0] != m.down_channels[-1]:
-        p.append(f"{where}.mid_channels[0] must equal down_channels[-1] ({m.down_channels[-1]}), got {m.mid_channels[0]}")
+        p.append(ConfigProblem(f"{where}.mid_channels[0]", f"must equal down_channels[-1] ({m.down_channels[-1]}), got {m.mid_channels[0]}"))
     if m.mid_channels[-1] != m.down_channels[-2]:
-        p.append(f"{where}.mid_channels[-1] must equal down_channels[-2] ({m.down_channels[-2]}), got {m.mid_channels[-1]}")
+        p.append(ConfigProblem(f"{where}.mid_channels[-1]", f"must equal down_channels[-2] ({m.down_channels[-2]}), got {m.mid_channels[-1]}"))
     n_blocks = len(m.down_channels) - 1
     if len(m.down_sample) != n_blocks:
-        p.append(f"{where}.down_sample must have len(down_channels)-1 = {n_blocks} entries, got {len(m.down_sample)}")
+        p.append(ConfigProblem(f"{where}.down_sample", f"must have len(down_channels)-1 = {n_blocks} entries, got {len(m.down_sample)}"))
     if m.down_attention is not None and len(m.down_attention) != n_blocks:
-        p.append(f"{where}.down_attention must have len(down_channels)-1 = {n_blocks} entries (or be empty), got {len(m.down_attention)}")
+        p.append(ConfigProblem(f"{where}.down_attention", f"must have len(down_channels)-1 = {n_blocks} entries (or be empty), got {len(m.down_attention)}"))
     factor = 2 ** sum(bool(d) for d in m.down_sample)
     if m.im_size % factor:
-        p.append(f"{where}.im_size must be divisible by {factor} (2 ^ number of down_sample=True), got {m.im_size}")
+        p.append(ConfigProblem(f"{where}.im_size", f"must be divisible by {factor} (2 ^ number of down_sample=True), got {m.im_size}"))
     if m.time_emb_dim % 2:
-        p.append(f"{where}.time_emb_dim must be even, got {m.time_emb_dim}")
+        p.append(ConfigProblem(f"{where}.time_emb_dim", f"must be even, got {m.time_emb_dim}"))
     if p:
         return p
     attended = [(f"down_channels[{i+1}]", m.down_channels[i + 1]) for i, a in enumerate(m.attention_flags()) if a]
@@ -300,27 +310,27 @@ def _model_problems(m: ModelParams) -> list[str]:
     attended += [(f"mid_channels[{i+1}]", c) for i, c in enumerate(m.mid_channels[1:])]
     for name, c in attended:
         if c % m.num_heads:
-            p.append(f"{where}.{name} ({c}) must be divisible by num_heads ({m.num_heads}); change num_heads or the channels")
+            p.append(ConfigProblem(f"{where}.{name}", f"({c}) must be divisible by num_heads ({m.num_heads}); change num_heads or the channels"))
     return p
 
 
-def validate(cfg: Config) -> list[str]:
+def validate(cfg: Config) -> list[ConfigProblem]:
     """Every problem with ``cfg``, each naming the field and the fix; empty means valid."""
     p = _bounds(cfg)
     d = cfg.diffusion_params
     if d.schedule == "linear":
         if not 0 < d.beta_start < 1:
-            p.append(f"diffusion_params.beta_start must be between 0 and 1, got {d.beta_start}")
+            p.append(ConfigProblem("diffusion_params.beta_start", f"must be between 0 and 1, got {d.beta_start}"))
         if not 0 < d.beta_end < 1:
-            p.append(f"diffusion_params.beta_end must be between 0 and 1, got {d.beta_end}")
+            p.append(ConfigProblem("diffusion_params.beta_end", f"must be between 0 and 1, got {d.beta_end}"))
         if d.beta_start >= d.beta_end:
-            p.append(f"diffusion_params.beta_start ({d.beta_start}) must be less than beta_end ({d.beta_end})")
+            p.append(ConfigProblem("diffusion_params.beta_start", f"({d.beta_start}) must be less than beta_end ({d.beta_end})"))
     p += _model_problems(cfg.model_params)
     t = cfg.train_params
     if t.num_grid_rows > t.num_samples:
-        p.append(f"train_params.num_grid_rows ({t.num_grid_rows}) cannot exceed num_samples ({t.num_samples})")
+        p.append(ConfigProblem("train_params.num_grid_rows", f"({t.num_grid_rows}) cannot exceed num_samples ({t.num_samples})"))
     if not t.task_name.strip() or any(c in t.task_name for c in '/\\:*?"<>|'):
-        p.append(f"train_params.task_name must be a plain folder name, got {t.task_name!r}")
+        p.append(ConfigProblem("train_params.task_name", f"must be a plain folder name, got {t.task_name!r}"))
     return list(dict.fromkeys(p))
 
 
@@ -330,14 +340,30 @@ def load_config(path: str | os.PathLike) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(["config file not found; check the path"], str(path)) from None
+        raise ConfigError([ConfigProblem("", "config file not found; check the path")], str(path)) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError([f"cannot read the config ({e})"], str(path)) from None
+        raise ConfigError([ConfigProblem("", f"cannot read the config ({e})")], str(path)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError([f"not valid YAML: {e}".replace("\n", " ")], str(path)) from None
+        raise ConfigError([_yaml_problem(e, text)], str(path)) from None
     return Config.from_dict(data, source=str(path))
+
+
+def _yaml_problem(error: yaml.YAMLError, text: str) -> ConfigProblem:
+    """Where the YAML broke, as an editor counts (1-based line and column), then that line with
+    a caret under the column: PyYAML's own message repeats a placeholder file name and marks."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return ConfigProblem("", f"not valid YAML: {error}".replace("\n", " "))
+    problem = getattr(error, "problem", None) or "syntax error"
+    context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} that starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    return ConfigProblem("", f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}\n"
+                             f"    {line}\n    {' ' * mark.column}^")
 
 
 def dump_config(cfg: Config) -> str:
@@ -348,9 +374,4 @@ def dump_config(cfg: Config) -> str:
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML atomically."""
     atomic_write_text(path, dump_config(cfg))
-
-
-def default_config() -> Config:
-    """The tutorial's default config."""
-    return Config()
 

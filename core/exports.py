@@ -89,6 +89,17 @@ def save_images(images: torch.Tensor, folder: str | os.PathLike, prefix: str = "
     return paths
 
 
+HOLD_LAST_S = 1.0  # the finished images stay this long before the animation ends or loops
+
+
+def check_animation_path(path: str | os.PathLike) -> Path:
+    """``path`` if its suffix names a format :func:`save_animation` writes; else the reason, in words."""
+    path = Path(path)
+    if path.suffix.lower() not in ANIMATION_SUFFIXES:
+        raise UserError(f"Cannot save an animation as {path}: use a file name ending in .gif or .mp4.")
+    return path
+
+
 def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float = 20, loop: bool = True) -> Path:
     """Write uint8 (H, W, C) frames as a GIF or an MP4, chosen by the suffix of ``path``.
 
@@ -96,12 +107,10 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: f
     1/100 s, so fps above 50 play at most 50 frames per second, and Pillow merges identical
     consecutive frames (lengthening the kept one, so the timing holds). MP4: H.264 (libx264,
     yuv420p, plays in browsers and QuickTime), frames padded with black to even sizes as 4:2:0
-    needs; ``loop`` does not apply.
+    needs; ``loop`` does not apply. Both hold the last frame :data:`HOLD_LAST_S` longer.
     """
-    path = Path(path)
+    path = check_animation_path(path)
     suffix = path.suffix.lower()
-    if suffix not in ANIMATION_SUFFIXES:
-        raise UserError(f"Cannot save an animation as {path}: use a file name ending in .gif or .mp4.")
     if not len(frames):
         raise UserError(f"No frames to save in {path}: sample first.")
     if fps <= 0:
@@ -112,14 +121,15 @@ def save_animation(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: f
     if suffix == ".gif":
         atomic_write_bytes(path, _encode_gif(frames, fps, loop))
     else:
-        _write_mp4(frames, path, fps)
+        _write_mp4(frames + [frames[-1]] * round(HOLD_LAST_S * fps), path, fps)
     return path
 
 
 def _encode_gif(frames: list[np.ndarray], fps: float, loop: bool) -> bytes:
     import imageio.v3 as iio
 
-    options = {"duration": 1000 / fps, **({"loop": 0} if loop else {})}
+    durations = [1000 / fps] * (len(frames) - 1) + [1000 / fps + HOLD_LAST_S * 1000]
+    options = {"duration": durations, **({"loop": 0} if loop else {})}
     return iio.imwrite("<bytes>", np.stack(frames), extension=".gif", plugin="pillow", **options)
 
 

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import re
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .config import Config
+from .errors import DiskFullError
 
 _CKPT = re.compile(r"^step-(\d+)\.safetensors$")
 
@@ -71,6 +73,27 @@ class RunDir:
         for tmp in self.checkpoints.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 
+    def start_log(self) -> None:
+        """An empty ``log.jsonl`` for a new run."""
+        atomic_write_text(self.log_path, "")
+
+    def append_log(self, row: dict[str, Any]) -> None:
+        """One JSON line, appended: what a step reported, so an opened run shows where it stood.
+
+        Appending (not the atomic rewrite) keeps a step's cost flat in the log's length; a crash
+        can tear only the last line, which :meth:`read_log` skips.
+        """
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(
+                    f"No space left on the disk while writing {self.log_path}. Free some space, "
+                    "then resume: the last checkpoint is intact."
+                ) from e
+            raise
+
     def read_log(self) -> list[dict[str, Any]]:
         """Logged steps, skipping a torn last line from a crash."""
         if not self.log_path.exists():
@@ -87,6 +110,3 @@ class RunDir:
         """Drop log rows after ``last_step`` so a resumed run does not log steps twice."""
         rows = [r for r in self.read_log() if r.get("step", 0) <= last_step]
         atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in rows))
-
-    def is_run(self) -> bool:
-        return self.config_path.exists()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .allocator import keep_freed_memory
 from .config import Config
 from .denoiser import Denoiser, make_denoiser
 from .device import Precision, pick_device, pick_precision
@@ -85,8 +84,6 @@ class SamplingModel:
         should_cancel: Callable[[], bool] | None = None,
     ) -> Iterator[Frame]:
         """:func:`core.samplers.sample` with this model's schedule, shape, device and precision."""
-        if self.device.type == "cpu":
-            keep_freed_memory()  # each step reuses the last one's memory (see core.allocator)
         return sample(self.denoiser(), num_images=num_images, image_shape=self.image_shape, sampler=sampler,
                       steps=steps, options=options, seed=seed, device=self.device,
                       frame_stride=frame_stride, should_cancel=should_cancel)

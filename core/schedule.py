@@ -116,6 +116,13 @@ class NoiseSchedule:
             setattr(new, name, getattr(self, name).to(device))
         return new
 
+    def log_snr_table(self) -> torch.Tensor:
+        """log(abar_t / (1 - abar_t)) per step, float64: twice :func:`log_snr`'s lambda, the
+        signal-to-noise ratio of x_t on the scale where schedules are compared (Kingma et al.
+        2021), finite even where abar_t ~ 0."""
+        abar = self.alpha_cum_prod64
+        return abar.log() - torch.log1p(-abar)
+
     # -- conversions between x_t, x_0 and eps -------------------------------------------------
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one t per image."""

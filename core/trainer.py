@@ -12,13 +12,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import errno
-import json
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,78 +23,20 @@ import torch
 
 from . import autotune, distributed, threads
 from .adam import Adam, Optimizer
-from .allocator import keep_freed_memory, release_freed_memory
 from .atomic import atomic_write_text
 from .attention import AttentionImpl
-from .checkpoint import load_checkpoint, read_training_state, save_checkpoint, save_weights, shape_mismatches
+from .checkpoint import restore_newest, save_checkpoint, save_weights
 from .config import Config, dump_config
 from .denoiser import make_denoiser
 from .device import Precision, describe, memory_format, pick_device, pick_precision
-from .errors import CheckpointError, DiskFullError, TrainingDiverged, UserError
+from .errors import TrainingDiverged, UserError
+from .events import (
+    CheckpointSaved, Event, Failed, Finished, Paused, PreviewReady, Resumed, Started, StepDone,
+)
 from .runs import RunDir
 from .schedule import NoiseSchedule
 from .unet import UNet, count_parameters
 
-
-@dataclass(frozen=True)
-class Started:
-    run_dir: Path
-    device: str
-    precision: str
-    num_params: int
-    total_steps: int
-    start_step: int
-    dataset_size: int
-    setup: str = ""  # how the model runs, e.g. "cpu · 2 threads · fp32 · sdpa" (see core.autotune)
-
-
-@dataclass(frozen=True)
-class StepDone:
-    step: int
-    epoch: int
-    loss: float
-    lr: float
-    images_per_s: float
-    eta_s: float
-    total_steps: int
-
-
-@dataclass(frozen=True)
-class PreviewReady:
-    step: int
-    images: torch.Tensor
-
-
-@dataclass(frozen=True)
-class CheckpointSaved:
-    step: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class Paused:
-    step: int
-
-
-@dataclass(frozen=True)
-class Resumed:
-    step: int
-
-
-@dataclass(frozen=True)
-class Finished:
-    step: int
-    reason: str  # "completed" | "stopped"
-
-
-@dataclass(frozen=True)
-class Failed:
-    step: int
-    message: str
-    error: BaseException
-
-
-Event = Started | StepDone | PreviewReady | CheckpointSaved | Paused | Resumed | Finished | Failed
 
 PREVIEW_IMAGES = 16
 PREVIEW_STEPS = 20
@@ -172,8 +111,6 @@ class Trainer:
         self.precision: Precision = pick_precision(tp.precision, self.device)
         torch.manual_seed(tp.seed)  # weights init: same seed, same start
         self.memory_format = memory_format(self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # each step reuses the last one's memory (see core.allocator)
         self.model = UNet(config.model_params, attention_impl=attention_impl).to(
             self.device, memory_format=self.memory_format
         )
@@ -216,7 +153,6 @@ class Trainer:
                 raise self._fail(UserError(_oom_message(self.config, self.device)), e) from e
             raise
         finally:
-            release_freed_memory()
             if self._threads is not None:
                 self._threads.restore()
 
@@ -236,9 +172,11 @@ class Trainer:
         self.tune()
         train_model = self.dist.wrap(self.model)
         step_model = _maybe_compile(train_model, tp.compile)
+        checkpoint_every = run_interval(tp.checkpoint_every_steps, total)
+        preview_every = run_interval(tp.sample_every_steps, total)
         self._emit(Started(self.run_dir.path, describe(self.device), self.precision.name,
                            count_parameters(self.model), total, self.step, len(dataset),
-                           self.tuned.choice.describe(self.device)))
+                           checkpoint_every, preview_every, self.tuned.choice.describe(self.device)))
         clock = _Throughput()
         self._threads = cpu_threads = threads.for_device(self.device)  # fewer while other programs take cores
         order_epoch, order = -1, torch.empty(0, dtype=torch.long)
@@ -277,10 +215,10 @@ class Trainer:
             self._log_step(epoch, loss, images_per_s, eta, total)
             self._emit(StepDone(self.step, epoch, loss, self.optimizer.param_groups[0]["lr"],
                                 images_per_s, eta, total))
-            if self.step % tp.checkpoint_every_steps == 0:
+            if self.step % checkpoint_every == 0:
                 self._checkpoint()
                 last_saved = self.step
-            if tp.sample_every_steps and self.step % tp.sample_every_steps == 0:
+            if preview_every and self.step % preview_every == 0:
                 self._preview()
             clock.reset_clock()  # checkpoints and previews are not training time: keep them out of the ETA
         if self.step != last_saved or not self.run_dir.list_checkpoints():
@@ -345,7 +283,7 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = self.config.train_params.ema_decay
+        decay = ema_decay_at(self.config.train_params.ema_decay, self.step)
         ema_params = list(self.ema_model.parameters())
         params = list(self.model.parameters())
         if decay == 0:
@@ -371,48 +309,21 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir.config_path, dump_config(self.config))
-            atomic_write_text(self.run_dir.log_path, "")
+            self.run_dir.start_log()
         self.dist.barrier()
 
     def _restore(self) -> None:
-        """Load the newest checkpoint that reads cleanly; damaged ones are reported and skipped."""
-        found = self.run_dir.list_checkpoints()
-        if not found:
-            raise CheckpointError(f"{self.run_dir.path} has no checkpoint to resume from; start a new run instead.")
-        errors = []
-        for _, path in reversed(found):
-            try:
-                saved = read_training_state(path)
-                self._check_compatible(saved.config, path)
-                state, scale = load_checkpoint(path, model=self.model, ema=self.ema_model, optimizer=self.optimizer)
-            except CheckpointError as e:
-                if "different model config" in str(e):
-                    raise
-                errors.append(str(e))
-                continue
-            self.step = state.step
-            if scale is not None and self.scaler.is_enabled():
-                self.scaler.update(scale)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.config.train_params.lr
-            if self.dist.is_main:
-                self.run_dir.truncate_log(self.step)
-            return
-        raise CheckpointError("No checkpoint could be loaded: " + " | ".join(errors))
-
-    def _check_compatible(self, saved: Config, path: Path) -> None:
-        """Refuse to resume with a config whose model or schedule differs from the checkpoint's."""
-        if saved.model_params != self.config.model_params:
-            lines = shape_mismatches(self.model, UNet(saved.model_params).state_dict()) or ["attention layout"]
-            raise CheckpointError(
-                f"{path} was made for a different model config ({len(lines)} differences: "
-                f"{'; '.join(lines[:5])}). Resume with the run's own config ({self.run_dir.config_path})."
-            )
-        if saved.diffusion_params != self.config.diffusion_params:
-            raise CheckpointError(
-                f"{path} was trained with different diffusion_params ({saved.diffusion_params}); "
-                f"resume with the run's own config ({self.run_dir.config_path})."
-            )
+        """Continue from the newest checkpoint that reads cleanly (see ``restore_newest``)."""
+        state, scale = restore_newest([path for _, path in self.run_dir.list_checkpoints()], self.config,
+                                      self.run_dir.config_path, model=self.model, ema=self.ema_model,
+                                      optimizer=self.optimizer)
+        self.step = state.step
+        if scale is not None and self.scaler.is_enabled():
+            self.scaler.update(scale)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.train_params.lr
+        if self.dist.is_main:
+            self.run_dir.truncate_log(self.step)
 
     # -- outputs ---------------------------------------------------------------------------------
     def _emit(self, event: Event) -> None:
@@ -423,20 +334,12 @@ class Trainer:
         """One line of ``log.jsonl``: what a StepDone says, so an opened run shows where it stood."""
         if not self.dist.is_main:
             return
-        row = {"step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
-               "images_per_s": round(images_per_s, 2), "eta_s": round(eta_s, 1), "total_steps": total,
-               "time": round(time.time(), 3), **self._log_extra}
+        self.run_dir.append_log({
+            "step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": round(images_per_s, 2), "eta_s": round(eta_s, 1), "total_steps": total,
+            "time": round(time.time(), 3), **self._log_extra,
+        })
         self._log_extra = {}
-        try:
-            with open(self.run_dir.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(
-                    f"No space left on the disk while writing {self.run_dir.log_path}. Free some space, "
-                    "then resume: the last checkpoint is intact."
-                ) from e
-            raise
 
     def _checkpoint(self) -> None:
         if self.dist.is_main:
@@ -471,6 +374,23 @@ class Trainer:
         self._emit(PreviewReady(self.step, images))
 
 
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The EMA decay for the update after ``updates`` others: ``decay``, warmed up as timm and
+    TensorFlow do with min(decay, (1 + n) / (10 + n)). Without it the average starts at the
+    random initial weights and keeps them for ~1/(1 - decay) steps: a 200-step run at 0.995
+    would sample pure noise. From ~2,000 steps on (at 0.995) the warm-up no longer applies."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def run_interval(every: int | None, total: int, parts: int = 4) -> int | None:
+    """``every`` steps, or, when the run is not longer than that, a quarter of the run: a short
+    run still shows previews and keeps a checkpoint on the way instead of waiting for a step it
+    never reaches. None (never) stays None."""
+    if every is None or every < total:
+        return every
+    return max(1, total // parts)
+
+
 CPU_MICRO_BATCH = 32
 
 
@@ -480,11 +400,10 @@ def micro_batches(batch: int, size: int | None, device: torch.device) -> list[sl
 
     Nothing in the model mixes images (GroupNorm, not BatchNorm), so the parts' gradients add
     up to the batch's: the same step in less activation memory. On 2 CPU cores, tutorial config,
-    batch 64, six paired runs of ``bench/train_step.py``: in parts of 32 the step took from 1 %
-    less to 9 % more time than whole (median +3.5 %) and peak RSS fell from 1.50-1.58 to
-    1.27-1.33 GiB; in parts of 16 it took 10 % more for 1.14 GiB. (Since then the CPU's Adam
-    stopped importing torch._dynamo: 1.13-1.14 GiB in parts of 32, 1.35 GiB whole.) A GPU has
-    the memory and wants the large kernels.
+    batch 64, paired runs of ``bench/train_step.py``: in parts of 32 the step took from 1 % less
+    to 9 % more time than whole (median +3.5 %) and peak RSS was 1.13-1.14 GiB against 1.35 GiB
+    whole; in parts of 16 it took 10 % more time. A GPU has the memory and wants the large
+    kernels.
     """
     if size is None:
         size = CPU_MICRO_BATCH if device.type == "cpu" else batch

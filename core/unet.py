@@ -227,12 +227,6 @@ class UNet(nn.Module):
         self.norm_out = GroupNorm(GROUPS, UNET_OUT_CHANNELS)
         self.conv_out = nn.Conv2d(UNET_OUT_CHANNELS, params.im_channels, 3, padding=1)
 
-    def set_attention_impl(self, impl: AttentionImpl) -> None:
-        """Switch every attention layer to another kernel (see :mod:`core.attention`)."""
-        for m in self.modules():
-            if isinstance(m, SelfAttention):
-                m.impl = impl
-
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, device=x.device).long().reshape(-1).expand(x.shape[0])
         t_emb = self.t_proj(time_embedding(t, self.t_emb_dim).to(x.dtype))
@@ -250,3 +244,10 @@ class UNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(params: ModelParams) -> int:
+    """The parameter count of the UNet ``params`` describe, built on the meta device: no memory,
+    milliseconds, so the config form can show it as the user types."""
+    with torch.device("meta"):
+        return count_parameters(UNet(params))

@@ -26,12 +26,22 @@ def _ensure_streams() -> None:
 def main(argv: list[str] | None = None) -> int:
     multiprocessing.freeze_support()
     _ensure_streams()
+    from core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # CPU training and sampling steps reuse each other's memory (see core.allocator)
     args_in = sys.argv[1:] if argv is None else argv
     if "--self-test" in args_in:
         from .selftest import run_self_test
 
         return run_self_test(args_in)
+    from core import __version__
+
     parser = argparse.ArgumentParser(prog="ddpm-studio", description="Train a diffusion model on your images.")
+    parser.add_argument("--version", action="version", version=f"ddpm-studio {__version__}",
+                        help="print the version and exit")
+    parser.add_argument("--self-test", action="store_true",
+                        help="train, sample and export a tiny model without a window, print a JSON verdict "
+                             "and exit 0 if all went well (see --self-test --help for its options)")
     parser.add_argument("--timing", action="store_true", help="print start-to-window and engine-load times")
     parser.add_argument("--quit-after-ready", action="store_true",
                         help="close once the engine has loaded (for start-up measurements)")

@@ -2,8 +2,8 @@
 
 The form is generated from the dataclasses (type hint -> editor, ``metadata["doc"]`` ->
 tooltip), so a field added to core appears here without GUI changes. After every edit the
-whole form goes through ``Config.from_dict``; each problem core reports starts with
-``section.field`` and is shown under that field. ``configChanged`` carries the valid Config,
+whole form goes through ``Config.from_dict``; each problem core reports
+(``core.errors.ConfigProblem``) names its field and is shown under that field. ``configChanged`` carries the valid Config,
 or None while anything is invalid (the window disables Train then).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.config import SECTIONS, Config, load_config, save_config
-from core.errors import ConfigError, UserError
+from core.errors import ConfigError, ConfigProblem, UserError
 
 from .banner import Banner, error_text
 from .fields import FieldEditor, editor_for
@@ -52,7 +52,7 @@ class ConfigEditor(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.config: Config | None = None
-        self.problems: list[str] = []
+        self.problems: list[ConfigProblem] = []
         self.source: Path | None = None  # the YAML last loaded or saved, for the title and dialogs
         self.editors: dict[str, FieldEditor] = {}
         self._devices: dict[str, str] = {}
@@ -114,6 +114,7 @@ class ConfigEditor(QWidget):
         layout.addWidget(self.banner)
         layout.addWidget(scroll, 1)
 
+        self.editors["train_params.device"].input.currentIndexChanged.connect(self._show_device)
         self._fill_presets()
 
     # -- building -----------------------------------------------------------------------------
@@ -179,23 +180,27 @@ class ConfigEditor(QWidget):
         self.set_config(load_preset(name))
 
     def _on_preset(self, index: int) -> None:
-        self.select_preset(self.preset_combo.itemData(index))
+        """A preset chosen by the user sets the model, training and diffusion; the images stay."""
+        from core.presets import load_preset
+
+        im_path = self.editors["dataset_params.im_path"].value()
+        config = load_preset(self.preset_combo.itemData(index))
+        self.set_config(config.replace("dataset_params", im_path=im_path) if im_path else config)
 
     def validate(self) -> Config | None:
         """Check the form with core; mark each problem on its field; emit ``configChanged``."""
         self._validate_timer.stop()
         try:
             config = Config.from_dict(self.raw())
-            problems: list[str] = []
+            problems: list[ConfigProblem] = []
         except ConfigError as e:
             config, problems = None, e.problems
-        by_field: dict[str, list[str]] = {}
+        by_field: dict[str, list[ConfigProblem]] = {}
         unplaced = []
         for problem in problems:
-            key = self._field_of(problem)
-            (by_field.setdefault(key, []) if key else unplaced).append(problem)
+            (by_field.setdefault(problem.key, []) if problem.key in self.editors else unplaced).append(problem)
         for key, editor in self.editors.items():
-            editor.set_problem("\n".join(_without_prefix(p, key) for p in by_field.get(key, [])))
+            editor.set_problem("\n".join(_beside_field(p) for p in by_field.get(key, [])))
         self.config, self.problems = config, problems
         if problems:
             n = len(problems)
@@ -210,14 +215,6 @@ class ConfigEditor(QWidget):
         self.configChanged.emit(config)
         return config
 
-    def _field_of(self, problem: str) -> str | None:
-        """The editor a core message is about: it starts with ``section.field`` (maybe ``[i]``)."""
-        head = problem.split(" ", 1)[0]
-        section, _, rest = head.partition(".")
-        name = rest.split("[", 1)[0].rstrip(":,")
-        key = f"{section}.{name}"
-        return key if key in self.editors else None
-
     # -- engine-backed info ---------------------------------------------------------------------
     def set_devices(self, devices: dict[str, str]) -> None:
         """Once torch is loaded: grey out devices this machine lacks, describe the chosen one."""
@@ -229,12 +226,13 @@ class ConfigEditor(QWidget):
             available = name == "auto" or name in devices
             model.item(i).setEnabled(available)
             model.item(i).setText(name if available else f"{name} (not available)")
-        combo.currentIndexChanged.connect(self._show_device)
         self._show_device()
         if self.config is not None:
             self._request_count(self.config.model_params)
 
     def _show_device(self) -> None:
+        if not self._devices:
+            return  # "loading…" until the engine says what this machine has
         choice = self.editors["train_params.device"].value()
         name = next(iter(self._devices), "cpu") if choice == "auto" else choice
         text = self._devices.get(name, f"{name} — not available on this machine")
@@ -245,9 +243,9 @@ class ConfigEditor(QWidget):
         self._count_wanted = params
         if not self._devices or self._counter is not None or params == self._count_done:
             return
-        from .engine import count_parameters
+        from core.unet import parameter_count  # torch: loaded by now (devices are known)
 
-        self._counter = Worker(lambda w: count_parameters(params), self)
+        self._counter = Worker(lambda w: parameter_count(params), self)
         self._counter.returned.connect(lambda n: self._show_count(params, n))
         self._counter.errored.connect(self._count_failed)
         self._counter.finished.connect(self._count_finished)
@@ -304,10 +302,8 @@ class ConfigEditor(QWidget):
         return True
 
 
-def _without_prefix(problem: str, key: str) -> str:
-    """Core's message minus the ``section.field`` it starts with, which the form already shows."""
-    section, _, name = key.partition(".")
-    head, _, tail = problem.partition(" ")
-    if head.startswith(key) and head[len(key):].startswith("["):
-        return f"{name}{head[len(key):]} {tail}"
-    return tail if head == key else problem
+def _beside_field(problem: ConfigProblem) -> str:
+    """The problem as shown under its field, which the form already names: the message, with
+    the entry (``down_channels[1]``) in front when it is about one entry of a list."""
+    index = problem.field[len(problem.key):]
+    return f"{problem.key.partition('.')[2]}{index} {problem.message}" if index else problem.message

@@ -51,6 +51,8 @@ class DatasetPanel(QWidget):
     pathChosen = Signal(str)  # a folder, file or builtin:<name> the user picked
     scanned = Signal(object)  # ScanResult
     scanFailed = Signal(str)
+    channelsChosen = Signal(int)  # noqa: N815 - Qt naming; the user took the offered im_channels
+    imageClicked = Signal(int)  # noqa: N815 - Qt naming; the dataset index of a clicked thumbnail
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -102,6 +104,20 @@ class DatasetPanel(QWidget):
         progress_row.hide()
 
         self.banner = Banner()
+        self.advice = QLabel()
+        self.advice.setObjectName("datasetAdviceLabel")
+        self.advice.setWordWrap(True)
+        self.advice.setStyleSheet("color:#9a6700")
+        self.switch_channels_button = QPushButton()
+        self.switch_channels_button.setObjectName("switchChannelsButton")
+        self.switch_channels_button.clicked.connect(
+            lambda: self.channelsChosen.emit(int(self.switch_channels_button.property("channels"))))
+        advice_row = self.advice_row = QWidget()
+        ar = QHBoxLayout(advice_row)
+        ar.setContentsMargins(0, 0, 0, 0)
+        ar.addWidget(self.advice, 1)
+        ar.addWidget(self.switch_channels_button)
+        advice_row.hide()
         self.summary = QFormLayout()
         self.summary_labels = {}
         for name in ("Source", "Images", "Sizes", "Modes", "Classes"):
@@ -120,6 +136,7 @@ class DatasetPanel(QWidget):
         self.thumbs.setResizeMode(QListView.ResizeMode.Adjust)
         self.thumbs.setMovement(QListView.Movement.Static)
         self.thumbs.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.thumbs.itemClicked.connect(lambda item: self.imageClicked.emit(item.data(Qt.ItemDataRole.UserRole)))
         self.skipped = QTableWidget(0, 2)
         self.skipped.setObjectName("skippedTable")
         self.skipped.setHorizontalHeaderLabels(["File", "Why it was skipped"])
@@ -133,7 +150,10 @@ class DatasetPanel(QWidget):
         thumbs_box = QWidget()
         tl = QVBoxLayout(thumbs_box)
         tl.setContentsMargins(0, 0, 0, 0)
-        tl.addWidget(QLabel("<b>As the model will see them</b> (after resize and centre crop)"))
+        self.thumbs_title = QLabel("<b>As the model will see them</b> (after resize and centre crop)")
+        self.thumbs_title.setToolTip("Each image is resized so its shorter side is model_params.im_size, then "
+                                     "centre-cropped square: the longer side loses its edges.")
+        tl.addWidget(self.thumbs_title)
         tl.addWidget(self.thumbs)
         skipped_box = self.skipped_box = QWidget()
         skipped_box.hide()
@@ -157,6 +177,7 @@ class DatasetPanel(QWidget):
         layout.addWidget(self.banner)
         layout.addWidget(progress_row)
         layout.addLayout(self.summary)
+        layout.addWidget(advice_row)
         layout.addWidget(split, 1)
 
     # -- choosing -----------------------------------------------------------------------------
@@ -225,19 +246,28 @@ class DatasetPanel(QWidget):
     def is_scanning(self) -> bool:
         return self._worker is not None
 
+    def _from_replaced_scan(self) -> bool:
+        """Signals are queued: a replaced scan's last ones can arrive after the next scan has
+        started, and must not touch its progress, result or banner."""
+        return self.sender() is not self._worker
+
     def _on_progress(self, p: ScanProgress) -> None:
+        if self._from_replaced_scan():
+            return
         self.progress.setRange(0, max(1, p.total))
         self.progress.setValue(p.done)
 
     def _on_scanned(self, result: ScanResult) -> None:
-        if result.key != self.key:
-            return  # a stale scan finished after a newer one started
+        if self._from_replaced_scan():
+            return
         self._not_scanning()
         self.result = result
         self._show(result)
         self.scanned.emit(result)
 
     def _on_failed(self, error: BaseException) -> None:
+        if self._from_replaced_scan():
+            return
         self._not_scanning()
         message = error_text(error, "Could not read the dataset")
         self._clear_views()
@@ -251,6 +281,7 @@ class DatasetPanel(QWidget):
 
     # -- showing ------------------------------------------------------------------------------
     def _clear_views(self) -> None:
+        self.advice_row.hide()
         for label in self.summary_labels.values():
             label.setText("–")
         self.thumbs.clear()
@@ -271,9 +302,11 @@ class DatasetPanel(QWidget):
             else "none (one folder, no class subfolders)"
         )
         self.thumbs.clear()
-        for image, label in zip(result.thumbnails, result.thumbnail_labels, strict=True):
+        for image, label, index in zip(result.thumbnails, result.thumbnail_labels, result.thumbnail_indices,
+                                       strict=True):
             item = QListWidgetItem(QIcon(thumbnail(image, THUMB_PX)), label)
-            item.setToolTip(label)
+            item.setToolTip(f"{label + ' · ' if label else ''}image {index:,}: click to explore its noising")
+            item.setData(Qt.ItemDataRole.UserRole, index)
             self.thumbs.addItem(item)
         self.skipped.setRowCount(len(r.skipped))
         for i, s in enumerate(r.skipped):
@@ -287,9 +320,27 @@ class DatasetPanel(QWidget):
         self.skipped.resizeRowsToContents()
         self.skipped_title.setText(f"<b>Skipped files ({len(r.skipped)})</b>")
         self.skipped_box.setVisible(bool(r.skipped))
+        self._show_advice(result)
         labels["Images"].setText(labels["Images"].text() + (
             f" · <span style='color:#9a6700'>{len(r.skipped):,} skipped (see the list)</span>" if r.skipped
             else " · every file was usable"))
+
+
+    def _show_advice(self, result: ScanResult) -> None:
+        """Images smaller than the model's size, and a colour setting unlike the files (with the
+        switch offered): said before training, not discovered after."""
+        from core.data import dataset_advice, fit_description, stored_channels
+
+        key = result.key
+        advice = dataset_advice(result.report, key.channels, key.size)
+        self.advice.setText("<br>".join(f"⚠ {a}" for a in advice))
+        self.thumbs_title.setToolTip(fit_description(key.channels, key.size).capitalize() + ".")
+        stored = stored_channels(result.report)
+        self.switch_channels_button.setProperty("channels", stored)
+        self.switch_channels_button.setText("Train in colour (3 channels)" if stored == 3
+                                            else "Train in grayscale (1 channel)")
+        self.switch_channels_button.setVisible(bool(result.report.modes) and stored != key.channels)
+        self.advice_row.setVisible(bool(advice))
 
 
 def _relative(path: str, source: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import Config, ModelParams
+from core.config import Config
 
 from .workers import Throttle, Worker
 
@@ -32,20 +32,10 @@ class EngineInfo:
 
 def load_engine(_worker: Worker | None = None) -> EngineInfo:
     """Import torch and the engine (seconds, once) and list what this machine offers."""
-    from core import data, device, samplers, trainer  # noqa: F401 - pay every heavy import now, off the UI thread
+    from core import data, sampling, trainer  # noqa: F401 - pay every heavy import now, off the UI thread
+    from core.device import available_devices, describe, pick_device
 
-    return EngineInfo({name: device.describe(device.pick_device(name)) for name in device.available_devices()})
-
-
-def count_parameters(params: ModelParams) -> int:
-    """The UNet's parameter count, built on the meta device: no memory, milliseconds."""
-    import torch
-
-    from core.unet import UNet
-    from core.unet import count_parameters as count
-
-    with torch.device("meta"):
-        return count(UNet(params))
+    return EngineInfo({name: describe(pick_device(name)) for name in available_devices()})
 
 
 # -- datasets ---------------------------------------------------------------------------------
@@ -76,6 +66,7 @@ class ScanResult:
     report: Any  # core.data.DatasetReport
     thumbnails: np.ndarray  # (N, H, W, C) uint8, as the model will see them
     thumbnail_labels: list[str]
+    thumbnail_indices: list[int]  # each thumbnail's index in the dataset
 
 
 def scan_dataset(worker: Worker, key: DatasetKey) -> ScanResult:
@@ -88,17 +79,13 @@ def scan_dataset(worker: Worker, key: DatasetKey) -> ScanResult:
                            should_cancel=worker.should_abort)
     n = min(THUMBNAILS, len(dataset))
     spread = np.linspace(0, len(dataset) - 1, n).astype(np.int64) if n else np.zeros(0, np.int64)
-    return ScanResult(key, dataset, dataset.report, _as_uint8(dataset, spread), _labels(dataset, spread))
+    return ScanResult(key, dataset, dataset.report, _as_uint8(dataset, spread), _labels(dataset, spread),
+                      spread.tolist())
 
 
 def _as_uint8(dataset: Any, indices: np.ndarray) -> np.ndarray:
     """The chosen training images as (N, H, W, C) uint8 for display."""
-    images = getattr(dataset, "images", None)
-    if images is not None:
-        chosen = np.asarray(images[indices.tolist()])
-    else:  # streamed dataset: items are floats in [-1, 1]
-        chosen = np.stack([((dataset[int(i)].numpy() + 1) * 127.5).round().clip(0, 255) for i in indices])
-        chosen = chosen.astype(np.uint8)
+    chosen = np.asarray(dataset.images[indices.tolist()])
     return np.ascontiguousarray(chosen.transpose(0, 2, 3, 1))
 
 
@@ -203,9 +190,9 @@ MAX_FRAMES = 200
 def check_weights(source: Path, config: Config) -> None:
     """Load ``source`` as sampling will, so that a damaged file or one from another config is
     reported when it is chosen rather than when Sample is pressed."""
-    from core.checkpoint import load_for_sampling
+    from core.sampling import SamplingModel
 
-    load_for_sampling(source, config)
+    SamplingModel.load(source, config, device="cpu")
 
 
 def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:

@@ -10,6 +10,7 @@ from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+WHOLE_MULTIPLE_FILL = 0.85  # round the scale down to a whole number only if it still fills this much
 CANVAS = QColor("#e4e6ea")  # neutral behind images, so black and white digits both stand out
 
 
@@ -28,11 +29,6 @@ def to_qimage(array: np.ndarray) -> QImage:
     return QImage(array.data, width, height, line, fmt).copy()  # copy: the array may go away
 
 
-def chw_to_hwc(images: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) uint8 as the engine stores datasets -> (N, H, W, C) for display."""
-    return np.ascontiguousarray(np.transpose(images, (0, 2, 3, 1)))
-
-
 class ImageView(QWidget):
     """Paints one image scaled to fit, centred, with sharp pixels; empty shows a hint."""
 
@@ -42,6 +38,13 @@ class ImageView(QWidget):
         self._placeholder = placeholder
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(120, 120)
+
+    def set_placeholder(self, text: str) -> None:
+        self._placeholder = text
+        self.update()
+
+    def placeholder(self) -> str:
+        return self._placeholder
 
     def set_array(self, array: np.ndarray | None) -> None:
         self.set_image(None if array is None else to_qimage(array))
@@ -63,14 +66,20 @@ class ImageView(QWidget):
             painter.setPen(self.palette().placeholderText().color())
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self._placeholder)
             return
-        size = self._image.size()
-        scale = min(self.width() / size.width(), self.height() / size.height())
-        if scale >= 1:
-            scale = float(int(scale))  # whole multiples keep every source pixel the same size
-        w, h = int(size.width() * scale), int(size.height() * scale)
-        x, y = (self.width() - w) // 2, (self.height() - h) // 2
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, scale < 1)
-        painter.drawImage(QRect(x, y, w, h), self._image)
+        target = fit_rect(self._image.size(), self.size())
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, target.width() < self._image.width())
+        painter.drawImage(target, self._image)
+
+
+def fit_rect(image: QSize, pane: QSize) -> QRect:
+    """Where an image goes in a pane: as large as fits, centred. Whole multiples when they fill
+    most of the pane (every source pixel the same size); otherwise the exact fit, since a grid of
+    64 small images at 1:1 in a large empty pane shows nothing (nearest-neighbour keeps it sharp)."""
+    scale = min(pane.width() / image.width(), pane.height() / image.height())
+    if scale >= 1 and int(scale) >= WHOLE_MULTIPLE_FILL * scale:
+        scale = float(int(scale))
+    w, h = int(image.width() * scale), int(image.height() * scale)
+    return QRect((pane.width() - w) // 2, (pane.height() - h) // 2, w, h)
 
 
 def thumbnail(array: np.ndarray, size: int) -> QPixmap:

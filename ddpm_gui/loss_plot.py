@@ -51,16 +51,36 @@ class LossHistory:
         return self._data[2, : self._n]
 
 
+class StepAxis(pg.AxisItem):
+    """A step axis that labels whole steps only: a run 3 steps in has no step 1.5."""
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802, N803 - pyqtgraph override
+        levels = [(spacing, [v for v in values if float(v).is_integer()])
+                  for spacing, values in super().tickValues(minVal, maxVal, size) if spacing >= 1]
+        return levels or [(1.0, [float(v) for v in range(int(np.ceil(minVal)), int(maxVal) + 1)])]
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph override
+        return [f"{int(round(v * scale)):,}" for v in values]
+
+
+def log_ticks(low: float, high: float, count: int = 5) -> list[tuple[float, str]]:
+    """Tick positions (log10) and labels for a log axis spanning less than a decade, where
+    pyqtgraph would label none: ``count`` values evenly spaced in log, to two digits."""
+    values = sorted({float(f"{v:.2g}") for v in np.geomspace(low, high, count)})
+    return [(float(np.log10(v)), f"{v:g}") for v in values if v > 0]
+
+
 class LossPlot(pg.PlotWidget):
     """Loss against step; call :meth:`add` per step, the curves follow at 10 Hz."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent, background="w")
+        super().__init__(parent, background="w", axisItems={"bottom": StepAxis("bottom")})
         self.setObjectName("lossPlot")
         self.history = LossHistory()
         item = self.getPlotItem()
         item.setLabel("bottom", "step")
         item.setLabel("left", "loss (MSE of predicted noise)")
+        item.getAxis("left").enableAutoSIPrefix(False)  # log-axis positions are exponents, not values
         item.showGrid(x=True, y=True, alpha=0.25)
         item.addLegend(offset=(-10, 10))
         item.setClipToView(True)
@@ -80,6 +100,8 @@ class LossPlot(pg.PlotWidget):
 
     def set_log_y(self, on: bool) -> None:
         self.getPlotItem().setLogMode(y=on)
+        self._dirty = True
+        self.refresh()
 
     def clear_history(self) -> None:
         self.history.clear()
@@ -92,5 +114,17 @@ class LossPlot(pg.PlotWidget):
             return
         self._dirty = False
         h = self.history
-        self.raw_curve.setData(h.steps, h.loss)
+        symbol = "o" if len(h) == 1 else None  # a single point has no line to draw
+        self.raw_curve.setData(h.steps, h.loss, symbol=symbol, symbolSize=7, symbolBrush=(120, 160, 220))
         self.smooth_curve.setData(h.steps, h.smoothed)
+        self._label_log_axis()
+
+    def _label_log_axis(self) -> None:
+        """Label a log axis that spans less than a decade (early training) with our own ticks."""
+        axis, losses = self.getPlotItem().getAxis("left"), self.history.loss
+        positive = losses[losses > 0]
+        narrow = self.getPlotItem().ctrl.logYCheck.isChecked() and positive.size
+        if narrow and positive.max() < 10 * positive.min():
+            axis.setTicks([log_ticks(positive.min(), positive.max())])
+        else:
+            axis.setTicks(None)

@@ -1,5 +1,5 @@
 """The main window: a header with the training controls, a sidebar of the four steps (data,
-configure, train, sample) and the page for each.
+configure, train, sample) and the page for each, and the Explore page beside them.
 
 The window is the one place that connects the parts: the config editor owns the config, the
 dataset panel owns the scanned dataset, the training runner owns the run, the sampling panel
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, QSize, Signal
+from PySide6.QtCore import QSettings, QSize, Signal, qVersion
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -36,14 +36,20 @@ from .banner import Banner, error_text
 from .config_editor import ConfigEditor
 from .dataset_panel import DatasetPanel
 from .engine import DatasetKey, EngineInfo, ScanResult, load_engine, run_history
+from .explore_jobs import ModelSource
+from .explore_panel import ExplorePanel
 from .sampling_panel import SamplingPanel
 from .settings import APP_NAME, Settings, load_geometry, new_run_dir, runs_dir, save_geometry
 from .training import State, TrainingRunner
 from .training_panel import TrainControls, TrainingPanel
-from .workers import Worker
+from .workers import Worker, stop_workers
 
-PAGES = ("Data", "Configure", "Train", "Sample")
+PAGES = ("Data", "Configure", "Train", "Sample", "Explore")
+EXPLORE_PAGE = 4
 DEFAULT_SIZE = QSize(1280, 820)
+#: How long closing waits for workers to stop; each checks between steps, so they stop within a
+#: step, and one that does not is stuck where waiting would not help.
+CLOSE_WAIT_S = 5.0
 
 
 class MainWindow(QMainWindow):
@@ -72,6 +78,7 @@ class MainWindow(QMainWindow):
         self.config_editor = ConfigEditor()
         self.training_panel = TrainingPanel(self.controls)
         self.sampling_panel = SamplingPanel()
+        self.explore_panel = ExplorePanel()
         self.banner = Banner()
         self._build()
         self._connect()
@@ -102,7 +109,8 @@ class MainWindow(QMainWindow):
             "QListWidget::item:selected { background:#1f6feb; color:white; }"
         )
         self.pages = QStackedWidget()
-        for page in (self.dataset_panel, self.config_editor, self.training_panel, self.sampling_panel):
+        for page in (self.dataset_panel, self.config_editor, self.training_panel, self.sampling_panel,
+                     self.explore_panel):
             self.pages.addWidget(page)
         self.nav.currentRowChanged.connect(self.pages.setCurrentIndex)
         self.nav.setCurrentRow(0)
@@ -121,6 +129,8 @@ class MainWindow(QMainWindow):
         self.dataset_panel.pathChosen.connect(self._on_path_chosen)
         self.dataset_panel.scanned.connect(self._on_scanned)
         self.dataset_panel.scanFailed.connect(lambda _: self._update_controls())
+        self.dataset_panel.channelsChosen.connect(
+            lambda n: self.config_editor.set_value("model_params.im_channels", n))
         self.config_editor.configChanged.connect(self._on_config_changed)
         self.controls.trainClicked.connect(self.start_training)
         self.controls.newRunClicked.connect(lambda: self._set_resume_run(None))
@@ -131,6 +141,11 @@ class MainWindow(QMainWindow):
         self.runner.failed.connect(self._on_training_failed)
         self.runner.stateChanged.connect(lambda _: self._update_controls())
         self.runner.ended.connect(self._on_training_ended)
+        self.dataset_panel.imageClicked.connect(
+            lambda index: (self.explore_panel.show_dataset_image(index), self._show_page(EXPLORE_PAGE)))
+        self.sampling_panel.sampled.connect(lambda: self.explore_panel.set_samples(self.sampling_panel.result.images))
+        self.sampling_panel.sourceChecked.connect(lambda ok: ok and self.explore_panel.set_source(ModelSource(
+            self.sampling_panel.source, self.sampling_panel.source_config, self.sampling_panel.source.name)))
 
     def _build_menus(self) -> None:
         file = self.menuBar().addMenu("&File")
@@ -143,7 +158,13 @@ class MainWindow(QMainWindow):
         self._action(file, "&Load Config…", lambda: self._show_page(1) or self.config_editor.load_yaml())
         self._action(file, "&Save Config…", lambda: self.config_editor.save_yaml(), QKeySequence.StandardKey.Save)
         file.addSeparator()
-        self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._action(file, "&Quit", self.close, "Ctrl+Q")  # StandardKey.Quit is empty on Windows
+        run = self.menuBar().addMenu("&Run")
+        self.train_action = self._action(run, "&Train / Continue", self.start_training, "Ctrl+T")
+        self.pause_action = self._action(run, "&Pause / Resume", self.controls.pause_button.click, "Ctrl+P")
+        self.stop_action = self._action(run, "&Stop", self.controls.stop_button.click, "Ctrl+.")
+        run.addSeparator()
+        self.sample_action = self._action(run, "Sa&mple", self._sample_shortcut, "Ctrl+R")
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&About DDPM Studio", self._about)
 
@@ -156,6 +177,10 @@ class MainWindow(QMainWindow):
 
     def _show_page(self, index: int) -> None:
         self.nav.setCurrentRow(index)
+
+    def _sample_shortcut(self) -> None:
+        self._show_page(3)
+        self.sampling_panel.start()
 
     # -- startup: the engine loads after the window is on screen ---------------------------------
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
@@ -178,6 +203,7 @@ class MainWindow(QMainWindow):
         self.config_editor.set_devices(info.devices)
         self.statusBar().showMessage(f"Engine ready · {', '.join(info.devices.values())}", 8000)
         self._on_config_changed(self.config_editor.config)
+        self.explore_panel.set_engine_ready()
         self.engineReady.emit(info)
 
     # -- config and dataset ----------------------------------------------------------------------
@@ -190,12 +216,14 @@ class MainWindow(QMainWindow):
         if config is not None:
             self.dataset_panel.show_path(config.dataset_params.im_path)
             self.sampling_panel.device = config.train_params.device
+            self.explore_panel.set_config(config)
             key = DatasetKey.of(config)
             if self.engine is not None and key != self.dataset_panel.key:
                 self.dataset_panel.scan(key)
         self._update_controls()
 
     def _on_scanned(self, result: ScanResult) -> None:
+        self.explore_panel.set_dataset(result.dataset)
         path = result.key.im_path
         if not path.lower().startswith(BUILTIN_PREFIX):
             self.settings.add_recent(path)
@@ -273,6 +301,7 @@ class MainWindow(QMainWindow):
             self.banner.show_message(str(e))
             return
         self.sampling_panel.set_source(run_dir, config, f"run {run_dir.name}")
+        self.explore_panel.set_source(ModelSource(run_dir, config, f"run {run_dir.name}"))
         self.reopen_action.setEnabled(True)
 
     # -- runs and checkpoints ----------------------------------------------------------------------
@@ -308,6 +337,9 @@ class MainWindow(QMainWindow):
     def _show_history(self, events: list[Any]) -> None:
         for event in events:
             self.training_panel.on_event(event)
+            last = getattr(event, "last", None) or {}
+            if last.get("total_steps") and last["step"] >= last["total_steps"]:
+                self._set_resume_run(None)  # finished: nothing to continue; Train starts a new run
 
     def _reopen_last_run(self) -> None:
         self.open_run(self.settings.last_run)
@@ -364,11 +396,7 @@ class MainWindow(QMainWindow):
             event.ignore()  # closed again from _on_training_ended
             return
         self._begin_closing()
-        workers = self.findChildren(Worker)  # scans, sampling, exports, the engine load
-        for worker in workers:  # all asked first, so they wind down together
-            worker.abort()
-        for worker in workers:
-            worker.wait()
+        stop_workers(self.findChildren(Worker), CLOSE_WAIT_S)  # scans, sampling, exports, the engine load
         self.settings.save(self._store)
         save_geometry(self.saveGeometry(), self._store)
         self._store.sync()
@@ -382,10 +410,49 @@ class MainWindow(QMainWindow):
         self.menuBar().setEnabled(False)
         self._update_controls()
 
+    def about_text(self) -> str:
+        """Version, torch, device, the bundled datasets' licences and where runs go (Help ▸ About)."""
+        from core import __version__
+
+        devices = ", ".join(self.engine.devices.values()) if self.engine else "loading…"
+        licences = "".join(f"<br>{name}: {text}" for name, text in dataset_licences().items())
+        return (f"<b>{APP_NAME} {__version__}</b><br>Train a denoising diffusion model (DDPM) on your own "
+                f"images and watch it learn.<br><br>PyTorch {_version_of('torch')} · Qt {qVersion()}<br>"
+                f"Device: {devices}<br><br><b>Bundled datasets</b>{licences}<br><br>"
+                f"Runs are saved in:<br>{runs_dir()}")
+
     def _about(self) -> None:
-        QMessageBox.about(self, f"About {APP_NAME}",
-                          f"<b>{APP_NAME}</b><br>Train a denoising diffusion model (DDPM) on your own images "
-                          f"and watch it learn.<br><br>Runs are saved in:<br>{runs_dir()}")
+        QMessageBox.about(self, f"About {APP_NAME}", self.about_text())
+
+
+def _version_of(package: str) -> str:
+    """An installed package's version without importing it (torch takes seconds to import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def dataset_licences() -> dict[str, str]:
+    """Each bundled dataset's title and its licence, as its COPYING file states it (a Debian
+    ``License:`` field or the line that names the licence)."""
+    import re
+
+    from core.choices import BUILTIN_DATASETS
+    from core.resources import resources_dir
+
+    found = {}
+    for name, title in BUILTIN_DATASETS.items():
+        copying = resources_dir() / "datasets" / name / "COPYING"
+        text = copying.read_text(encoding="utf-8") if copying.exists() else ""
+        field = re.search(r"^License:\s*(.+)$", text, re.MULTILINE)
+        sentence = re.search(r"^.*licen[cs]e.*$", text, re.MULTILINE | re.IGNORECASE)
+        licence = f"{field[1]} (MIT) licence" if field and field[1] == "Expat" else field[1] if field else (
+            " ".join(sentence[0].split()) if sentence else "see its COPYING file")
+        found[title] = f"{licence}; see {copying}"
+    return found
 
 
 def _has_checkpoint(run_dir: Path | None) -> bool:

@@ -256,7 +256,7 @@ class SamplingPanel(QWidget):
         """The final images as one PNG grid (a save dialog when no path)."""
         from core.exports import save_grid
 
-        path = path or self._ask_path("Export grid", "samples.png", "PNG image (*.png)")
+        path = path or self._ask_path("Export grid", self.export_path(".png"), "PNG image (*.png)")
         if not path or self.result is None:
             return None
         images, nrow = self.result.images, self.result.nrow
@@ -266,7 +266,7 @@ class SamplingPanel(QWidget):
         """The denoising (x_t beside x0) as a GIF or MP4, at the player's speed."""
         from core.exports import save_animation
 
-        path = path or self._ask_path("Export animation", "denoising.gif", "GIF (*.gif);;MP4 video (*.mp4)")
+        path = path or self._ask_path("Export animation", self.export_path(".gif"), "GIF (*.gif);;MP4 video (*.mp4)")
         if not path or self.result is None:
             return None
         store = self.result.store
@@ -280,14 +280,23 @@ class SamplingPanel(QWidget):
         from core.exports import save_images
 
         if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Export images into folder")
+            folder = QFileDialog.getExistingDirectory(self, "Export images into folder", str(self.export_path("").parent))
         if not folder or self.result is None:
             return None
         images = self.result.images
         return self._export(lambda w: save_images(images, folder), folder)
 
-    def _ask_path(self, title: str, name: str, filters: str) -> str:
-        path, _ = QFileDialog.getSaveFileName(self, title, str(Path.home() / name), filters)
+    def export_path(self, suffix: str) -> Path:
+        """Where a save dialog starts: beside the model (in its run folder), named for the run,
+        sampler, steps and seed, so exports from different settings neither collide nor puzzle."""
+        source = self.source or Path.home() / "samples"
+        folder = source if source.is_dir() else source.parent
+        request = self.request()
+        name = f"{source.stem}-{request.sampler.replace('+', 'p')}-{request.steps}steps-seed{request.seed}"
+        return folder / f"{name}{suffix}"
+
+    def _ask_path(self, title: str, start: Path, filters: str) -> str:
+        path, _ = QFileDialog.getSaveFileName(self, title, str(start), filters)
         return path
 
     def _export(self, write: Callable[[Worker], Any], path: str | Path) -> Worker:

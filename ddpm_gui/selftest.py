@@ -60,7 +60,8 @@ def _wait(app: Any, done: Any, timeout_s: float, what: str) -> None:
 
 def _check_resources() -> dict[str, int]:
     """The shipped files are where core.resources says (inside the bundle when frozen)."""
-    from core.data import BUILTIN_DATASETS, builtin_path
+    from core.choices import BUILTIN_DATASETS
+    from core.data import builtin_path
     from core.presets import list_presets
     from core.resources import resources_dir
 

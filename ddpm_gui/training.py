@@ -16,6 +16,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from core.config import Config
+from core.events import Failed, Paused, Resumed, Started
 
 from .banner import error_text
 from .engine import for_display, logged_losses
@@ -34,10 +35,10 @@ class TrainingRunner(QObject):
     """Starts, pauses, resumes and stops a Trainer; reports events, failures and the end."""
 
     stateChanged = Signal(str)
-    event = Signal(object)  # core.trainer events (PreviewReady as engine.PreviewGrid); on resume,
+    event = Signal(object)  # core.events (PreviewReady as engine.PreviewGrid); on resume,
     # an engine.LossLog of the steps already trained comes just before Started
     failed = Signal(str)  # a message for people: what went wrong and what to do
-    ended = Signal(object)  # core.trainer.Finished, or None after a failure
+    ended = Signal(object)  # core.events.Finished, or None after a failure
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -75,10 +76,12 @@ class TrainingRunner(QObject):
 
 
         def on_event(event: Any) -> None:
-            if resume and type(event).__name__ == "Started":
+            if resume and isinstance(event, Started):
                 # the trainer has restored its checkpoint and cut the log back to it by now
                 worker.report(logged_losses(self.run_dir))
             worker.report(for_display(event))
+
+        from core.allocator import release_freed_memory
 
         trainer = Trainer(config, self.run_dir, dataset=dataset, resume=resume, on_event=on_event)
         with self._lock:
@@ -87,7 +90,10 @@ class TrainingRunner(QObject):
                 trainer.request_stop()
             elif self._want_pause:
                 trainer.request_pause()
-        return trainer.run()
+        try:
+            return trainer.run()
+        finally:
+            release_freed_memory()  # the window lives on: what the steps kept goes back to the system
 
     def _call(self, method: str, **want: bool) -> None:
         with self._lock:
@@ -111,14 +117,13 @@ class TrainingRunner(QObject):
             self._set_state(State.STOPPING)
 
     def _on_event(self, event: Any) -> None:
-        kind = type(event).__name__
-        if kind == "Started" and self.state is State.STARTING:
+        if isinstance(event, Started) and self.state is State.STARTING:
             self._set_state(State.RUNNING)
-        elif kind == "Paused" and self.state is not State.STOPPING:
+        elif isinstance(event, Paused) and self.state is not State.STOPPING:
             self._set_state(State.PAUSED)
-        elif kind == "Resumed" and self.state is not State.STOPPING:
+        elif isinstance(event, Resumed) and self.state is not State.STOPPING:
             self._set_state(State.RUNNING)
-        elif kind == "Failed":
+        elif isinstance(event, Failed):
             self._failure = event.message
             self.failed.emit(event.message)
         self.event.emit(event)

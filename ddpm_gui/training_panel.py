@@ -26,11 +26,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.events import CheckpointSaved, Finished, Started, StepDone
+
 from .banner import Banner
+from .engine import LossLog, PreviewGrid
 from .images import ImageView
 from .loss_plot import LossPlot
 
 REFRESH_MS = 100
+NO_PREVIEWS = "No previews in this run:\nset train_params.sample_every_steps to see some."
 
 
 def format_duration(seconds: float) -> str:
@@ -120,6 +124,9 @@ class TrainControls(QWidget):
         }.get(state, "%p%" if not idle else self.progress.format()))
 
     def _on_pause(self) -> None:
+        if not self._paused:  # a slow step can take seconds: say at once that the click was heard
+            self.progress.setFormat("Pausing after this step…")
+            self.pause_button.setEnabled(False)
         (self.resumeClicked if self._paused else self.pauseClicked).emit()
 
 
@@ -171,7 +178,7 @@ class TrainingPanel(QWidget):
         pl.addLayout(head)
         pl.addWidget(self.loss_plot, 1)
 
-        self.preview = ImageView("Preview samples appear here every\ntrain_params.sample_every_steps steps.")
+        self.preview = ImageView(NO_PREVIEWS)
         self.preview.setObjectName("previewView")
         self.preview_caption = QLabel("<b>Preview</b>")
         preview_box = QWidget()
@@ -230,12 +237,16 @@ class TrainingPanel(QWidget):
         self.banner.show_message(message)
 
     def on_event(self, event: Any) -> None:
-        """Dispatch one trainer event (see ``core.trainer``) by its type's name."""
-        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        """Show one trainer event (``core.events``, previews as ``engine.PreviewGrid``) or an
+        opened run's ``engine.LossLog``; other events change nothing here."""
+        handler = {
+            LossLog: self._show_log, Started: self._show_started, StepDone: self._show_step,
+            PreviewGrid: self._show_preview, CheckpointSaved: self._show_checkpoint, Finished: self._show_finished,
+        }.get(type(event))
         if handler is not None:
             handler(event)
 
-    def _on_LossLog(self, log: Any) -> None:  # noqa: N802 - named after the event type
+    def _show_log(self, log: LossLog) -> None:
         """The steps already trained (an opened or continued run): the curve, and where it ended."""
         self.loss_plot.clear_history()
         for step, loss in zip(log.steps, log.losses, strict=True):
@@ -256,7 +267,10 @@ class TrainingPanel(QWidget):
             self.controls.progress.setMaximum(total)
             self.controls.progress.setValue(last["step"])
 
-    def _on_Started(self, e: Any) -> None:  # noqa: N802
+    def _show_started(self, e: Started) -> None:
+        every = e.preview_every
+        self.preview.set_placeholder(f"First preview at step {(e.start_step // every + 1) * every:,}." if every
+                                     else NO_PREVIEWS)
         self.stats["device"].value.setText(e.setup or f"{e.device} · {e.precision}")
         self.stats["device"].value.setToolTip(f"{e.num_params:,} parameters, {e.dataset_size:,} images")
         self.controls.progress.setRange(0, max(1, e.total_steps))
@@ -264,18 +278,18 @@ class TrainingPanel(QWidget):
         self.run_label.setText(f"Run folder: {e.run_dir} · {e.num_params / 1e6:.2f} M parameters · "
                                f"{e.dataset_size:,} images")
 
-    def _on_StepDone(self, e: Any) -> None:  # noqa: N802
+    def _show_step(self, e: StepDone) -> None:
         self.loss_plot.add(e.step, e.loss)
         self._latest = e
 
-    def _on_PreviewGrid(self, e: Any) -> None:  # noqa: N802
+    def _show_preview(self, e: PreviewGrid) -> None:
         self.preview.set_array(e.grid)
         self.preview_caption.setText(f"<b>Preview</b> at step {e.step:,} (EMA weights)")
 
-    def _on_CheckpointSaved(self, e: Any) -> None:  # noqa: N802
+    def _show_checkpoint(self, e: CheckpointSaved) -> None:
         self.checkpoint_label.setText(f"Checkpoint saved at step {e.step:,}: {Path(e.path).name}")
 
-    def _on_Finished(self, e: Any) -> None:  # noqa: N802
+    def _show_finished(self, e: Finished) -> None:
         self._refresh()
         word = "Finished" if e.reason == "completed" else "Stopped"
         self.controls.progress.setFormat(f"{word} at step {e.step:,}")

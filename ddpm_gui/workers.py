@@ -99,3 +99,51 @@ class Throttle:
             self._last = now
             return True
         return False
+
+
+#: Workers let go by :func:`stop_workers`, referenced until they end: a QThread object destroyed
+#: while its thread runs takes the process down.
+_LET_GO: set[Worker] = set()
+
+
+def stop_workers(workers: list[Worker], timeout_s: float) -> list[Worker]:
+    """Abort ``workers`` and wait for them together, ``timeout_s`` in all; return the late ones.
+
+    A worker still running at the deadline is blocked where abort cannot reach (a read from a
+    hung network drive, a long kernel call): waiting longer would freeze the window for good.
+    It is detached from its parent, so closing the window does not destroy a running thread,
+    and kept referenced until it ends.
+    """
+    for worker in workers:  # all asked first, so they wind down together
+        worker.abort()
+    deadline = time.monotonic() + timeout_s
+    late = [w for w in workers if not w.wait(max(0, round((deadline - time.monotonic()) * 1000)))]
+    for worker in late:
+        worker.setParent(None)
+        _LET_GO.add(worker)
+        worker.finished.connect(lambda w=worker: _LET_GO.discard(w))
+    return late
+
+
+class Mailbox:
+    """A one-slot queue that keeps only the newest request: a worker serving a slider computes
+    for where the slider is now, never for every position it passed on the way."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._value: Any = None
+        self._full = False
+
+    def put(self, value: Any) -> None:
+        with self._ready:
+            self._value, self._full = value, True
+            self._ready.notify()
+
+    def take(self, timeout: float) -> tuple[bool, Any]:
+        """(True, the newest value) once one arrives, or (False, None) after ``timeout`` seconds
+        without one, so the caller can check for an abort between waits."""
+        with self._ready:
+            if not self._full and not self._ready.wait(timeout):
+                return False, None
+            value, self._value, self._full = self._value, None, False
+            return True, value

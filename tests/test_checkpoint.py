@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +92,27 @@ def test_non_checkpoint_safetensors_is_refused_for_resume(tmp_path):
     save_weights(tmp_path / "w.safetensors", UNet(cfg.model_params), cfg)
     with pytest.raises(CheckpointError, match="not a DDPM Studio training checkpoint"):
         read_training_state(tmp_path / "w.safetensors")
+
+
+LEGACY_CHECKPOINT = Path(__file__).parent / "fixtures" / "legacy-run" / "checkpoints" / "step-000004.safetensors"
+
+
+def test_training_state_comes_from_the_header_alone(tmp_path):
+    """Listing a run's checkpoints must not read hundreds of MB of tensors: a checkpoint whose
+    tensor bytes are gone still tells its step and config."""
+    data = LEGACY_CHECKPOINT.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    headless = tmp_path / "step-000004.safetensors"
+    headless.write_bytes(data[:header_end])
+    state = read_training_state(headless)
+    assert state.step == 4 and state.config == read_training_state(LEGACY_CHECKPOINT).config
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_for_sampling(headless)
+
+
+@pytest.mark.parametrize("header", [b"\xff" * 8, (5).to_bytes(8, "little") + b"nojs", b"abc"])
+def test_a_damaged_header_is_reported_damaged(tmp_path, header):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(header)
+    with pytest.raises(CheckpointError, match="damaged"):
+        read_training_state(path)

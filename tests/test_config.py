@@ -79,6 +79,24 @@ def test_all_problems_reported_at_once():
     assert len(e.value.problems) == 2
 
 
+def test_problems_carry_their_field_and_message_apart():
+    data = tiny_config_dict()
+    data["train_params"].update(lr="fast", batch_size=0)
+    data["model_params"]["down_channels"] = [16, 33, 32]
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict(data)
+    assert [(p.field, p.key) for p in e.value.problems] == [("train_params.lr", "train_params.lr")]
+    assert e.value.problems[0].message == "must be a number, got 'fast'"
+    data["train_params"]["lr"] = 1e-3
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict(data)
+    fields = {p.field: p for p in e.value.problems}
+    assert fields["train_params.batch_size"].message == "must be at least 1, got 0"
+    entry = fields["model_params.down_channels[1]"]
+    assert entry.key == "model_params.down_channels" and entry.message.startswith("must be a positive multiple")
+    assert str(entry) == f"model_params.down_channels[1] {entry.message}"
+
+
 def test_unknown_keys_warn_not_die():
     data = tiny_config_dict()
     data["train_params"]["learning_rate"] = 0.1

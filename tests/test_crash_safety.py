@@ -20,6 +20,7 @@ from .test_trainer import RandomImages
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigkill_then_resume_loses_nothing(tmp_path):
     import kill_resume

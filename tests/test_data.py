@@ -1,4 +1,4 @@
-"""core.data: built-in demos, IDX files, user folders (hostile ones too), memory fallback."""
+"""core.data, core.folders, core.idx, core.dataset: built-in demos, IDX files, user folders (hostile ones too), memory fallback."""
 from __future__ import annotations
 
 import gzip
@@ -13,16 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-import core.data as data
-from core.data import (
-    DatasetReport,
-    LazyImages,
-    ScanCancelled,
-    builtin_path,
-    list_images,
-    load_dataset,
-    resolve_im_path,
-)
+import core.dataset as dataset
+import core.folders as folders
+from core.choices import BUILTIN_DATASETS
+from core.data import builtin_path, load_dataset, resolve_im_path
+from core.dataset import DatasetReport, LazyImages, ScanCancelled
+from core.folders import list_images
 from core.errors import DatasetError, UserError
 from core.resources import resources_dir
 
@@ -77,7 +73,7 @@ def test_idx_class_names_file_is_used_only_when_it_names_every_label(tmp_path):
 
 
 def test_builtin_files_ship_with_their_licences():
-    for name in data.BUILTIN_DATASETS:
+    for name in BUILTIN_DATASETS:
         folder = builtin_path(name)
         assert (folder / "COPYING").is_file()
         assert list(folder.glob("*-images-idx3-ubyte.gz")) and list(folder.glob("*-labels-idx1-ubyte.gz"))
@@ -171,7 +167,7 @@ def test_resources_dir_from_checkout_and_when_frozen(tmp_path, monkeypatch):
 
 
 def test_memory_budget_is_bounded():
-    assert 0 < data.memory_budget() <= 4 << 30
+    assert 0 < dataset.memory_budget() <= 4 << 30
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,9 +246,9 @@ def test_large_jpeg_decoded_at_reduced_scale_same_result(tmp_path):
 def test_thread_pool_keeps_file_order(tmp_path, monkeypatch):
     for i in range(40):
         save(tmp_path / f"{i:03d}.png", solid(i * 6, "L"))
-    monkeypatch.setattr(data, "_decode_workers", lambda: 1)
+    monkeypatch.setattr(folders, "_decode_workers", lambda: 1)
     serial = load_dataset(tmp_path, 1, 8)
-    monkeypatch.setattr(data, "_decode_workers", lambda: 3)
+    monkeypatch.setattr(folders, "_decode_workers", lambda: 3)
     pooled = load_dataset(tmp_path, 1, 8)
     assert torch.equal(serial.images, pooled.images)
     assert pooled.images[:, 0, 0, 0].tolist() == [i * 6 for i in range(40)]
@@ -335,7 +331,7 @@ def test_bomb_skipped_without_decoding(tmp_path):
 
 
 def test_own_pixel_limit_names_the_size(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_PIXELS", 100)
+    monkeypatch.setattr(folders, "MAX_PIXELS", 100)
     save(tmp_path / "ok.png", solid(0, size=(10, 10)))
     save(tmp_path / "big.png", solid(0, size=(20, 11)))
     (skip,) = load_dataset(tmp_path, 1, 8).report.skipped
@@ -380,7 +376,7 @@ def test_progress_counts_up_to_the_total(tmp_path):
     load_dataset(folder, 1, 4, progress=lambda done, total: calls.append((done, total)))
     assert calls[0] == (0, 250) and calls[-1] == (250, 250)
     done = [d for d, _ in calls]
-    assert done == sorted(set(done)) and 3 <= len(calls) <= data._PROGRESS_CALLS + 2
+    assert done == sorted(set(done)) and 3 <= len(calls) <= dataset.PROGRESS_CALLS + 2
 
 
 def test_should_cancel_stops_the_scan(tmp_path):
@@ -422,7 +418,7 @@ def test_lazy_folder_when_over_the_memory_budget(tmp_path, monkeypatch):
         save(tmp_path / ("a" if i % 2 else "b") / f"{i}.png", solid((i * 40, 0, 0), size=(12, 9)))
     (tmp_path / "bad.png").write_text("text")
     kept = load_dataset(tmp_path, 3, 8)
-    monkeypatch.setattr(data, "memory_budget", lambda: 1000)
+    monkeypatch.setattr(dataset, "memory_budget", lambda: 1000)
     lazy = load_dataset(tmp_path, 3, 8)
     assert isinstance(lazy.images, LazyImages) and not lazy.report.in_memory
     assert "decoded per batch" in lazy.report.summary()
@@ -441,7 +437,7 @@ def test_lazy_folder_when_over_the_memory_budget(tmp_path, monkeypatch):
 
 def test_lazy_idx_when_over_the_memory_budget(monkeypatch):
     kept = load_dataset("builtin:mnist", 3, 16)
-    monkeypatch.setattr(data, "memory_budget", lambda: 1 << 20)
+    monkeypatch.setattr(dataset, "memory_budget", lambda: 1 << 20)
     lazy = load_dataset("builtin:mnist", 3, 16)
     assert isinstance(lazy.images, LazyImages) and not lazy.report.in_memory
     idx = torch.randint(0, 5000, (32,), generator=torch.Generator().manual_seed(0))

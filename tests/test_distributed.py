@@ -20,6 +20,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_cpu_processes_train_and_resume(tmp_path):
     # in parts of 2: DDP syncs the last part's backward only (no_sync before it)

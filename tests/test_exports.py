@@ -13,7 +13,7 @@ from torchvision.utils import save_image
 
 import core.atomic
 from core.errors import DiskFullError, UserError
-from core.exports import save_animation, save_grid, save_images, to_uint8_grid
+from core.exports import HOLD_LAST_S, save_animation, save_grid, save_images, to_uint8_grid
 
 
 def images(n: int = 4, c: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -94,7 +94,8 @@ def test_mp4_decodes_with_every_frame_padded_to_even_size(tmp_path):
     frames = animation(7, h=33, w=65, c=1)  # odd sizes and grayscale: both need fixing for yuv420p
     path = save_animation(frames, tmp_path / "run.mp4", fps=10)
     decoded = list(iio.imiter(path, plugin="FFMPEG"))
-    assert len(decoded) == 7 and decoded[0].shape == (34, 66, 3)
+    held = round(HOLD_LAST_S * 10)  # the last frame repeated: a video has one duration for all
+    assert len(decoded) == 7 + held and decoded[0].shape == (34, 66, 3)
     meta = iio.immeta(path, plugin="FFMPEG")
     assert meta["codec"] == "h264" and meta["fps"] == 10 and meta["pix_fmt"].startswith("yuv420p")
     assert [p for p in os.listdir(tmp_path) if p != "run.mp4"] == []  # scratch files are gone
@@ -170,3 +171,18 @@ def test_ffmpeg_out_of_space_is_a_disk_full_error(tmp_path, monkeypatch):
     with pytest.raises(DiskFullError, match="run.mp4"):
         save_animation(animation(2), path)
     assert path.read_bytes() == b"previous version" and os.listdir(tmp_path) == ["run.mp4"]
+
+
+def test_animation_holds_its_last_frame(tmp_path):
+    """The finished images are what one wants to see: the GIF rests on them, not 50 ms."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    frames = [np.full((8, 8, 3), 40 * i, np.uint8) for i in range(5)]
+    path = save_animation(frames, tmp_path / "a.gif", fps=20)
+    with PILImage.open(path) as gif:
+        durations = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    assert durations[:-1] == [50] * 4 and durations[-1] == 50 + HOLD_LAST_S * 1000, durations

@@ -15,6 +15,7 @@ import yaml
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLineEdit, QPushButton, QWidget
 
+from core.events import Started
 from core.runs import RunDir
 from ddpm_gui.training_panel import format_duration
 from tests.conftest import ROOT
@@ -76,6 +77,7 @@ def test_every_automation_name_exists_once(window):
         assert len(window.findChildren(QWidget, name)) == 1, name
 
 
+@pytest.mark.slow
 def test_train_sample_and_export_end_to_end(window, qtbot, tmp_path):
     folder = write_image_folder(tmp_path / "images")
     (folder / "discs" / "broken.png").write_bytes(b"\x89PNG not really")
@@ -143,6 +145,7 @@ def test_train_sample_and_export_end_to_end(window, qtbot, tmp_path):
     assert len(list((out / "single").glob("*.png"))) == 16
 
 
+@pytest.mark.slow
 def test_pause_resume_then_continue_the_run(window, qtbot, tmp_path):
     folder = write_image_folder(tmp_path / "images")
     use_tiny_config(qtbot, window, folder)
@@ -163,8 +166,8 @@ def test_pause_resume_then_continue_the_run(window, qtbot, tmp_path):
 
     events.clear()
     qtbot.mouseClick(find(window, "trainButton", QPushButton), Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: any(type(e).__name__ == "Started" for e in events), timeout=STEP_TIMEOUT_MS)
-    started = next(e for e in events if type(e).__name__ == "Started")
+    qtbot.waitUntil(lambda: any(isinstance(e, Started) for e in events), timeout=STEP_TIMEOUT_MS)
+    started = next(e for e in events if isinstance(e, Started))
     assert started.start_step == stopped_at and started.run_dir == window.runner.run_dir
     stop(qtbot, window)
 
@@ -334,3 +337,25 @@ def test_window_is_built_without_torch_and_app_reports_start_time(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "start-to-window:" in out.stdout and "start-to-engine-ready:" in out.stdout
+
+
+STARTUP_IMPORTS = """
+import sys
+from ddpm_gui.app import create_main_window
+from ddpm_gui.engine import DatasetKey, load_engine, scan_dataset
+from ddpm_gui.workers import Worker
+w = create_main_window()
+load_engine()  # what the window loads once it is shown
+scan_dataset(Worker(lambda _: None), DatasetKey.of(w.config_editor.config))  # and the default dataset
+heavy = [m for m in ("torchvision", "torch._dynamo", "triton") if m in sys.modules]
+assert not heavy, f"imported at start-up: {heavy}"
+"""
+
+
+def test_window_start_up_does_not_import_torchvision_dynamo_or_triton(tmp_path):
+    """Seconds of imports the window never uses at start-up: they load when an image is resized."""
+    env = dict(os.environ, DDPM_STUDIO_HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+               QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([sys.executable, "-c", STARTUP_IMPORTS], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

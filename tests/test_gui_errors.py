@@ -10,6 +10,8 @@ import re
 import pytest
 from PySide6.QtWidgets import QLineEdit, QPushButton
 
+from core.events import Started
+
 from tests.gui_helpers import (  # noqa: F401 - window is a fixture
     STEP_TIMEOUT_MS,
     find,
@@ -48,7 +50,7 @@ def test_full_disk_during_a_checkpoint_says_so_in_plain_words(window, qtbot, tmp
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def once_started(event) -> None:  # config.yaml and the log are written by now; checkpoints are not
-        if type(event).__name__ == "Started":
+        if isinstance(event, Started):
             monkeypatch.setattr(os, "fsync", no_space)
 
     window.runner.event.connect(once_started)

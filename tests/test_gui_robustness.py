@@ -101,6 +101,7 @@ CASES = [pytest.param(sequence, tempo, id=f"{_ids(sequence)}-{tempo}")
          if tempo != "running" or sequence[0] == "train"]  # 'running' waits for the first step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sequence", "tempo"), CASES)
 def test_any_order_of_actions_ends_cleanly(ready, qtbot, sequence, tempo):
     window = ready

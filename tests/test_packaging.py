@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -91,15 +90,14 @@ def test_build_scripts_are_strict_bash(script):
         assert result.returncode == 0, result.stderr
 
 
-def test_self_test_runs_in_process_under_a_minute(capsys, monkeypatch):
+@pytest.mark.slow
+def test_self_test_runs_in_process(capsys, monkeypatch):
     from PySide6.QtCore import QSettings
 
     from ddpm_gui.selftest import run_self_test
 
     home = os.environ.get("DDPM_STUDIO_HOME")
-    start = time.perf_counter()
     status = run_self_test(["--device", "cpu"])
-    seconds = time.perf_counter() - start
     lines = capsys.readouterr().out.strip().splitlines()
     verdict = json.loads(lines[-1])
     assert status == 0, verdict
@@ -108,7 +106,6 @@ def test_self_test_runs_in_process_under_a_minute(capsys, monkeypatch):
     assert verdict["grid"].endswith(".png")
     assert verdict["frozen"] is False
     assert verdict["device"].startswith("cpu")
-    assert seconds < 60, f"self-test took {seconds:.1f} s"
     assert os.environ.get("DDPM_STUDIO_HOME") == home, "the self-test must restore the environment"
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)  # as the app leaves it
 
@@ -123,6 +120,7 @@ def test_self_test_reports_failure_as_json(capsys):
     assert verdict["error"]
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_resources_and_finds_them_installed(tmp_path):
     """A plain ``pip install`` (not editable) gets the demo datasets, presets and icons too."""
     import sys
@@ -143,3 +141,21 @@ def test_wheel_ships_the_resources_and_finds_them_installed(tmp_path):
     found = Path(out.stdout.strip())
     assert found == site / "ddpm_studio_resources"
     assert (found / "presets" / "fast-cpu.yaml").is_file()
+
+
+def test_a_workflow_runs_the_whole_suite_on_every_change():
+    """Contributors' changes to core or the window are tested too, not only packaging paths."""
+    import yaml
+
+    from .conftest import ROOT
+
+    whole_suite = []
+    for path in (ROOT / ".github" / "workflows").glob("*.yml"):
+        flow = yaml.safe_load(path.read_text())
+        triggers = flow.get("on", flow.get(True))  # YAML 1.1 reads a bare `on` as true
+        every_change = all(t in triggers and not (triggers[t] or {}).get("paths") for t in ("push", "pull_request"))
+        steps = [s.get("run", "") for job in flow["jobs"].values() for s in job["steps"]]
+        runs_all = any("pytest" in run and "tests/" not in run and " -k " not in run for run in steps)
+        if every_change and runs_all:
+            whole_suite.append(path.name)
+    assert whole_suite, "no workflow runs the whole test suite on every push and pull request"

@@ -43,6 +43,7 @@ def test_bf16_forward_close_to_fp32_on_fixtures(fixtures_dir, name):
     assert _relative_error(eps, io["eps"]) < 0.05
 
 
+@pytest.mark.slow
 def test_bf16_forward_close_to_fp32_tutorial_default():
     """The tutorial's full network (attention at 28x28, 10M parameters), random weights."""
     torch.manual_seed(0)
@@ -86,6 +87,7 @@ def _loss_curve(tmp_path, precision: str, seed: int, steps: int) -> torch.Tensor
     return torch.tensor(losses)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_has_bf16(), reason="without native bf16, auto precision never trains in bf16")
 def test_bf16_training_matches_fp32_loss_curve(tmp_path):
     """Same seed in bf16 and fp32 must differ less than fp32 with another seed differs.

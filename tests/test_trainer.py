@@ -8,6 +8,7 @@ import torch
 
 from core import trainer as tr
 from core.config import Config
+from core.checkpoint import IncompatibleCheckpoint
 from core.errors import CheckpointError, TrainingDiverged, UserError
 from core.runs import RunDir
 
@@ -156,7 +157,16 @@ def test_resume_with_other_model_config_says_what_differs(tmp_path):
     _train(_config(max_steps=5), tmp_path / "run")
     other = tiny_config_dict(max_steps=10)
     other["model_params"]["time_emb_dim"] = 64
-    with pytest.raises(CheckpointError, match=r"different model config .*t_proj.0.weight"):
+    with pytest.raises(IncompatibleCheckpoint, match=r"different model config .*t_proj.0.weight"):
+        _train(Config.from_dict(other), tmp_path / "run", resume=True)
+
+
+def test_resume_with_another_schedule_stops_at_the_newest_checkpoint(tmp_path):
+    """Older checkpoints of the run have the same schedule: trying them would only hide the cause."""
+    _train(_config(max_steps=10), tmp_path / "run")
+    other = tiny_config_dict(max_steps=12)
+    other["diffusion_params"]["schedule"] = "cosine"
+    with pytest.raises(IncompatibleCheckpoint, match=r"step-000010.safetensors was trained with different diffusion_params"):
         _train(Config.from_dict(other), tmp_path / "run", resume=True)
 
 
@@ -248,3 +258,41 @@ def test_micro_batches_give_the_whole_batch_step(tmp_path):
         grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_ema_warm_up_follows_the_weights_early_and_keeps_its_decay_later():
+    assert tr.ema_decay_at(0.995, 0) == pytest.approx(0.1)  # the first update mostly copies
+    assert tr.ema_decay_at(0.995, 100) == pytest.approx(101 / 110)
+    assert tr.ema_decay_at(0.995, 100_000) == 0.995  # a long run averages as ema_decay says
+    assert tr.ema_decay_at(0.0, 5) == 0.0
+
+
+def test_short_run_ema_is_near_the_trained_weights_not_the_initial_ones(tmp_path):
+    """200 steps at decay 0.995 left the EMA 37 % initial weights: previews and samples were noise."""
+    cfg = _config(max_steps=30, ema_decay=0.995, lr=1e-2)
+    torch.manual_seed(cfg.train_params.seed)
+    initial = [p.detach().clone() for p in tr.UNet(cfg.model_params).parameters()]
+    trainer = _train(cfg, tmp_path / "run")
+    raw, ema = list(trainer.model.parameters()), list(trainer.ema_model.parameters())
+    moved = sum(((r - i) ** 2).sum() for r, i in zip(raw, initial, strict=True)).sqrt()
+    lag = sum(((r - e) ** 2).sum() for r, e in zip(raw, ema, strict=True)).sqrt()
+    assert lag < 0.5 * moved, (float(lag), float(moved))
+
+
+def test_intervals_longer_than_the_run_are_scaled_to_it(tmp_path):
+    """A 12-step run with 500-step intervals still gets previews and a periodic checkpoint."""
+    events: list = []
+    _train(_config(max_steps=12, checkpoint_every_steps=500, sample_every_steps=1000), tmp_path / "run",
+           events=events)
+    started = events[0]
+    assert started.preview_every == 3 and started.checkpoint_every == 3
+    assert [e.step for e in events if isinstance(e, tr.PreviewReady)] == [3, 6, 9, 12]
+    assert [e.step for e in events if isinstance(e, tr.CheckpointSaved)] == [3, 6, 9, 12]
+
+
+def test_intervals_within_the_run_are_kept():
+    assert tr.run_interval(500, 3000) == 500
+    assert tr.run_interval(500, 500) == 125
+    assert tr.run_interval(1000, 700) == 175
+    assert tr.run_interval(1000, 3) == 1
+    assert tr.run_interval(None, 700) is None
