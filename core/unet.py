@@ -227,6 +227,12 @@ class UNet(nn.Module):
         self.norm_out = GroupNorm(GROUPS, UNET_OUT_CHANNELS)
         self.conv_out = nn.Conv2d(UNET_OUT_CHANNELS, params.im_channels, 3, padding=1)
 
+    def set_attention_impl(self, impl: AttentionImpl) -> None:
+        """Switch every attention layer to another kernel (core.autotune times them on the model)."""
+        for m in self.modules():
+            if isinstance(m, SelfAttention):
+                m.impl = impl
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, device=x.device).long().reshape(-1).expand(x.shape[0])
         t_emb = self.t_proj(time_embedding(t, self.t_emb_dim).to(x.dtype))
