@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -23,7 +24,7 @@ import torch
 
 from core.allocator import keep_freed_memory
 from core.config import Config, load_config
-from core.device import pick_device
+from core.device import cpu_has_bf16, cpu_model, onednn_bf16, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,28 +60,73 @@ def setup(args: argparse.Namespace) -> torch.device:
     return pick_device(args.device)
 
 
-def cpu_model() -> str:
+CPU_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512-bf16", "amx_tile": "AMX"}
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def cpu_capability() -> dict:
+    """What the CPU has, what torch may use of it, and a name for the kind of CPU that makes.
+
+    A machine can be made to behave like a lesser one by capping the ISA aten, oneDNN and MKL
+    use (``ISA_CAPS``); its figures are then labelled "emulated", never passed off as the
+    real kind, which differs in clock, caches and memory.
+    """
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    hardware = [name for flag, name in CPU_FLAGS.items() if flag in flags]
+    aten = torch.backends.cpu.get_cpu_capability()
+    amx = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    if cpu_has_bf16():
+        kind = "AVX-512-bf16" + ("+AMX" if amx and "AMX" in hardware else "")
+    else:
+        kind = {"AVX512": "AVX-512", "AVX2": "AVX2"}.get(aten, aten)
+    caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
+    if caps and hardware and hardware[-1] not in kind:
+        kind = f"emulated {kind} (ISA-capped {cpu_model()})"
+    return {"cpu_kind": kind, "cpu_flags": hardware, "aten_capability": aten, "onednn_bf16": onednn_bf16(),
+            "isa_caps": caps}
+
+
+def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, n: int = 1024, seconds: float = 0.5) -> float:
+    """The fastest of repeated n x n matmuls in GFLOP/s: the device's attainable dense rate, the
+    limit every step time here should be read against (outside load can only lower it)."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    best, spent = math.inf, 0.0
+    for i in range(1000):
+        with Timer() as t:
+            a @ b
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        if i:  # the first is a warm-up
+            best, spent = min(best, t.wall), spent + t.wall
+        if spent > seconds:
+            break
+    return 2 * n**3 / best / 1e9
 
 
 def machine(device: torch.device) -> dict:
-    """Facts a reader needs to compare figures: versions, CPU, threads, load, accelerator."""
+    """Facts a reader needs to compare figures: versions, CPU kind and peak, threads, load."""
     info = {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cpu_bf16": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
+        **cpu_capability(),
         "loadavg": os.getloadavg(),
         "device": str(device),
     }
+    peak_device = device if device.type == "cuda" else torch.device("cpu")
+    reduced = device.type == "cuda" and torch.cuda.is_bf16_supported() or device.type == "cpu" and cpu_has_bf16()
+    info["matmul_peak_gflops"] = {"fp32": matmul_peak_gflops(torch.float32, peak_device)}
+    if reduced:
+        info["matmul_peak_gflops"]["bf16"] = matmul_peak_gflops(torch.bfloat16, peak_device)
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -4,8 +4,8 @@ Trains with :class:`core.trainer.Trainer` exactly as the app does and, when the 
 passes each mark (default 2, 5 and 10 minutes), samples a grid from the EMA weights with
 DPM-Solver++ (20 steps) and saves it. Sampling pauses the training clock, so a mark means
 "minutes of training since Train was pressed", dataset loading included. Writes into OUT:
-``grid-02min.png`` ..., ``loss.json`` (step, seconds, loss for every step; marks; load average;
-settings) and ``loss.png`` (the loss, smoothed, against minutes).
+``grid-02min.png`` ..., ``loss.json`` (step, seconds, loss for every step; marks; the CPU kind
+and how the model ran; load average; settings) and ``loss.png`` (the loss, smoothed, against minutes).
 
     .venv/bin/python bench/fast_preset_progress.py OUT [--config preset:fast-cpu] [--data builtin:fashion-mnist]
 """
@@ -106,9 +106,11 @@ def main(argv: list[str] | None = None) -> None:
 
     trainer = tr.Trainer(config, args.out / "run", on_event=on_event)
     trainer.run()
+    facts = machine(trainer.device)
     result = {
         "config": args.config, "data": config.dataset_params.im_path, "marks_min": marks,
-        "steps_at_marks": {}, "machine": machine(trainer.device), "precision": trainer.precision.name,
+        "cpu_kind": facts["cpu_kind"], "setup": trainer.tuned.choice.describe(trainer.device),
+        "steps_at_marks": {}, "machine": facts, "precision": trainer.precision.name,
         "batch_size": config.train_params.batch_size, "threads": torch.get_num_threads(), "log": log,
     }
     for mark in marks:

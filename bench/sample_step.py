@@ -3,10 +3,10 @@
 The naive path is the tutorial's ``sample()``: ``nn.MultiheadAttention``'s own forward as the
 tutorial calls it (``naive-attention_kernel``: the explicit softmax kernel instead), fp32, NCHW, under
 ``torch.no_grad``, one ancestral step (:meth:`NoiseSchedule.step`) per timestep. The fast path is
-:func:`core.samplers.sample` as the app calls it: fused attention, the device's reduced precision,
-channels_last weights, inference mode. Both take the same DDPM steps from t = T-1 down, one step
-of each in alternation, so outside load hits both alike. Weights are random: the cost of a step
-does not depend on them.
+:func:`core.samplers.sample` as the app calls it: the attention kernel, precision and memory
+format :mod:`core.autotune` picks by timing them here, inference mode. Both take the same DDPM
+steps from t = T-1 down, one step of each in alternation, so outside load hits both alike.
+Weights are random: the cost of a step does not depend on them.
 
     .venv/bin/python bench/sample_step.py [--device cpu] [--batch 100] [--repeats 10] [--config default]
 
@@ -28,7 +28,7 @@ import torch
 
 from bench.common import add_common_args, compare, emit, memory_child, resolve_config, setup
 from core.config import Config
-from core.device import memory_format, pick_precision
+from core.device import pick_precision
 from core.sampling import SamplingModel
 from core.schedule import NoiseSchedule
 from core.unet import UNet
@@ -47,18 +47,19 @@ def naive_steps(config: Config, device: torch.device, batch: int, attention: str
     model = UNet(m, attention_impl=attention).to(device).eval()
     schedule = NoiseSchedule.from_config(config.diffusion_params)
     xt = torch.randn(batch, m.im_channels, m.im_size, m.im_size, device=device)
-    with torch.no_grad():
-        for t in reversed(range(schedule.num_timesteps)):
+    for t in reversed(range(schedule.num_timesteps)):
+        with torch.no_grad():  # per step, never across a yield: the caller's code keeps its grad mode
             eps = model(xt, torch.as_tensor(t, device=device).unsqueeze(0))
             xt, _ = schedule.step(xt, eps, t)
-            yield
+        yield
 
 
-def fast_steps(config: Config, device: torch.device, batch: int) -> Iterator[None]:
-    """:func:`core.samplers.sample`, DDPM, with the app's precision and memory format."""
-    m = config.model_params
-    model = UNet(m).to(device, memory_format=memory_format(device)).eval()
-    sampling = SamplingModel(model, config, device, pick_precision(config.train_params.precision, device))
+def fast_steps(config: Config, device: torch.device, batch: int, chosen: dict[str, str]) -> Iterator[None]:
+    """DDPM through :class:`core.sampling.SamplingModel` set up as the app does: kernels, precision and
+    memory format timed by :mod:`core.autotune` (or recalled); ``chosen`` gets the choice's description."""
+    model = UNet(config.model_params).to(device).eval()
+    sampling = SamplingModel(model, config, device, pick_precision(config.train_params.precision, device)).tuned(batch)
+    chosen["fast_setup"] = sampling.setup
     for _ in sampling.frames(num_images=batch, sampler="ddpm"):
         yield
 
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = setup(args)
     config = resolve_config(args.config)
+    chosen: dict[str, str] = {}
     makers = {"naive": naive_steps, "naive-attention_kernel": functools.partial(naive_steps, attention="naive"),
-              "fast": fast_steps}
+              "fast": functools.partial(fast_steps, chosen=chosen)}
 
     def make(name: str) -> Callable[[], None]:
         return stepper(makers[name](config, device, args.batch), device)
@@ -88,10 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_of:
         memory_child(make(args.memory_of), args.warmup, device)
         return
-    emit(compare("sample_step", args, device, list(PATHS), make, {
-        "fast_precision": pick_precision(config.train_params.precision, device).name,
-        "fast_memory_format": str(memory_format(device)),
-    }))
+    result = compare("sample_step", args, device, list(PATHS), make, {})
+    result["settings"].update(chosen)
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 Both paths run :meth:`core.trainer.Trainer._train_step`, the step the app runs (eps-MSE, Adam,
 EMA update, one ``loss.item()``), so they differ only in the levers listed in :class:`TrainPath`.
+The fast path is set up as a run of the app is: :meth:`Trainer.tune` times the candidate kernels,
+precisions, layouts and micro-batch sizes on this machine (or recalls their last timing).
 The naive path is the tutorial's: ``nn.MultiheadAttention``'s own forward as the tutorial
 calls it (explicit softmax attention, and the map averaged over heads for ``need_weights``),
 fp32, NCHW, plain per-tensor Adam, the batch in one pass; ``naive-attention_kernel`` is the
 same with only the attention kernel's explicit softmax (no head average), for comparison. ``--ablate`` adds the fast path with one lever undone at a time
-(and with torch.compile, and in micro-batches of 16), which is how each lever's effect is
+(from the untuned defaults; and with torch.compile, and in micro-batches of 16), which is how each lever's effect is
 measured. Images are random: no step depends on the data.
 
     .venv/bin/python bench/train_step.py [--device cpu] [--batch 64] [--repeats 5] [--config default] [--ablate]
@@ -46,21 +48,24 @@ class TrainPath:
     compile: bool = False
     micro_batch_size: int | None = None  # None: the trainer's default (parts of 32 on the CPU)
     whole_batch: bool = False  # the batch in one pass, whatever the default
+    tune: bool = False  # let core.autotune time the candidates, as a run of the app does
 
 
 NAIVE = TrainPath("naive", attention="tutorial", precision="fp32", channels_last=False, fast_adam=False,
                   whole_batch=True)
 NAIVE_KERNEL = dataclasses.replace(NAIVE, name="naive-attention_kernel", attention="naive")
-FAST = TrainPath("fast")
-ABLATIONS = (
-    dataclasses.replace(FAST, name="fast-naive_attention", attention="naive"),
-    dataclasses.replace(FAST, name="fast-sdpa_attention", attention="sdpa"),
-    dataclasses.replace(FAST, name="fast-fp32", precision="fp32"),
-    dataclasses.replace(FAST, name="fast-nchw", channels_last=False),
-    dataclasses.replace(FAST, name="fast-plain_adam", fast_adam=False),
-    dataclasses.replace(FAST, name="fast+compile", compile=True),
-    dataclasses.replace(FAST, name="fast-micro_batches", whole_batch=True),
-    dataclasses.replace(FAST, name="fast+micro_batch_16", micro_batch_size=16),
+FAST = TrainPath("fast", tune=True)
+UNTUNED = TrainPath("fast")
+ABLATIONS = (  # from the untuned defaults, one lever undone at a time
+    dataclasses.replace(UNTUNED, name="fast-untuned"),
+    dataclasses.replace(UNTUNED, name="fast-naive_attention", attention="naive"),
+    dataclasses.replace(UNTUNED, name="fast-sdpa_attention", attention="sdpa"),
+    dataclasses.replace(UNTUNED, name="fast-fp32", precision="fp32"),
+    dataclasses.replace(UNTUNED, name="fast-nchw", channels_last=False),
+    dataclasses.replace(UNTUNED, name="fast-plain_adam", fast_adam=False),
+    dataclasses.replace(UNTUNED, name="fast+compile", compile=True),
+    dataclasses.replace(UNTUNED, name="fast-micro_batches", whole_batch=True),
+    dataclasses.replace(UNTUNED, name="fast+micro_batch_16", micro_batch_size=16),
 )
 PATHS = {p.name: p for p in (NAIVE, NAIVE_KERNEL, FAST, *ABLATIONS)}
 
@@ -72,6 +77,8 @@ class Runner:
         config = config.replace("train_params", precision=path.precision, device=device.type, batch_size=batch,
                                 micro_batch_size=batch if path.whole_batch else path.micro_batch_size)
         self.trainer = Trainer(config, run_dir / path.name, attention_impl=path.attention)
+        if path.tune:
+            self.trainer.tune()
         if not path.channels_last:
             self.trainer.memory_format = torch.contiguous_format
             self.trainer.model.to(memory_format=torch.contiguous_format)
@@ -121,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         result = compare("train_step", args, device, names, make, {})
     result["settings"]["paths"] = {
         n: dataclasses.asdict(PATHS[n]) | {"resolved_precision": r.trainer.precision.name,
-                                           "compile_error": r.compile_error}
+                                           "compile_error": r.compile_error,
+                                           "setup": r.trainer.tuned.choice.describe(device) if r.trainer.tuned else None}
         for n, r in runners.items()
     }
     emit(result)

@@ -11,15 +11,18 @@ All three ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed
   17 ms and 3.4 ms; all 16 layers of the tutorial's network 1.43 s and 0.71 s, the tutorial's
   way 2.87 s (``bench/attention.py``, ``docs/bench/cpu-attention.json``).
 
-``auto`` picks ``chunked`` on the CPU and ``sdpa`` elsewhere.
+``auto`` picks ``chunked`` on the CPU and ``sdpa`` elsewhere: a guess that holds on AVX-512-bf16
+cores; :mod:`core.autotune` replaces it with a measurement on the user's machine (on AVX2 cores in
+fp32, ``sdpa`` is the faster one).
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+
+from .device import onednn_bf16
 
 AttentionImpl = Literal["auto", "chunked", "sdpa", "naive", "tutorial"]
 """The kernels below, and "tutorial": ``nn.MultiheadAttention``'s own forward, which only
@@ -55,18 +58,9 @@ def _softmax(scores: torch.Tensor) -> torch.Tensor:
     tensor type: per 128 maps of 784 tokens on 2 Zen 4 cores 15.5 against 19.8 ms in slices of
     two maps. At 196 tokens and below, and in fp32, the two are even, so aten's runs there.
     """
-    if scores.dtype == torch.bfloat16 and scores.shape[-1] >= ONEDNN_MIN_TOKENS and _onednn_bf16():
+    if scores.dtype == torch.bfloat16 and scores.shape[-1] >= ONEDNN_MIN_TOKENS and onednn_bf16():
         return torch._softmax(scores.to_mkldnn(), -1, False).to_dense()
     return torch.softmax(scores, dim=-1)
-
-
-@functools.cache
-def _onednn_bf16() -> bool:
-    """Whether oneDNN runs bf16 here (it refuses on CPUs without AVX-512)."""
-    try:
-        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _slices(maps: int, tokens: int) -> list[slice]:

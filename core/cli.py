@@ -147,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     def on_event(event: ev.Event) -> None:
         nonlocal bar
         if isinstance(event, ev.Started):
-            print(f"run: {event.run_dir}  device: {event.device} ({event.precision})  "
+            print(f"run: {event.run_dir}  device: {event.setup or event.device}  "
                   f"parameters: {event.num_params:,}", file=sys.stderr)
             bar = tqdm(total=event.total_steps, initial=event.start_step, unit="step", dynamic_ncols=True)
         elif isinstance(event, ev.StepDone) and bar is not None:
@@ -200,6 +200,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     store = FrameStore(nrow=nrow) if args.animation else None
     options = {o.name: getattr(args, o.name) for spec in SAMPLER_TABLE for o in spec.options
                if getattr(args, o.name) is not None}
+    model = model.tuned(num)
     frames = model.frames(num_images=num, sampler=args.sampler, steps=steps, options=options, seed=args.seed,
                           frame_stride=max(1, steps // 200) if store is not None else steps,
                           labels=labels, guidance=guidance)

@@ -126,8 +126,13 @@ class TrainParams:
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
         "auto",
-        "Arithmetic for the model: auto uses bf16 where the hardware has it (CUDA, AVX-512 BF16 CPUs), "
-        "fp16 with loss scaling on older GPUs, fp32 otherwise.",
+        "Arithmetic for the model: auto uses bf16 where the hardware has it (CUDA, AVX-512 BF16 CPUs) "
+        "and it is faster when timed, fp16 with loss scaling on older GPUs, fp32 otherwise.",
+    )
+    attention: Literal["auto", "chunked", "sdpa", "naive"] = _f(
+        "auto",
+        "Attention kernel: auto times the kernels on this machine at the start (once, then remembered) "
+        "and keeps the fastest; chunked, sdpa and naive compute the same result at different speeds.",
     )
     compile: bool = _f(False, "Compile the model with torch.compile (falls back if it cannot).")
     micro_batch_size: Optional[int] = _f(

@@ -7,7 +7,10 @@ without changing what the model computes beyond rounding.
 """
 from __future__ import annotations
 
+import functools
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -47,11 +50,40 @@ def describe(device: torch.device) -> str:
     return device.type
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The processor's marketing name (Linux), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
 def cpu_has_bf16() -> bool:
-    """True where the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX)."""
+    """True where the CPU has native bf16 matrix instructions (AVX-512 BF16 or AMX) and torch
+    may use them.
+
+    The instructions alone are not enough: ``ONEDNN_MAX_CPU_ISA`` or ``ATEN_CPU_CAPABILITY``
+    can cap what oneDNN and aten use (as on a machine set up to behave like an AVX2 one), and
+    then bf16 runs emulated, many times slower than fp32.
+    """
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((probe and probe()) or (amx and amx()))
+    native = bool((probe and probe()) or (amx and amx()))
+    return native and onednn_bf16() and torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "AVX2")
+
+
+@functools.cache
+def onednn_bf16() -> bool:
+    """Whether oneDNN runs bf16 here (it refuses on CPUs, or ISA caps, without AVX-512)."""
+    try:
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class Started:
     dataset_size: int
     checkpoint_every: int | None = None  # the intervals this run uses (see trainer.run_interval)
     preview_every: int | None = None
+    setup: str = ""  # how the model runs, e.g. "cpu · 2 threads · fp32 · sdpa" (see core.autotune)
 
 
 @dataclass(frozen=True)

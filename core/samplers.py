@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import threads
 from .choices import SAMPLER_SPECS, SAMPLERS
 from .denoiser import Denoiser
 from .errors import UserError
@@ -397,19 +398,21 @@ def sample(
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((num_images, *image_shape), generator=generator, dtype=torch.float32).to(device)
     steps_iter = _SAMPLER_FNS[sampler](denoiser, x, ts, generator=generator, **resolved)
-    return _frames(steps_iter, len(ts), frame_stride, should_cancel)
+    return _frames(steps_iter, len(ts), frame_stride, should_cancel, threads.for_device(device))
 
 
-def _frames(steps_iter: StepIter, num_steps: int, stride: int, should_cancel: Callable[[], bool] | None) -> Iterator[Frame]:
+def _frames(steps_iter: StepIter, num_steps: int, stride: int, should_cancel: Callable[[], bool] | None,
+            controller: threads.ThreadController) -> Iterator[Frame]:
     # inference mode only around each step, never across a yield: the consumer's code runs
     # between steps and must not find itself in inference mode
-    for i in range(num_steps):
-        if should_cancel is not None and should_cancel():
-            raise SamplingCancelled()
-        with torch.inference_mode():
-            t, xt, x0 = next(steps_iter)
-        if (i + 1) % stride == 0 or i + 1 == num_steps:
-            yield Frame(i, num_steps, t, _to_cpu(xt), _to_cpu(x0))
+    with controller:
+        for i in range(num_steps):
+            if should_cancel is not None and should_cancel():
+                raise SamplingCancelled()
+            with controller.step(), torch.inference_mode():
+                t, xt, x0 = next(steps_iter)
+            if (i + 1) % stride == 0 or i + 1 == num_steps:
+                yield Frame(i, num_steps, t, _to_cpu(xt), _to_cpu(x0))
 
 
 def _to_cpu(x: torch.Tensor) -> torch.Tensor:

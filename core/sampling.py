@@ -9,6 +9,7 @@ steps and seed.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +34,7 @@ class SamplingModel:
     config: Config
     device: torch.device
     precision: Precision
+    setup: str = ""  # how it runs once tuned, e.g. "cpu · 2 threads · fp32 · sdpa"
 
     @classmethod
     def load(
@@ -50,6 +52,15 @@ class SamplingModel:
         dev = device if isinstance(device, torch.device) else pick_device(device)
         net, config = load_for_sampling(source, config, use_ema=use_ema, device=dev)
         return cls(net, config, dev, pick_precision(config.train_params.precision, dev))
+
+    def tuned(self, num_images: int) -> SamplingModel:
+        """This model set up the fastest way this machine runs batches of ``num_images``: the
+        attention kernel, memory format and precision timed by :mod:`core.autotune` (once per
+        machine and shapes, then remembered). A precision set in the config is kept."""
+        from .autotune import tune
+
+        found = tune(self.net, self.config, self.device, training=False, batch=num_images)
+        return dataclasses.replace(self, precision=found.precision, setup=found.choice.describe(self.device))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import distributed
+from . import autotune, distributed, threads
 from .adam import Adam, Optimizer
 from .atomic import atomic_write_text
 from .attention import AttentionImpl
@@ -118,6 +119,11 @@ class Trainer:
         self.model = UNet(config.model_params, attention_impl=attention_impl, class_names=self.class_names).to(
             self.device, memory_format=self.memory_format
         )
+        self._attention = attention_impl
+        self.micro_batch_size = tp.micro_batch_size
+        self.tuned: autotune.Tuned | None = None
+        self._log_extra: dict[str, Any] = {}
+        self._threads: threads.ThreadController | None = None
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.schedule = NoiseSchedule.from_config(config.diffusion_params)
         self._device_schedule = self.schedule.to(self.device)
@@ -151,6 +157,9 @@ class Trainer:
             if "out of memory" in str(e) or "can't allocate memory" in str(e):
                 raise self._fail(UserError(_oom_message(self.config, self.device)), e) from e
             raise
+        finally:
+            if self._threads is not None:
+                self._threads.restore()
 
     def _fail(self, error: UserError, cause: BaseException) -> UserError:
         self.on_event(Failed(self.step, str(error), cause))
@@ -169,14 +178,16 @@ class Trainer:
             self._start_fresh()
         steps_per_epoch = max(1, math.ceil(len(dataset) / (tp.batch_size * self.dist.world_size)))
         total = tp.max_steps or tp.num_epochs * steps_per_epoch
+        self.tune()
         train_model = self.dist.wrap(self.model)
         step_model = _maybe_compile(train_model, tp.compile)
         checkpoint_every = run_interval(tp.checkpoint_every_steps, total)
         preview_every = run_interval(tp.sample_every_steps, total)
         self._emit(Started(self.run_dir.path, describe(self.device), self.precision.name,
                            count_parameters(self.model), total, self.step, len(dataset),
-                           checkpoint_every, preview_every))
+                           checkpoint_every, preview_every, self.tuned.choice.describe(self.device)))
         clock = _Throughput()
+        self._threads = cpu_threads = threads.for_device(self.device)  # fewer while other programs take cores
         order_epoch, order = -1, torch.empty(0, dtype=torch.long)
         last_saved = self.step
         self.model.train()
@@ -199,7 +210,8 @@ class Trainer:
             self._set_lr(total)
             labels = dataset.labels[idx] if self.class_names else None
             try:
-                loss = self._train_step(step_model, batch, labels)
+                with cpu_threads.step():
+                    loss = self._train_step(step_model, batch, labels)
             except Exception:
                 if step_model is train_model:
                     raise
@@ -257,7 +269,7 @@ class Trainer:
         xt = self._device_schedule.add_noise(x0, noise, t)
         target, weight = denoiser.target(x0, noise, t), denoiser.loss_weight(t)
         self.optimizer.zero_grad(set_to_none=True)
-        parts = micro_batches(x0.shape[0], tp.micro_batch_size, self.device)
+        parts = micro_batches(x0.shape[0], self.micro_batch_size, self.device)
         loss = torch.zeros((), device=self.device)
         for i, part in enumerate(parts):
             # DDP averages gradients on the last part only: the others add up locally first
@@ -280,6 +292,26 @@ class Trainer:
         lr = tp.lr * lr_factor(tp.lr_schedule, self.step, tp.warmup_steps, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+    def tune(self) -> autotune.Tuned:
+        """Pick precision, attention kernel, memory format and micro-batch size by timing them on
+        this run's shapes (see :mod:`core.autotune`), apply the choice and log it.
+
+        Under DDP every rank must run alike, so ranks keep the defaults rather than each
+        timing its own.
+        """
+        self.tuned = autotune.tune(self.model, self.config, self.device, training=True,
+                                   batch=self.config.train_params.batch_size, attention=self._attention,
+                                   measure=self.dist.world_size == 1)
+        choice = self.tuned.choice
+        self.precision = choice.apply(self.device, self.model, self.ema_model)
+        self.memory_format = torch.channels_last if choice.channels_last else torch.contiguous_format
+        self.micro_batch_size = choice.micro_batch_size
+        # the next step's log row carries it: log.jsonl stays one row per step
+        self._log_extra = {"autotune": dataclasses.asdict(choice) | {
+            "setup": choice.describe(self.device), "cached": self.tuned.cached,
+            "seconds_per_image": self.tuned.seconds}}
+        return self.tuned
 
     def _update_ema(self) -> None:
         tp = self.config.train_params
@@ -348,8 +380,9 @@ class Trainer:
             "step": self.step, "epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
             "images_per_s": round(images_per_s, 2), "eta_s": round(eta_s, 1), "total_steps": total,
             "train_s": round(self.clock.used_s, 2), "time_left_s": _rounded(self.clock.left_s),
-            "time": round(time.time(), 3),
+            "time": round(time.time(), 3), **self._log_extra,
         })
+        self._log_extra = {}
 
     def _checkpoint(self) -> None:
         if self.dist.is_main:

@@ -243,7 +243,7 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(UNET_OUT_CHANNELS, params.im_channels, 3, padding=1)
 
     def set_attention_impl(self, impl: AttentionImpl) -> None:
-        """Switch every attention layer to another kernel (see :mod:`core.attention`)."""
+        """Switch every attention layer to another kernel (core.autotune times them on the model)."""
         for m in self.modules():
             if isinstance(m, SelfAttention):
                 m.impl = impl

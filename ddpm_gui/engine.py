@@ -230,6 +230,7 @@ def run_sampling(worker: Worker, request: SampleRequest) -> SampleResult:
     store = FrameStore(max_frames=MAX_FRAMES, nrow=nrow)
     throttle = Throttle(0.03)
     final = None
+    model = model.tuned(num_images)
     frames = model.frames(num_images=num_images, sampler=request.sampler, steps=request.steps,
                           seed=request.seed, frame_stride=max(1, request.steps // MAX_FRAMES),
                           should_cancel=worker.should_abort, labels=labels, guidance=request.guidance)

@@ -280,7 +280,7 @@ class TrainingPanel(QWidget):
         every = e.preview_every
         self.preview.set_placeholder(f"First preview at step {(e.start_step // every + 1) * every:,}." if every
                                      else NO_PREVIEWS)
-        self.stats["device"].value.setText(f"{e.device} · {e.precision}")
+        self.stats["device"].value.setText(e.setup or f"{e.device} · {e.precision}")
         self.stats["device"].value.setToolTip(f"{e.num_params:,} parameters, {e.dataset_size:,} images")
         self.controls.progress.setRange(0, max(1, e.total_steps))
         self.controls.progress.setValue(e.start_step)

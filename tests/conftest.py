@@ -32,6 +32,26 @@ def tiny_config():
     return Config.from_dict(tiny_config_dict())
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _autotune_cache(tmp_path_factory):
+    """Timings the tests make go to a throwaway cache folder, never the user's."""
+    from core.autotune import CACHE_ENV
+
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("autotune-cache"))
+
+
+@pytest.fixture
+def one_thread():
+    """torch at one thread for the test, where bit-exact results must not depend on the thread
+    count the load-following controller (core.threads) picks."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 _exit_status: int | None = None
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from core import attention as attn
+from core.device import onednn_bf16
 
 
 def _qkv(b=3, h=2, n=20, d=4, dtype=torch.float64):
@@ -44,7 +45,7 @@ def test_chunked_keeps_bf16_under_autocast():
     assert float((out.float() - ref).norm() / ref.norm()) < 0.02
 
 
-@pytest.mark.skipif(not attn._onednn_bf16(), reason="oneDNN has no bf16 kernels on this CPU")
+@pytest.mark.skipif(not onednn_bf16(), reason="oneDNN has no bf16 kernels on this CPU")
 def test_onednn_softmax_agrees_with_atens_in_bf16(monkeypatch):
     """The bf16 path through oneDNN's softmax, forward and backward, against aten's and fp32's."""
     q, k, v = (x.detach() for x in _qkv(b=2, n=96, d=8, dtype=torch.float32))

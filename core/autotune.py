@@ -1,0 +1,302 @@
+"""The fastest way to run the model on this machine, found by timing the candidates.
+
+What is fastest depends on the CPU more than any rule can say: on AVX-512-bf16 cores bf16 and
+the chunked attention kernel win, on AVX2 cores bf16 does not exist and torch's fused
+``sdpa`` beats the chunked kernel several times over. So, as ``cudnn.benchmark`` does, the
+first use of a model on a machine times a few forward (and, for training, backward) passes of
+each candidate on the run's own shapes and keeps the fastest. Every candidate computes the
+same result up to rounding: only speed and memory differ.
+
+The search changes one setting at a time (precision, then attention kernel, memory format,
+micro-batch size), keeping the best so far: a handful of timings instead of every
+combination. Settings fixed in the config are not searched. The result is remembered per
+machine, torch version and shapes in the user's cache folder, so later runs start at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .atomic import atomic_write_text
+from .config import Config
+from .device import Precision, cpu_model, memory_format, pick_precision
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
+"""Environment variable naming another cache folder (tests, portable installs)."""
+CACHE_VERSION = 1
+TIMED_PASSES = 2  # per candidate, after one untimed pass; the fastest counts (load only adds time)
+ATTENTION_KERNELS = ("chunked", "sdpa")  # "naive" keeps the whole map: never faster, always larger
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How the model runs: what :func:`tune` picks and the window shows."""
+
+    precision: str  # fp32 | bf16 | fp16
+    attention: str  # a kernel of core.attention
+    channels_last: bool
+    micro_batch_size: int | None = None  # images per pass in training; None: sampling, whole batch
+
+    def describe(self, device: torch.device) -> str:
+        """One line for the window and the log, e.g. 'cpu · 2 threads · fp32 · sdpa'."""
+        parts = [device.type]
+        if device.type == "cpu":
+            parts.append(f"{torch.get_num_threads()} threads")
+        parts += [self.precision, self.attention]
+        if not self.channels_last:
+            parts.append("NCHW")
+        if self.micro_batch_size:
+            parts.append(f"parts of {self.micro_batch_size}")
+        return " · ".join(parts)
+
+    def apply(self, device: torch.device, *models: torch.nn.Module) -> Precision:
+        """Set the models' attention kernel and memory format; the precision to run them in."""
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        for model in models:
+            model.set_attention_impl(self.attention)  # type: ignore[operator]
+            model.to(memory_format=fmt)
+        return pick_precision(self.precision, device)
+
+
+@dataclass(frozen=True)
+class Tuned:
+    choice: Choice
+    precision: Precision  # the choice's, for this device: what to run the model in
+    seconds: dict[str, float]  # per image, per candidate timed: what the choice rests on
+    cached: bool
+
+
+# -- the search: pure logic over a measuring function ----------------------------------------------
+def search(start: Choice, options: dict[str, Sequence[Any]],
+           measure: Callable[[Choice], Callable[[], float]], passes: int = TIMED_PASSES) -> tuple[Choice, dict[str, float]]:
+    """The fastest choice found by changing one field of ``start`` at a time, in ``options`` order.
+
+    ``measure(choice)`` prepares a candidate and returns a function that runs one pass and
+    returns its cost (seconds per image); each is run once untimed, then ``passes`` times in
+    turn with the others so outside load hits all alike, and the least cost counts. A
+    candidate that raises (a kernel missing on this device, out of memory) is left out.
+    """
+    best, costs = start, {}
+    for field, values in options.items():
+        round_ = [best] + [dataclasses.replace(best, **{field: v}) for v in values if v != getattr(best, field)]
+        timed = _time_round(round_, measure, passes)
+        costs.update({_label(c): s for c, s in timed.items()})
+        if timed:
+            best = min(timed, key=timed.__getitem__)
+    return best, costs
+
+
+def _time_round(candidates: list[Choice], measure: Callable[[Choice], Callable[[], float]],
+                passes: int) -> dict[Choice, float]:
+    runners: dict[Choice, Callable[[], float]] = {}
+    for c in candidates:
+        try:
+            run = measure(c)
+            run()  # untimed: first-use costs (kernel selection, allocation) are not the step's
+        except Exception as e:  # noqa: BLE001 - any failure only means: not this candidate
+            log.info("autotune: %s skipped (%s: %s)", _label(c), type(e).__name__, e)
+            continue
+        runners[c] = run
+    best: dict[Choice, float] = {}
+    for _ in range(passes):
+        for c, run in list(runners.items()):
+            try:
+                cost = run()
+            except Exception as e:  # noqa: BLE001
+                log.info("autotune: %s skipped (%s: %s)", _label(c), type(e).__name__, e)
+                del runners[c]
+                best.pop(c, None)
+                continue
+            best[c] = min(cost, best.get(c, cost))
+    return best
+
+
+def _label(c: Choice) -> str:
+    return f"{c.precision}/{c.attention}/{'nhwc' if c.channels_last else 'nchw'}/{c.micro_batch_size or 'all'}"
+
+
+# -- what to search: the config's fixed values and the device's options --------------------------
+def options(config: Config, device: torch.device, *, training: bool, batch: int,
+            attention: str = "auto") -> tuple[Choice, dict[str, Sequence[Any]]]:
+    """The starting choice (the device's defaults) and the alternatives worth timing.
+
+    ``attention`` overrides ``train_params.attention`` when not "auto" (the benchmarks' way to
+    pin a kernel). Precision is searched only between bf16 and fp32 where the hardware
+    computes bf16; fp16 (older GPUs) stays as :func:`core.device.pick_precision` says. Smaller
+    micro-batches are tried on the CPU only, never larger ones: the default part size is what
+    keeps training's memory low.
+    """
+    from .trainer import micro_batches
+
+    tp = config.train_params
+    attention = attention if attention != "auto" else tp.attention
+    auto_precision = pick_precision(tp.precision, device).name
+    part = micro_batches(batch, tp.micro_batch_size, device)[0]
+    start = Choice(
+        precision=auto_precision,
+        attention=attention if attention != "auto" else ("chunked" if device.type == "cpu" else "sdpa"),
+        channels_last=memory_format(device) == torch.channels_last,
+        micro_batch_size=(part.stop - part.start) if training else None,
+    )
+    found: dict[str, Sequence[Any]] = {}
+    if tp.precision == "auto" and auto_precision == "bf16":
+        found["precision"] = ("bf16", "fp32")
+    if attention == "auto":
+        found["attention"] = ATTENTION_KERNELS
+    if device.type in ("cpu", "cuda"):
+        found["channels_last"] = (True, False)
+    if training and tp.micro_batch_size is None and device.type == "cpu" and start.micro_batch_size > 8:
+        found["micro_batch_size"] = (start.micro_batch_size, start.micro_batch_size // 2)
+    return start, found
+
+
+# -- measuring the real model ----------------------------------------------------------------------
+def _pass_runner(model: torch.nn.Module, device: torch.device, image_shape: tuple[int, int, int],
+                 num_timesteps: int, *, training: bool, batch: int) -> Callable[[Choice], Callable[[], float]]:
+    """``measure`` for :func:`search`: one pass of ``model`` on random images at a candidate's
+    settings. Training passes run backward too and then drop the gradients, so the model's
+    weights are untouched; a private generator leaves torch's global one as it was."""
+    gen = torch.Generator().manual_seed(0)
+
+    def measure(choice: Choice) -> Callable[[], float]:
+        precision = choice.apply(device, model)
+        fmt = torch.channels_last if choice.channels_last else torch.contiguous_format
+        n = choice.micro_batch_size or batch
+        x = torch.randn((n, *image_shape), generator=gen).to(device, memory_format=fmt)
+        t = torch.randint(0, num_timesteps, (n,), generator=gen).to(device)
+
+        def run() -> float:
+            choice.apply(device, model)  # the round's candidates take turns on one model
+            _sync(device)
+            start = time.perf_counter()
+            if training:
+                with precision.autocast(device):
+                    eps = model(x, t)
+                F.mse_loss(eps.float(), x.float()).backward()
+                model.zero_grad(set_to_none=True)
+            else:
+                with torch.inference_mode(), precision.autocast(device):
+                    model(x, t)
+            _sync(device)
+            return (time.perf_counter() - start) / n
+        return run
+    return measure
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def tune(model: torch.nn.Module, config: Config, device: torch.device, *, training: bool, batch: int,
+         attention: str = "auto", measure: bool = True) -> Tuned:
+    """The choice for running ``model`` with ``config`` on ``device``: from the cache, else timed.
+
+    ``batch`` is the training batch (or the number of images sampled at once). The choice is
+    applied to ``model`` before returning. ``measure=False`` takes the device's defaults.
+    """
+    start, found = options(config, device, training=training, batch=batch, attention=attention)
+    if not found or not measure:
+        return Tuned(start, start.apply(device, model), {}, cached=False)
+    key = cache_key(config, device, training=training, batch=batch, start=start, searched=found)
+    hit = read_cache(key)
+    if hit is not None:
+        return Tuned(hit, hit.apply(device, model), {}, cached=True)
+    m = config.model_params
+    was_training = model.training
+    model.train(training)
+    try:
+        best, costs = search(start, found, _pass_runner(
+            model, device, (m.im_channels, m.im_size, m.im_size), config.diffusion_params.num_timesteps,
+            training=training, batch=batch))
+    finally:
+        model.train(was_training)
+    write_cache(key, best)
+    return Tuned(best, best.apply(device, model), costs, cached=False)
+
+
+# -- the cache ---------------------------------------------------------------------------------------
+def cache_path() -> Path:
+    folder = os.environ.get(CACHE_ENV)
+    if not folder:
+        import platformdirs
+
+        folder = platformdirs.user_cache_dir("DDPM Studio", "DDPM Studio")
+    return Path(folder) / "autotune.json"
+
+
+def machine_id(device: torch.device) -> dict[str, Any]:
+    """What makes timings from one machine invalid on another: the processor and what torch
+    may use of it (ISA caps included), thread count, accelerator, torch version."""
+    from .device import onednn_bf16
+
+    facts: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cpu": cpu_model(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "onednn_bf16": onednn_bf16(),
+        "threads": torch.get_num_threads(),
+        "device": device.type,
+    }
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+def cache_key(config: Config, device: torch.device, *, training: bool, batch: int, start: Choice,
+              searched: dict[str, Sequence[Any]]) -> str:
+    """A digest of everything the timings depend on: machine, shapes, and what was searched."""
+    what = {
+        "machine": machine_id(device),
+        "mode": "train" if training else "sample",
+        "batch": batch,
+        "model": dataclasses.asdict(config.model_params),
+        "start": dataclasses.asdict(start),
+        "searched": {k: list(v) for k, v in searched.items()},
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def read_cache(key: str) -> Choice | None:
+    """The remembered choice, or None; a damaged or foreign cache file counts as empty."""
+    try:
+        entry = _load_cache().get(key)
+        return Choice(**entry) if isinstance(entry, dict) else None
+    except TypeError:  # fields of another version
+        return None
+
+
+def write_cache(key: str, choice: Choice) -> None:
+    """Remember ``choice``; a cache that cannot be written only costs the timing next time."""
+    entries = _load_cache()
+    entries[key] = dataclasses.asdict(choice)
+    try:
+        path = cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1))
+    except OSError as e:
+        log.warning("autotune: could not write %s (%s)", cache_path(), e)
+
+
+def _load_cache() -> dict[str, Any]:
+    try:
+        data = json.loads(cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or not isinstance(data.get("entries"), dict):
+        return {}
+    return data["entries"]
+

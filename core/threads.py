@@ -1,0 +1,99 @@
+"""Thread counts that follow the machine's load, chosen by watching step times.
+
+torch's CPU kernels split each operation over its threads and wait for the slowest at the
+end. When another program takes one of two cores, one of our two threads is preempted for a
+whole scheduler slice while the other spins at the barrier: a step then costs far more than
+the fair half of the machine (3.1x instead of 2x with one competing process, measured). One
+thread on the core we do get loses only the fair share.
+
+Load cannot be read reliably (a load average lags by a minute and counts sleeping I/O), but
+its effect can: the controller times each step at the thread count it runs, keeps a short
+memory of each count's recent step time, runs the fastest, and now and then tries the others
+for a couple of steps to notice when the machine has freed up (or filled up).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+PROBE_EVERY = 12  # steps between tries of the other thread counts
+PROBE_STEPS = 2  # steps each try lasts
+WINDOW = 3  # a count's estimate: the median of its last steps, so one hiccup moves nothing
+SLOWDOWN = 1.5  # an estimate this much above the stay's best sets off a try at once
+
+
+class ThreadController:
+    """Picks the number of threads for each step from the times of the steps before it.
+
+    Call :meth:`step` around every step, or :meth:`record` after each where the timing is done
+    elsewhere. Decisions depend only on the times passed in, so the policy is tested with
+    made-up timings. A count's estimate restarts with each stay at it: what was measured
+    minutes ago, under other load, says little.
+    """
+
+    def __init__(self, counts: tuple[int, ...] | None = None, *,
+                 set_threads: Callable[[int], None] = torch.set_num_threads,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.initial = torch.get_num_threads()
+        self.counts = counts or tuple(sorted({self.initial, 1}, reverse=True))
+        self._set_threads, self._clock = set_threads, clock
+        self.current = self.counts[0]
+        self.estimate: dict[int, float] = {}
+        self._recent: list[float] = []  # this stay's last step times at ``current``
+        self._stay_best = float("inf")
+        self._since_probe = 0
+        self._to_try: list[int] | None = None  # while trying the other counts: those still to try
+
+    def record(self, seconds: float) -> int:
+        """Take the time of the step just run at :attr:`current`; return the count for the next."""
+        self._recent = [*self._recent, seconds][-WINDOW:]
+        estimate = self.estimate[self.current] = sorted(self._recent)[(len(self._recent) - 1) // 2]
+        self._stay_best = min(self._stay_best, estimate)
+        self._since_probe += 1
+        if self._to_try is not None:
+            if len(self._recent) >= PROBE_STEPS:
+                if self._to_try:
+                    self._switch(self._to_try.pop(0))
+                else:
+                    self._to_try = None
+                    self._switch(min(self.estimate, key=self.estimate.__getitem__))
+        elif len(self.counts) > 1 and (self._since_probe >= PROBE_EVERY or estimate > SLOWDOWN * self._stay_best):
+            self._try_others()  # time to look around, or the machine just changed under us
+        return self.current
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """Run the enclosed step at the chosen thread count and learn from its time."""
+        self._set_threads(self.current)
+        start = self._clock()
+        yield
+        self.record(self._clock() - start)
+
+    def restore(self) -> None:
+        """Give the process back the thread count it had: the next user starts from that."""
+        self._set_threads(self.initial)
+
+    def __enter__(self) -> ThreadController:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+    def _try_others(self) -> None:
+        self._since_probe = 0
+        others = [n for n in self.counts if n != self.current]
+        self._to_try = others[1:]
+        self._switch(others[0])
+
+    def _switch(self, count: int) -> None:
+        if count != self.current:
+            self.current, self._recent, self._stay_best = count, [], float("inf")
+
+
+def for_device(device: torch.device) -> ThreadController:
+    """A controller that adapts on the CPU; elsewhere the CPU threads only feed the device and
+    keep the count they have."""
+    return ThreadController() if device.type == "cpu" else ThreadController((torch.get_num_threads(),))

@@ -1,0 +1,90 @@
+"""The thread controller's decisions, driven by made-up step times (no real timing)."""
+from __future__ import annotations
+
+from core import threads
+from core.threads import PROBE_EVERY, PROBE_STEPS, ThreadController
+
+
+class Machine:
+    """Step times by thread count: idle, 2 threads twice as fast as 1; with a competitor on one
+    of the two cores, 2 threads wait on the preempted one (3.1x) while 1 thread loses only the
+    fair half (2x)."""
+
+    def __init__(self) -> None:
+        self.loaded = False
+
+    def time(self, n: int) -> float:
+        if self.loaded:
+            return {1: 2.0, 2: 3.1}[n]
+        return {1: 1.9, 2: 1.0}[n]
+
+
+def drive(controller: ThreadController, machine: Machine, steps: int) -> list[int]:
+    """Run ``steps`` steps; the thread count each ran at."""
+    used = []
+    for _ in range(steps):
+        used.append(controller.current)
+        controller.record(machine.time(controller.current))
+    return used
+
+
+def test_idle_machine_keeps_all_threads_apart_from_brief_tries():
+    c, m = ThreadController((2, 1), set_threads=lambda n: None), Machine()
+    used = drive(c, m, 60)
+    assert used[0] == 2
+    assert used.count(1) <= 60 // PROBE_EVERY * PROBE_STEPS + PROBE_STEPS  # only the tries
+    assert min(c.estimate, key=c.estimate.get) == 2
+
+
+def test_a_competitor_sends_it_to_one_thread_at_once_and_the_cost_stays_fair():
+    c, m = ThreadController((2, 1), set_threads=lambda n: None), Machine()
+    drive(c, m, 5)
+    m.loaded = True
+    used = drive(c, m, 60)
+    assert used[:3] == [2, 2, 1]  # the second slow step sets off a try of one thread
+    assert c.current == 1
+    mean = sum(m.time(n) for n in used) / len(used)
+    assert mean <= 2.5 * Machine().time(2)  # against the idle step at 2 threads
+
+
+def test_it_returns_to_all_threads_when_the_machine_frees_up():
+    c, m = ThreadController((2, 1), set_threads=lambda n: None), Machine()
+    m.loaded = True
+    drive(c, m, 30)
+    assert c.current == 1
+    m.loaded = False
+    used = drive(c, m, PROBE_EVERY + 2 * PROBE_STEPS + 1)
+    assert c.current == 2 and used[-1] == 2
+
+
+def test_one_noisy_step_does_not_move_it_for_long():
+    c, m = ThreadController((2, 1), set_threads=lambda n: None), Machine()
+    drive(c, m, 5)
+    c.record(10.0)  # a hiccup at 2 threads
+    assert drive(c, m, 3) == [2, 2, 2]
+
+
+def test_step_sets_the_count_and_times_with_the_clock_given():
+    ticks = iter([0.0, 1.0, 1.0, 4.0, 4.0, 7.0])  # steps of 1, 3 and 3 s
+    set_to: list[int] = []
+    c = ThreadController((2, 1), set_threads=set_to.append, clock=lambda: next(ticks))
+    for _ in range(3):
+        with c.step():
+            pass
+    assert set_to == [2, 2, 2]
+    assert c.current == 1  # 3 s twice after 1 s at 2 threads: slowed down, trying 1
+    c.restore()
+    assert set_to[-1] == c.initial
+
+
+def test_a_single_count_never_switches():
+    c = ThreadController((4,), set_threads=lambda n: None)
+    for s in (1.0, 9.0, 1.0) * 20:
+        assert c.record(s) == 4
+
+
+def test_for_device_adapts_only_on_the_cpu():
+    import torch
+
+    assert len(threads.for_device(torch.device("cpu")).counts) == len({torch.get_num_threads(), 1})
+    assert threads.for_device(torch.device("cuda")).counts == (torch.get_num_threads(),)
