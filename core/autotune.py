@@ -38,6 +38,7 @@ CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 """Environment variable naming another cache folder (tests, portable installs)."""
 CACHE_VERSION = 1
 TIMED_PASSES = 2  # per candidate, after one untimed pass; the fastest counts (load only adds time)
+BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this per core: timings are not remembered
 ATTENTION_KERNELS = ("chunked", "sdpa")  # "naive" keeps the whole map: never faster, always larger
 
 
@@ -224,8 +225,27 @@ def tune(model: torch.nn.Module, config: Config, device: torch.device, *, traini
             training=training, batch=batch))
     finally:
         model.train(was_training)
-    write_cache(key, best)
+    if device.type != "cpu" or not machine_is_busy():
+        write_cache(key, best)
+    else:
+        log.info("autotune: timed while other programs kept the CPU busy; timed again next run")
     return Tuned(best, best.apply(device, model), costs, cached=False)
+
+
+def machine_is_busy() -> bool:
+    """Whether other programs are taking a real share of the cores now.
+
+    A choice timed under load can be the wrong one for good (a kernel that suffers less from
+    preemption is not the fastest on a free machine), so such timings serve this run only. The
+    load average lags and counts this process too, so it errs towards "busy": that costs one
+    more timing on the next run, never a remembered wrong choice. Without a load average
+    (Windows) the machine counts as free.
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return False
+    return load > BUSY_LOAD_PER_CORE * (os.cpu_count() or 1)
 
 
 # -- the cache ---------------------------------------------------------------------------------------

@@ -157,6 +157,7 @@ def test_cache_key_changes_with_what_the_timings_depend_on(monkeypatch):
 
 def test_tune_times_once_then_remembers_and_leaves_the_weights_alone(tmp_path, monkeypatch):
     monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(autotune, "machine_is_busy", lambda: False)
     cfg = _config(precision="fp32")
     trainer = tr.Trainer(cfg, tmp_path / "run")
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -170,6 +171,23 @@ def test_tune_times_once_then_remembers_and_leaves_the_weights_alone(tmp_path, m
     assert torch.equal(torch.get_rng_state(), rng)
     again = autotune.tune(trainer.model, cfg, CPU, training=True, batch=8)
     assert again.cached and again.choice == first.choice
+
+
+def test_timings_made_on_a_busy_machine_are_not_remembered(tmp_path, monkeypatch):
+    monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(autotune, "machine_is_busy", lambda: True)
+    cfg = _config(precision="fp32")
+    model = tr.Trainer(cfg, tmp_path / "run").model
+    assert not autotune.tune(model, cfg, CPU, training=True, batch=8).cached
+    assert not autotune.tune(model, cfg, CPU, training=True, batch=8).cached  # timed again
+    assert not autotune.cache_path().exists()
+
+
+@pytest.mark.parametrize("load,cores,busy", [(0.3, 2, False), (1.5, 2, True), (1.5, 8, False)])
+def test_busy_means_load_above_half_the_cores(monkeypatch, load, cores, busy):
+    monkeypatch.setattr(autotune.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    monkeypatch.setattr(autotune.os, "cpu_count", lambda: cores)
+    assert autotune.machine_is_busy() is busy
 
 
 def test_nothing_to_search_measures_nothing(tmp_path, monkeypatch):
@@ -232,6 +250,7 @@ def test_sampling_is_tuned_too_and_keeps_a_configured_precision(tmp_path, monkey
     from core.sampling import SamplingModel
 
     monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(autotune, "machine_is_busy", lambda: False)
     cfg = _config(precision="fp32")
     model = SamplingModel(tr.Trainer(cfg, tmp_path / "run").ema_model, cfg, CPU, Precision(None)).tuned(4)
     assert model.precision.name == "fp32"
