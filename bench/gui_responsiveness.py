@@ -139,11 +139,12 @@ def run(train_seconds: float, scan_files: int, phases: tuple[str, ...]) -> dict:
     from PySide6.QtCore import QSettings
 
     from core.config import Config
-    from ddpm_gui.app import create_main_window, get_qapp
+    from ddpm_gui.app import create_main_window, get_qapp, import_engine_behind_splash
     from tests.conftest import tiny_config_dict
 
     app = get_qapp(route_exceptions=False)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(home / "settings"))
+    import_engine_behind_splash(app).close()  # as the app starts: torch before the window
     window = create_main_window()
     window.confirm_close = lambda: True
     beat = Heartbeat()
@@ -205,7 +206,7 @@ def run(train_seconds: float, scan_files: int, phases: tuple[str, ...]) -> dict:
 
     window.close()
     wait_until(app, lambda: not window.isVisible(), 60)
-    worst = [results[k] for k in PHASES if k in results]
+    worst = [results[k] for k in ("startup_engine_load", *PHASES) if k in results]
     results["goal_met"] = all(r["max_ms"] <= 50 and r["p99_ms"] <= 20 for r in worst)
     results["cpu_count"] = os.cpu_count()
     results["loadavg"] = os.getloadavg()

@@ -1,7 +1,8 @@
 """``ddpm-studio`` and ``python -m ddpm_gui``: open the window.
 
-``--self-test`` runs the packaged app's end-to-end check (see ``selftest``); ``--timing`` prints how long the window took to appear and when the engine finished loading
-(the engine loads after the window is shown).
+``--self-test`` runs the packaged app's end-to-end check (see ``selftest``); ``--timing`` prints
+how long the window took to appear and when the engine was ready (torch is imported behind a
+splash screen before the window, see ``app.import_engine_behind_splash``).
 """
 from __future__ import annotations
 
@@ -47,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="close once the engine has loaded (for start-up measurements)")
     args, qt_args = parser.parse_known_args(args_in)
 
-    from .app import create_main_window, get_qapp
+    from .app import create_main_window, get_qapp, import_engine_behind_splash
 
     app = get_qapp([sys.argv[0], *qt_args])
+    splash = import_engine_behind_splash(app)
     window = create_main_window()
     if args.timing:
         window.shown.connect(lambda: print(f"start-to-window: {(window.shown_at - START) * 1000:.0f} ms", flush=True))
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quit_after_ready:
         window.engineReady.connect(lambda _: window.close())
     window.show()
+    splash.finish(window)
     return app.exec()
 
 

@@ -1,10 +1,12 @@
 """The one place that builds the QApplication, and the window factory.
 
 Names, icon, style and error routing are set here once, so the window, the tests and a frozen
-build all run with the same application. Nothing here imports torch.
+build all run with the same application. Nothing here imports torch, except
+:func:`import_engine_behind_splash`, which exists to do so before the window is shown.
 """
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 from types import TracebackType
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QSplashScreen
 
 from .settings import APP_NAME
 
@@ -86,6 +88,34 @@ def show_exception(kind: type[BaseException], error: BaseException, tb: Tracebac
     box = QMessageBox(QMessageBox.Icon.Critical, APP_NAME, error_text(error, "Something went wrong"))
     box.setDetailedText(details)
     box.exec()
+
+
+def import_engine_behind_splash(app: QApplication) -> QSplashScreen:
+    """Import the engine (torch and ``core``'s modules) behind a splash screen, before the window.
+
+    Importing torch holds Python's GIL in single calls of up to half a second (its C extension
+    initialises in one go), and no other thread runs Python meanwhile, the UI thread included:
+    loaded behind a shown window, the window looked ready and froze. A splash that says what
+    is happening, followed by a window that answers at once, is the honest order. The window
+    still asks a worker for the engine's facts (devices), which then costs no import.
+
+    What was imported lives as long as the process, so it is then frozen out of the cycle
+    collector (``gc.freeze``): the collector runs on the UI thread (see
+    :func:`collect_garbage_on_ui_thread`), and a full pass over torch's hundreds of thousands of
+    objects held it for 200 ms. Returns the splash for the caller to ``finish`` once the window
+    is up.
+    """
+    splash = QSplashScreen(app_icon().pixmap(256, 256))
+    splash.showMessage("Loading the engine (PyTorch)…",
+                       Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter, Qt.GlobalColor.white)
+    splash.show()
+    app.processEvents()
+    from .engine import import_engine
+
+    import_engine()
+    gc.collect()
+    gc.freeze()
+    return splash
 
 
 def create_main_window() -> MainWindow:

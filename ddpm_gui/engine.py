@@ -1,7 +1,8 @@
 """The engine calls the window makes, each importing ``core``'s torch modules only when run.
 
-Everything here runs on a worker thread (see ``workers``): the first call pays for importing
-torch, so the window can appear before it. Results come back as plain data (numpy uint8
+Everything here runs on a worker thread (see ``workers``); the app imports torch behind its
+splash screen before the window appears (``import_engine``), and a window made without it (the
+tests) pays for the import in its first call here. Results come back as plain data (numpy uint8
 grids, counts, names) so the UI thread never touches a tensor or a model.
 """
 from __future__ import annotations
@@ -31,12 +32,19 @@ class EngineInfo:
     devices: dict[str, str]  # name -> human description, best first
 
 
-def load_engine(_worker: Worker | None = None) -> EngineInfo:
-    """Import torch and the engine (seconds, once) and list what this machine offers."""
-    # Pay every heavy import now, off the UI thread: the engine-ready slots import core.explore
-    # (the Explore page's schedule curves), and an import on the UI thread holds it for
-    # hundreds of milliseconds.
+def import_engine() -> None:
+    """Import torch and every engine module the window's slots use (seconds, once).
+
+    The app does this before its window is shown (``app.import_engine_behind_splash``); the
+    engine-ready slots import ``core.explore`` (the Explore page's schedule curves), so it is
+    paid here too rather than later on the UI thread.
+    """
     from core import data, explore, sampling, trainer  # noqa: F401
+
+
+def load_engine(_worker: Worker | None = None) -> EngineInfo:
+    """The engine, imported if it was not yet, and what this machine offers."""
+    import_engine()
     from core.device import available_devices, describe, pick_device
 
     return EngineInfo({name: describe(pick_device(name)) for name in available_devices()})
