@@ -59,6 +59,9 @@ SAMPLER_TABLE: tuple[SamplerSpec, ...] = (
 SAMPLER_SPECS: dict[str, SamplerSpec] = {spec.name: spec for spec in SAMPLER_TABLE}
 SAMPLERS: tuple[str, ...] = tuple(SAMPLER_SPECS)
 
+#: The sampler the window and ``ddpm eval`` start with; ``ddpm sample`` keeps the tutorial's DDPM.
+DEFAULT_SAMPLER = "dpm++"
+
 #: Step counts a sampler comparison (``ddpm eval --compare-samplers``, the window's table) runs every
 #: sampler at: from rough to about converged for DDIM and DPM-Solver++.
 COMPARISON_STEPS: tuple[int, ...] = (10, 20, 50)

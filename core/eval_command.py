@@ -18,12 +18,11 @@ from typing import Any
 from .errors import UserError
 
 DEFAULT_NUM = 1000
-DEFAULT_SAMPLER = "dpm++"
 
 
 def add_parser(sub: Any) -> None:
     """The ``eval`` subcommand's options (``sub`` is the CLI's subparsers object)."""
-    from .choices import COMPARISON_STEPS, SAMPLERS
+    from .choices import COMPARISON_STEPS, DEFAULT_SAMPLER, SAMPLERS
 
     e = sub.add_parser("eval", help="FID/KID of a model's samples or a folder of images against real images")
     e.add_argument("source", help="run folder, .safetensors weights, tutorial .pth, or a folder of images")

@@ -21,17 +21,17 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from core.choices import COMPARISON_STEPS, SAMPLER_SPECS, SAMPLER_TABLE, SAMPLERS
+from core.choices import COMPARISON_STEPS, SAMPLER_SPECS, SAMPLERS
 from core.config import Config
 
 from .banner import Banner, error_text
+from .sampler_picker import SamplerPicker
 from .engine import EvalProgress, EvalRequest, eval_history, run_evaluation
 from .workers import Worker, start_worker
 
@@ -51,7 +51,6 @@ class EvaluationPanel(QWidget):
         self.device = "auto"
         self._worker: Worker | None = None
         self._busy_elsewhere = False
-        self._num_timesteps = 1000
 
         self.source_label = QLabel("No model yet: train one, or open a run (File ▸ Open Run…).")
         self.source_label.setWordWrap(True)
@@ -62,15 +61,8 @@ class EvaluationPanel(QWidget):
         self.num_combo.setCurrentIndex(SAMPLE_COUNTS.index(DEFAULT_COUNT))
         self.num_combo.setToolTip("Images sampled and scored. FID is only comparable at equal N; "
                                   "KID is unbiased at any N but noisier at small N.")
-        self.sampler_combo = QComboBox()
-        self.sampler_combo.setObjectName("evalSamplerCombo")
-        for spec in SAMPLER_TABLE:
-            self.sampler_combo.addItem(spec.title, spec.name)
-        self.sampler_combo.setCurrentIndex(SAMPLERS.index("dpm++"))
-        self.sampler_combo.currentIndexChanged.connect(self._on_sampler)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setObjectName("evalStepsSpin")
-        self.steps_spin.setRange(1, 1000)
+        self.picker = SamplerPicker("evalSamplerCombo", "evalStepsSpin")
+        self.sampler_combo, self.steps_spin = self.picker.combo, self.picker.steps
         self.evaluate_button = QPushButton("Evaluate")
         self.evaluate_button.setObjectName("evaluateButton")
         self.evaluate_button.clicked.connect(lambda: self.evaluate())
@@ -120,7 +112,6 @@ class EvaluationPanel(QWidget):
         layout.addWidget(self.result_label)
         layout.addWidget(comparison_box, 1)
         layout.addWidget(history_box, 1)
-        self._on_sampler()
         self._update_enabled()
 
     # -- setup from the window --------------------------------------------------------------------
@@ -128,9 +119,7 @@ class EvaluationPanel(QWidget):
         """The model to evaluate; a run folder's eval.jsonl fills the history (on a worker)."""
         self.source, self.source_config = source, config
         if config is not None:
-            self._num_timesteps = config.diffusion_params.num_timesteps
-            self.steps_spin.setMaximum(self._num_timesteps)
-            self._on_sampler()
+            self.picker.set_num_timesteps(config.diffusion_params.num_timesteps)
         self.source_label.setText(f"Model: <b>{description or source}</b>" if source is not None else
                                   "No model yet: train one, or open a run (File ▸ Open Run…).")
         self.history_table.setRowCount(0)
@@ -148,10 +137,6 @@ class EvaluationPanel(QWidget):
         """Training uses the same cores: evaluation waits until it ends or pauses."""
         self._busy_elsewhere = busy
         self._update_enabled()
-
-    def _on_sampler(self) -> None:
-        steps = SAMPLER_SPECS[self.sampler_combo.currentData()].default_steps or self._num_timesteps
-        self.steps_spin.setValue(min(steps, self._num_timesteps))
 
     def _update_enabled(self) -> None:
         running = self._worker is not None
@@ -180,7 +165,7 @@ class EvaluationPanel(QWidget):
         """Every sampler at each of ``step_counts``, rows filling in as they finish."""
         if not self.compare_button.isEnabled():
             return None
-        steps = tuple(min(k, self._num_timesteps) for k in step_counts)
+        steps = tuple(min(k, self.picker.num_timesteps) for k in step_counts)
         self.comparison_table.setRowCount(0)
         self.comparison_caption.setText(f"N = {self.num_combo.currentData():,} per row; "
                                         "lower FID and KID are better.")

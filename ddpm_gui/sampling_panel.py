@@ -27,13 +27,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.choices import DEFAULT_GUIDANCE, SAMPLER_SPECS, SAMPLER_TABLE
+from core.choices import DEFAULT_GUIDANCE
 from core.config import Config
 
 from .banner import Banner, error_text
 from .engine import SampleFrame, SampleRequest, SampleResult, check_weights, class_names, run_sampling
 from .frame_player import BASE_FPS, SPEEDS, FramePlayer
 from .images import ImageView
+from .sampler_picker import SamplerPicker
 from .workers import Worker, start_worker
 
 MAX_SEED = 2**31 - 1
@@ -53,7 +54,6 @@ class SamplingPanel(QWidget):
         self.source_config: Config | None = None
         self.result: SampleResult | None = None
         self.device = "auto"
-        self._num_timesteps = 1000
         self._worker: Worker | None = None
         self._exporter: Worker | None = None
         self._busy_elsewhere = False
@@ -61,14 +61,11 @@ class SamplingPanel(QWidget):
         self.source_label = QLabel("No model yet: train one, or open a run (File ▸ Open Run…).")
         self.source_label.setObjectName("sampleSourceLabel")
         self.source_label.setWordWrap(True)
-        self.sampler_combo = QComboBox()
-        self.sampler_combo.setObjectName("samplerCombo")
+        self.picker = SamplerPicker("samplerCombo", "sampleStepsSpin")
+        self.sampler_combo, self.steps_spin = self.picker.combo, self.picker.steps
+        self.steps_spin.setToolTip("Denoising steps (model calls).")
         self.sampler_combo.setToolTip("DDPM is the tutorial's sampler (one model call per training step); "
                                       "DDIM and DPM-Solver++ get similar images in 20-50 steps.")
-        for spec in SAMPLER_TABLE:
-            self.sampler_combo.addItem(spec.title, spec.name)
-        self.sampler_combo.currentIndexChanged.connect(self._on_sampler)
-        self.steps_spin = _spin("sampleStepsSpin", 1, 1000, 1000, "Denoising steps (model calls).")
         self.count_spin = _spin("numSamplesSpin", 1, 256, 16, "How many images to generate at once.")
         self.seed_spin = _spin("seedSpin", 0, MAX_SEED, 0, "Same seed, same images.")
         self.seed_spin.setMaximumWidth(110)
@@ -156,7 +153,6 @@ class SamplingPanel(QWidget):
         layout.addWidget(self.rows_label)
         layout.addWidget(self.player)
         layout.addLayout(exports)
-        self._on_sampler()
         self.set_classes([])
         self._update_enabled()
 
@@ -167,10 +163,8 @@ class SamplingPanel(QWidget):
         conditional = source is not None and config is not None and config.model_params.class_conditional
         self.set_classes(class_names(source) if conditional else [])
         if config is not None:
-            self._num_timesteps = config.diffusion_params.num_timesteps
-            self.steps_spin.setMaximum(self._num_timesteps)
+            self.picker.set_num_timesteps(config.diffusion_params.num_timesteps)
             self.count_spin.setValue(min(config.train_params.num_samples, self.count_spin.maximum()))
-            self._on_sampler()
         self.source_label.setText(f"Model: <b>{description or source}</b>" if source is not None else
                                   "No model yet: train one, or open a run (File ▸ Open Run…).")
         self._update_enabled()
@@ -205,11 +199,6 @@ class SamplingPanel(QWidget):
         """Training uses the same cores: sampling waits until it ends or pauses."""
         self._busy_elsewhere = busy
         self._update_enabled()
-
-    def _on_sampler(self) -> None:
-        """A sampler's own default step count (the full chain for DDPM), capped at the schedule's length."""
-        steps = SAMPLER_SPECS[self.sampler_combo.currentData()].default_steps or self._num_timesteps
-        self.steps_spin.setValue(min(steps, self._num_timesteps))
 
     def _update_enabled(self) -> None:
         running = self._worker is not None
