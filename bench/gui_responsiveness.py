@@ -81,6 +81,28 @@ def wait_until(app, condition, timeout_s: float) -> None:
         time.sleep(0.001)
 
 
+def open_window(timeout_s: float = 300, before_show=None):
+    """The app as a user starts it (torch behind the splash, then the window), on a throwaway
+    home folder so the user's settings and runs are left alone; returns (app, window, home) once
+    the engine and the demo dataset are loaded. The bench, and the screenshot scripts, start here."""
+    home = Path(tempfile.mkdtemp(prefix="ddpm-window-"))
+    os.environ["DDPM_STUDIO_HOME"] = str(home)
+    from PySide6.QtCore import QSettings
+
+    from ddpm_gui.app import create_main_window, get_qapp, import_engine_behind_splash
+
+    app = get_qapp(route_exceptions=False)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(home / "settings"))
+    import_engine_behind_splash(app).close()
+    window = create_main_window()
+    window.confirm_close = lambda: True
+    if before_show is not None:
+        before_show()
+    window.show()
+    wait_until(app, lambda: window.engine is not None and window.current_dataset() is not None, timeout_s)
+    return app, window, home
+
+
 PHASES = ("scan", "training", "sampling", "playback", "explore")
 
 
@@ -134,25 +156,14 @@ def explore_phase(app, window, beat: Heartbeat) -> dict:
 
 
 def run(train_seconds: float, scan_files: int, phases: tuple[str, ...]) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="ddpm-bench-"))
-    os.environ["DDPM_STUDIO_HOME"] = str(home)
-    from PySide6.QtCore import QSettings
-
     from core.config import Config
-    from ddpm_gui.app import create_main_window, get_qapp, import_engine_behind_splash
+    from ddpm_gui.app import get_qapp
     from tests.conftest import tiny_config_dict
 
-    app = get_qapp(route_exceptions=False)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(home / "settings"))
-    import_engine_behind_splash(app).close()  # as the app starts: torch before the window
-    window = create_main_window()
-    window.confirm_close = lambda: True
+    get_qapp(route_exceptions=False)  # the heartbeat's timer needs the application
     beat = Heartbeat()
     results: dict = {}
-
-    beat.start()
-    window.show()
-    wait_until(app, lambda: window.engine is not None and window.current_dataset() is not None, 120)
+    app, window, home = open_window(120, before_show=beat.start)  # start-up: from show to engine ready
     results["startup_engine_load"] = beat.stop()
     beat.start()  # the baseline: nothing runs, so any stall here is the machine, not the app
     t0 = time.monotonic()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,19 +37,9 @@ def main() -> None:
     parser.add_argument("--late", type=Path, required=True, help="a late checkpoint of the run")
     parser.add_argument("--image", type=int, default=0, help="index of the dataset image shown")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="ddpm-screens-"))
-    os.environ["DDPM_STUDIO_HOME"] = str(home)  # leave the user's settings and runs alone
-    from PySide6.QtCore import QSettings
+    from bench.gui_responsiveness import open_window, wait_until
 
-    from bench.gui_responsiveness import wait_until
-    from ddpm_gui.app import create_main_window, get_qapp
-
-    app = get_qapp(route_exceptions=False)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(home / "settings"))
-    window = create_main_window()
-    window.confirm_close = lambda: True
-    window.show()
-    wait_until(app, lambda: window.engine is not None and window.current_dataset() is not None, 300)
+    app, window, _ = open_window(300)
     if not window.open_run(args.run_dir.resolve()):
         raise SystemExit(f"{args.run_dir}: {window.banner.message}")
     wait_until(app, lambda: window.current_dataset() is not None, 300)

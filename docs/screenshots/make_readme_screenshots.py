@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,19 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     run_dir = parser.parse_args().run_dir.resolve()
-    home = Path(tempfile.mkdtemp(prefix="ddpm-screens-"))
-    os.environ["DDPM_STUDIO_HOME"] = str(home)  # leave the user's settings and runs alone
-    from PySide6.QtCore import QSettings
+    from bench.gui_responsiveness import open_window, wait_until
 
-    from bench.gui_responsiveness import wait_until
-    from ddpm_gui.app import create_main_window, get_qapp
-
-    app = get_qapp(route_exceptions=False)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(home / "settings"))
-    window = create_main_window()
-    window.confirm_close = lambda: True
-    window.show()
-    wait_until(app, lambda: window.engine is not None and window.current_dataset() is not None, 180)
+    app, window, _ = open_window(180)
 
     panel = window.training_panel
     if not window.open_run(run_dir):
