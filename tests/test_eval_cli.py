@@ -12,17 +12,9 @@ from PIL import Image
 from core import evaluate, inception
 from core.cli import main
 
-from .conftest import SHARED
+from .conftest import SHARED, fid_network_installed, needs_fid_network
 
 JSON_KEYS = {"fid", "kid_mean", "kid_std", "n", "reference_fid", "reference_kid_mean", "sampler", "steps", "seconds"}
-
-
-def _network_installed() -> bool:
-    try:
-        inception.network_path()
-    except inception.MetricsUnavailable:
-        return False
-    return True
 
 
 def _pngs(folder, count, size=16):
@@ -57,7 +49,7 @@ def test_missing_network_file_says_what_to_install(tmp_path, monkeypatch, capsys
     ("real_few", "number only 3, fewer than the 4"),
 ])
 def test_bad_input_exits_2_with_one_line(case, message, tmp_path, capsys):
-    if not _network_installed():
+    if not fid_network_installed():
         pytest.skip("FID network file not installed")
     imgs = _pngs(tmp_path / "imgs", 6)
     argv = {
@@ -96,7 +88,7 @@ def test_preprocessing_is_the_reference_tools():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("not _network_installed()", reason="FID network file not installed")
+@needs_fid_network
 def test_eval_weights_json_and_a_folder_summary(tmp_path, capsys, fixtures_dir):
     weights, config = fixtures_dir / "unet_tiny_gray16.safetensors", fixtures_dir / "unet_tiny_gray16.yaml"
     assert main(["eval", str(weights), "--config", str(config), "--data", "builtin:mnist", "--num", "4",

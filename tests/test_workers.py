@@ -75,11 +75,17 @@ def test_a_function_is_a_generator_that_yields_nothing(qtbot):
     assert log == ["yielded half way", "returned 42", "finished"]
 
 
-def test_pause_and_resume_act_between_yields(qtbot):
+def _gated_worker_at_first_yield(qtbot):
+    """A worker on :func:`_gated` work that has yielded once; its log, gate, reached and closed."""
     log: list[str] = []
     gate, reached, closed = threading.Event(), [], []
     worker = _logged(_gated(gate, reached, closed), log)
     qtbot.waitUntil(lambda: "yielded 1" in log, timeout=TIMEOUT_MS)
+    return worker, log, gate, reached, closed
+
+
+def test_pause_and_resume_act_between_yields(qtbot):
+    worker, log, gate, reached, closed = _gated_worker_at_first_yield(qtbot)
     with qtbot.waitSignal(worker.paused, timeout=TIMEOUT_MS):
         worker.pause()
         gate.set()  # the work reaches its next yield, then the worker holds it there
@@ -92,10 +98,7 @@ def test_pause_and_resume_act_between_yields(qtbot):
 
 
 def test_quit_between_yields_emits_aborted_then_finished(qtbot):
-    log: list[str] = []
-    gate, reached, closed = threading.Event(), [], []
-    worker = _logged(_gated(gate, reached, closed), log)
-    qtbot.waitUntil(lambda: "yielded 1" in log, timeout=TIMEOUT_MS)
+    worker, log, gate, reached, closed = _gated_worker_at_first_yield(qtbot)
     with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
         worker.abort()
         gate.set()
@@ -105,10 +108,7 @@ def test_quit_between_yields_emits_aborted_then_finished(qtbot):
 
 
 def test_quit_while_paused_ends_without_resuming(qtbot):
-    log: list[str] = []
-    gate, reached, closed = threading.Event(), [], []
-    worker = _logged(_gated(gate, reached, closed), log)
-    qtbot.waitUntil(lambda: "yielded 1" in log, timeout=TIMEOUT_MS)
+    worker, log, gate, reached, closed = _gated_worker_at_first_yield(qtbot)
     with qtbot.waitSignal(worker.paused, timeout=TIMEOUT_MS):
         worker.pause()
         gate.set()
