@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .config import UNET_OUT_CHANNELS, DiffusionParams, ModelParams
 from .denoiser import Denoiser
 from .errors import UserError
-from .exports import to_uint8_grid
+from .exports import to_uint8
 from .schedule import NoiseSchedule
 from .unet import UNet, count_parameters
 
@@ -79,8 +79,13 @@ def noised(schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, ts: S
 
 
 def image_uint8(x: torch.Tensor, value_range: float = 1.0) -> np.ndarray:
-    """One image (C, H, W) in [-value_range, value_range] as uint8 (H, W, C) for display."""
-    return to_uint8_grid(x[None] / value_range, 1)
+    """One image (C, H, W) in [-value_range, value_range] as uint8 (H, W, C) for display.
+
+    A grid of one image is that image (torchvision's rule), so no grid is made: making one
+    imports torchvision, and with it torch._dynamo, which the Explore page's first strip would
+    otherwise pay for on the UI thread at start-up (seconds).
+    """
+    return np.ascontiguousarray(to_uint8(x[None] / value_range)[0].permute(1, 2, 0).numpy())
 
 
 def strip_uint8(images: torch.Tensor) -> list[np.ndarray]:

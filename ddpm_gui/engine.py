@@ -36,13 +36,9 @@ def import_engine() -> None:
     """Import torch and every engine module the window's slots use (seconds, once).
 
     The app does this before its window is shown (``app.import_engine_behind_splash``); the
-    engine-ready slots import ``core.explore`` (the Explore page's schedule curves), and the
-    Explore page's first image strip makes a grid, for which ``core.exports`` imports
-    torchvision (and with it torch._dynamo and sympy: seconds), so both are paid here too rather
-    than later on the UI thread.
+    engine-ready slots import ``core.explore`` (the Explore page's schedule curves), so it is
+    paid here too rather than later on the UI thread.
     """
-    import torchvision.utils  # noqa: F401
-
     from core import data, explore, sampling, trainer  # noqa: F401
 
 
