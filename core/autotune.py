@@ -213,7 +213,7 @@ def tune(model: torch.nn.Module, config: Config, device: torch.device, *, traini
     if not found or not measure:
         return Tuned(start, start.apply(device, model), {}, cached=False)
     key = cache_key(config, device, training=training, batch=batch, start=start, searched=found)
-    hit = read_cache(key)
+    hit = read_cache(key) or _UNREMEMBERED.get(key)
     if hit is not None:
         return Tuned(hit, hit.apply(device, model), {}, cached=True)
     m = config.model_params
@@ -228,8 +228,14 @@ def tune(model: torch.nn.Module, config: Config, device: torch.device, *, traini
     if device.type != "cpu" or not machine_is_busy():
         write_cache(key, best)
     else:
+        _UNREMEMBERED[key] = best
         log.info("autotune: timed while other programs kept the CPU busy; timed again next run")
     return Tuned(best, best.apply(device, model), costs, cached=False)
+
+
+#: Choices timed on a busy machine: kept for this process only, so that within one session the
+#: same model, sampler and seed still give the same images (another kernel rounds differently).
+_UNREMEMBERED: dict[str, Choice] = {}
 
 
 def machine_is_busy() -> bool:
