@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QIcon
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QApplication, QMessageBox, QSplashScreen
 
 from .settings import APP_NAME
@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # the window module is imported when a window is made, not wi
     from .main_window import MainWindow
 
 ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
+SPLASH_SIZE = (360, 270)
+SPLASH_BACKGROUND = "#20232a"
+SPLASH_TEXT = "#e8e8e8"
 #: Seconds between the UI thread's garbage collections (see :func:`collect_garbage_on_ui_thread`).
 GC_INTERVAL_S = 0.5
 
@@ -105,9 +108,9 @@ def import_engine_behind_splash(app: QApplication) -> QSplashScreen:
     objects held it for 200 ms. Returns the splash for the caller to ``finish`` once the window
     is up.
     """
-    splash = QSplashScreen(app_icon().pixmap(256, 256))
+    splash = QSplashScreen(_splash_pixmap())
     splash.showMessage("Loading the engine (PyTorch)…",
-                       Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter, Qt.GlobalColor.white)
+                       Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter, QColor(SPLASH_TEXT))
     splash.show()
     app.processEvents()
     from .engine import import_engine
@@ -116,6 +119,22 @@ def import_engine_behind_splash(app: QApplication) -> QSplashScreen:
     gc.collect()
     gc.freeze()
     return splash
+
+
+def _splash_pixmap() -> QPixmap:
+    """The icon and the app's name on a dark card, with room below for the message."""
+    pixmap = QPixmap(*SPLASH_SIZE)
+    pixmap.fill(QColor(SPLASH_BACKGROUND))
+    painter = QPainter(pixmap)
+    painter.drawPixmap((SPLASH_SIZE[0] - 160) // 2, 28, app_icon().pixmap(160, 160))
+    font = painter.font()
+    font.setPointSize(16)
+    font.setBold(True)
+    painter.setFont(font)
+    painter.setPen(QColor(SPLASH_TEXT))
+    painter.drawText(0, 200, SPLASH_SIZE[0], 40, Qt.AlignmentFlag.AlignHCenter, APP_NAME)
+    painter.end()
+    return pixmap
 
 
 def create_main_window() -> MainWindow:
