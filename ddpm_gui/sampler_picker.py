@@ -35,7 +35,3 @@ class SamplerPicker:
     def use_default_steps(self) -> None:
         steps = SAMPLER_SPECS[self.combo.currentData()].default_steps or self.num_timesteps
         self.steps.setValue(min(steps, self.num_timesteps))
-
-    @property
-    def sampler(self) -> str:
-        return self.combo.currentData()
