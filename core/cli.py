@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import eval_command
 from .allocator import keep_freed_memory
-from .choices import SAMPLER_TABLE, SAMPLERS
+from .choices import DEFAULT_GUIDANCE, SAMPLER_TABLE, SAMPLERS
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="class-conditional runs: draw this class (repeatable; 'all' = one row per class); "
                         "--num is shared among them")
     s.add_argument("--guidance", type=float, help="classifier-free guidance scale w with --class: "
-                   "0 ignores the class, 1 plain conditional, above 1 guided (default 2)")
+                   f"0 ignores the class, 1 plain conditional, above 1 guided (default {DEFAULT_GUIDANCE:g})")
 
     sc = sub.add_parser("scan", help="check a dataset folder: count, sizes, skipped files")
     sc.add_argument("path", help="dataset folder, IDX images file or builtin:NAME")
@@ -235,7 +235,6 @@ def _class_request(args: argparse.Namespace, class_names: list[str]) -> tuple[li
     """The class rows and guidance scale asked for; a conditional model without --class draws
     unconditionally, as does --guidance 0."""
     from .classes import class_indices
-    from .choices import DEFAULT_GUIDANCE
 
     guidance = DEFAULT_GUIDANCE if args.guidance is None else args.guidance
     if args.classes is None:

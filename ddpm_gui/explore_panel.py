@@ -55,6 +55,7 @@ from .workers import Mailbox, Worker, start_worker
 
 FRAME_MS = 16  # slider moves are drawn at most once a frame
 DATASET, SAMPLES = 0, 1
+SCHEDULE, IMAGE, NETWORK = "schedule", "image", "network"  # what the page redraws when shown
 DEFAULT_LOSS_IMAGES = 64
 UNET_COLUMNS = ("Block", "Resolution", "Channels (in → out)", "Attention", "Parameters")
 
@@ -75,6 +76,7 @@ class ExplorePanel(QWidget):
         self.device = "auto"
         self.forward: ForwardProcess | None = None
         self._engine_ready = False
+        self._stale: set[str] = set()  # what changed while the page was hidden (see _refresh)
         self._noise_seed = 0
         self._predictor: Worker | None = None
         self._requests = Mailbox()
@@ -266,7 +268,7 @@ class ExplorePanel(QWidget):
     # -- what the window feeds in -----------------------------------------------------------------
     def set_engine_ready(self) -> None:
         self._engine_ready = True
-        self.set_config(self.config)
+        self._refresh()
 
     def set_config(self, config: Config | None) -> None:
         """The config of the Configure page (None while it is invalid: keep showing the last)."""
@@ -274,16 +276,39 @@ class ExplorePanel(QWidget):
             return
         previous, self.config = self.config, config
         self.device = config.train_params.device
-        if not self._engine_ready:
+        if previous is None or previous.diffusion_params != config.diffusion_params:
+            self._stale |= {SCHEDULE, IMAGE}
+        if previous is None or previous.model_params != config.model_params:
+            self._stale.add(NETWORK)
+        self._refresh()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Redraw what changed since the page was last on screen, once it is on screen.
+
+        Hidden, the page draws nothing: at start-up the window gets the engine, the config and
+        the dataset at once while scan workers hold Python's lock, and drawing the schedule, the
+        image strip and the network table then stalled the UI thread by tens of milliseconds, for
+        a page nobody was looking at.
+        """
+        if not (self._engine_ready and self.config is not None and self.isVisible()):
             return
-        if previous is None or previous.diffusion_params != config.diffusion_params or self.forward is None:
-            self.slider.setMaximum(config.diffusion_params.num_timesteps - 1)
-            mine, other = schedule_curves(config.diffusion_params)
-            self._curves = mine
-            self.schedule_plot.set_curves(mine, other)
+        stale, self._stale = self._stale, set()
+        if SCHEDULE in stale:
+            self._show_schedule(self.config)
+        if IMAGE in stale:
             self._load_image()
-        if previous is None or previous.model_params != config.model_params or not self.unet_table.rowCount():
-            self._count_unet(config)
+        if NETWORK in stale:
+            self._count_unet(self.config)
+
+    def _show_schedule(self, config: Config) -> None:
+        self.slider.setMaximum(config.diffusion_params.num_timesteps - 1)
+        mine, other = schedule_curves(config.diffusion_params)
+        self._curves = mine
+        self.schedule_plot.set_curves(mine, other)
 
     def set_dataset(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -335,7 +360,8 @@ class ExplorePanel(QWidget):
         return pool[min(self.index_spin.value(), len(pool) - 1)]
 
     def _load_image(self) -> None:
-        if not self._engine_ready or self.config is None:
+        if not (self._engine_ready and self.config is not None and self.isVisible()):
+            self._stale.add(IMAGE)
             return
         x0 = self._current_image()
         if x0 is None:

@@ -73,7 +73,6 @@ def test_evaluate_shows_scores_with_the_reference_and_records_them(window, qtbot
 
 @pytest.mark.slow
 @needs_fid_network
-@pytest.mark.skip(reason="hangs in a combined GUI run after the engine merges (passes alone); to be fixed with the worker pattern")
 def test_closing_during_evaluation_loses_nothing_and_leaves_no_partial_file(window, qtbot, run_dir, tmp_path):
     evaluate.append_result(run_dir, _result(1, "evaluate"))
     before = (run_dir / "eval.jsonl").read_bytes()

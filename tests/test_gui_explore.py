@@ -68,7 +68,18 @@ def test_clicking_a_data_thumbnail_explores_it(qtbot, window):  # noqa: F811
     assert page.index_spin.value() == window.dataset_panel.result.thumbnail_indices[5] > 0
 
 
+def test_the_hidden_page_draws_only_once_shown(qtbot, window):  # noqa: F811
+    page = window.explore_panel
+    assert window.pages.currentWidget() is not page
+    assert window.engine is not None and window.current_dataset() is not None
+    assert page.total_parameters is None and page.forward is None
+    assert page.schedule_plot.curves["alpha_bar", "mine"].yData is None
+    window._show_page(EXPLORE)
+    qtbot.waitUntil(lambda: page.total_parameters is not None and page.forward is not None, timeout=STEP_TIMEOUT_MS)
+
+
 def test_schedule_plot_shows_both_schedules(qtbot, window):  # noqa: F811
+    window._show_page(EXPLORE)
     plot = find(window, "schedulePlot")
     T = window.config_editor.config.diffusion_params.num_timesteps
     linear, cosine = NoiseSchedule(T, kind="linear"), NoiseSchedule(T, kind="cosine")
@@ -90,6 +101,7 @@ def test_schedule_plot_shows_both_schedules(qtbot, window):  # noqa: F811
 def test_unet_table_follows_the_configure_page(qtbot, window):  # noqa: F811
     from core.unet import parameter_count as count_parameters  # what the Configure page shows
 
+    window._show_page(EXPLORE)
     page = window.explore_panel
     config = window.config_editor.config
     qtbot.waitUntil(lambda: page.total_parameters == count_parameters(config.model_params), timeout=STEP_TIMEOUT_MS)
@@ -167,6 +179,7 @@ def test_cancelling_loss_by_timestep_leaves_nothing_running(qtbot, window, tiny_
 
 
 def test_a_generated_sample_can_be_explored(qtbot, window):  # noqa: F811
+    window._show_page(EXPLORE)
     page = window.explore_panel
     m = window.config_editor.config.model_params
     samples = torch.full((3, m.im_channels, m.im_size, m.im_size), -1.0)
