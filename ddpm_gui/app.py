@@ -65,18 +65,11 @@ def get_qapp(argv: list[str] | None = None, *, route_exceptions: bool = True) ->
 
 
 def collect_garbage_on_ui_thread(app: QApplication) -> None:
-    """Run Python's cycle collector only on the UI thread, from a timer (pyqtgraph's
-    GarbageCollector).
-
-    Left automatic, the collector runs on whichever thread allocates when a threshold is crossed,
-    often a worker building a model; if the cycle it frees holds a Qt object, Qt's destructor runs
-    on that thread and waits for a Qt lock the UI thread holds while it waits for the GIL: the
-    window and the worker freeze together.
-    """
+    """Run Python's cycle collector only on the UI thread (see :class:`UiThreadCollector`)."""
     if getattr(app, "_ui_thread_gc", None) is None:
-        from pyqtgraph.util.garbage_collector import GarbageCollector
+        from .garbage import UiThreadCollector
 
-        app._ui_thread_gc = GarbageCollector(interval=GC_INTERVAL_S)
+        app._ui_thread_gc = UiThreadCollector(GC_INTERVAL_S, app)
 
 
 def show_exception(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
