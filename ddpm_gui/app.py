@@ -142,6 +142,5 @@ def create_main_window() -> MainWindow:
     from .main_window import MainWindow
 
     window = MainWindow()
-    window.ensurePolished()
-    window.grab()
+    window.grab()  # polishes, lays out and paints, off screen
     return window

@@ -294,7 +294,7 @@ class ExplorePanel(QWidget):
         image strip and the network table then stalled the UI thread by tens of milliseconds, for
         a page nobody was looking at.
         """
-        if not (self._engine_ready and self.config is not None and self.isVisible()):
+        if not self._can_draw():
             return
         stale, self._stale = self._stale, set()
         if SCHEDULE in stale:
@@ -303,6 +303,9 @@ class ExplorePanel(QWidget):
             self._load_image()
         if NETWORK in stale:
             self._count_unet(self.config)
+
+    def _can_draw(self) -> bool:
+        return self._engine_ready and self.config is not None and self.isVisible()
 
     def _show_schedule(self, config: Config) -> None:
         self.slider.setMaximum(config.diffusion_params.num_timesteps - 1)
@@ -360,7 +363,7 @@ class ExplorePanel(QWidget):
         return pool[min(self.index_spin.value(), len(pool) - 1)]
 
     def _load_image(self) -> None:
-        if not (self._engine_ready and self.config is not None and self.isVisible()):
+        if not self._can_draw():
             self._stale.add(IMAGE)
             return
         x0 = self._current_image()
