@@ -39,7 +39,7 @@ def import_engine() -> None:
     engine-ready slots import ``core.explore`` (the Explore page's schedule curves), so it is
     paid here too rather than later on the UI thread.
     """
-    from core import data, explore, sampling, trainer  # noqa: F401
+    from core import data, explore, sampling, training_process  # noqa: F401
 
 
 def load_engine(_worker: Worker | None = None) -> EngineInfo:

@@ -1,9 +1,10 @@
-"""The training controller: one run at a time on a worker thread, driven by the window.
+"""The training controller: one run at a time, driven by the window.
 
-``core.trainer.Trainer`` calls ``on_event`` on its own thread; each event is forwarded as the
-``event`` signal (queued, so handlers run on the UI thread). Pause / resume / stop go to the
-worker, which hands them to the trainer (thread-safe, acting within one step) once it exists;
-requests made while the model is still being built are applied then, so Stop always works.
+The trainer runs in a child process (``core.training_process``: a trainer thread here would hold
+the interpreter lock the UI thread paints with); a worker thread here waits on its events and
+forwards each as the ``event`` signal (queued, so handlers run on the UI thread). Pause / resume /
+stop go to the worker, which hands them to the child (acted on within one step); requests made
+while the child is still starting wait in its pipe, so Stop always works.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from core.events import Failed, Paused, Resumed, Started
 
 from .banner import error_text
 from .engine import for_display, logged_losses
-from .workers import Worker, start_worker
+from .workers import NICENESS, Worker, start_worker
 
 
 class State(str, Enum):
@@ -61,23 +62,21 @@ class TrainingRunner(QObject):
         )
 
     def _train(self, worker: Worker, config: Config, dataset: Any, resume: bool) -> Any:
-        """On the worker thread: build the trainer, hand it the worker's requests, run to the end."""
-        from core.trainer import Trainer
+        """On the worker thread: run the trainer in a child process, passing its events on."""
+        from core.training_process import TrainingProcess
 
-        def on_event(event: Any) -> None:
+        process = TrainingProcess(config, self.run_dir, dataset=dataset, resume=resume, niceness=NICENESS)
+        worker.delegate(process)
+        events = process.events()
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as done:
+                return done.value
             if resume and isinstance(event, Started):
                 # the trainer has restored its checkpoint and cut the log back to it by now
                 worker.report(logged_losses(self.run_dir))
             worker.report(for_display(event))
-
-        from core.allocator import release_freed_memory
-
-        trainer = Trainer(config, self.run_dir, dataset=dataset, resume=resume, on_event=on_event)
-        worker.delegate(trainer)
-        try:
-            return trainer.run()
-        finally:
-            release_freed_memory()  # the window lives on: what the steps kept goes back to the system
 
     def pause(self) -> None:
         if self.state in (State.STARTING, State.RUNNING):

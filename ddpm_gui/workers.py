@@ -155,7 +155,7 @@ class Worker(QThread):
 
 
 class Pausable(Protocol):
-    """Work with its own thread-safe pause and stop, such as ``core.trainer.Trainer``."""
+    """Work with its own thread-safe pause and stop, such as ``core.training_process.TrainingProcess``."""
 
     def request_pause(self) -> None: ...
     def request_resume(self) -> None: ...
