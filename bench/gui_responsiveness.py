@@ -84,7 +84,8 @@ def wait_until(app, condition, timeout_s: float) -> None:
 def open_window(timeout_s: float = 300, before_show=None):
     """The app as a user starts it (torch behind the splash, then the window), on a throwaway
     home folder so the user's settings and runs are left alone; returns (app, window, home) once
-    the engine and the demo dataset are loaded. The bench, and the screenshot scripts, start here."""
+    the engine and the demo dataset are loaded and its images shown. The bench, and the
+    screenshot scripts, start here."""
     home = Path(tempfile.mkdtemp(prefix="ddpm-window-"))
     os.environ["DDPM_STUDIO_HOME"] = str(home)
     from PySide6.QtCore import QSettings
@@ -99,7 +100,8 @@ def open_window(timeout_s: float = 300, before_show=None):
     if before_show is not None:
         before_show()
     window.show()
-    wait_until(app, lambda: window.engine is not None and window.current_dataset() is not None, timeout_s)
+    wait_until(app, lambda: window.engine is not None and window.current_dataset() is not None
+               and window.dataset_panel.thumbs.count() > 0, timeout_s)  # ready: the demo's images on screen
     return app, window, home
 
 

@@ -7,6 +7,8 @@ grids, counts, names) so the UI thread never touches a tensor or a model.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,14 @@ def import_engine() -> None:
 
 def load_engine(_worker: Worker | None = None) -> EngineInfo:
     """The engine, imported if it was not yet, and what this machine offers."""
+    return _engine_info()
+
+
+@functools.cache
+def _engine_info() -> EngineInfo:
+    """Asked once per process (behind the splash, see ``app.import_engine_behind_splash``): probing
+    devices is Python work that, on a worker thread while the window draws its first frame, would
+    take the interpreter lock from it."""
     import_engine()
     from core.device import available_devices, describe, pick_device
 

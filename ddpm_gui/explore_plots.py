@@ -9,6 +9,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QWidget
 
+from .plot_grid import show_grid
+
 #: (attribute of core.explore.ScheduleCurves, axis label)
 QUANTITIES = (("betas", "β_t"), ("alpha_bar", "ᾱ_t"), ("log_snr", "log-SNR(t)"))
 MINE_PEN = pg.mkPen((31, 111, 235), width=2)
@@ -33,7 +35,7 @@ class SchedulePlot(pg.GraphicsLayoutWidget):
         for row, (name, label) in enumerate(QUANTITIES):
             plot = self.addPlot(row=row, col=0)
             plot.setLabel("left", label)
-            plot.showGrid(x=True, y=True, alpha=0.25)
+            show_grid(plot)
             if first is None:
                 first = plot
                 plot.addLegend(offset=(10, 5), labelTextColor=LEGEND_TEXT)  # top left, where both betas are small
@@ -76,7 +78,7 @@ class LossByTimestepPlot(pg.PlotWidget):
         item = self.getPlotItem()
         item.setLabel("bottom", "t (noise level)")
         item.setLabel("left", "mean loss (MSE of predicted noise)")
-        item.showGrid(x=True, y=True, alpha=0.25)
+        show_grid(item)
         item.setLogMode(y=True)
         item.addLegend(offset=(10, -10), labelTextColor=LEGEND_TEXT)  # bottom left: losses fall with t
         self.curves: list[pg.PlotDataItem] = []

@@ -1,7 +1,7 @@
 """The live loss curve: raw and smoothed, fast at 100k+ steps.
 
 Steps arrive far faster than a screen refreshes, so points go into a growing numpy buffer and a
-10 Hz timer pushes them to the two curves with ``setData`` (one item each, never one per
+4 Hz timer pushes them to the two curves with ``setData`` (one item each, never one per
 point). ``setClipToView`` and peak downsampling keep each redraw proportional to the pixels
 shown, not the steps trained.
 """
@@ -12,7 +12,9 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QWidget
 
-REFRESH_MS = 100
+from .plot_grid import show_grid
+
+REFRESH_MS = 250  # 4 Hz: live to the eye, and each repaint of the plot is the UI thread's largest task
 SMOOTHING = 0.95  # EMA factor of the smoothed curve (span ~20 steps), debiased like TensorBoard's
 
 
@@ -71,7 +73,7 @@ def log_ticks(low: float, high: float, count: int = 5) -> list[tuple[float, str]
 
 
 class LossPlot(pg.PlotWidget):
-    """Loss against step; call :meth:`add` per step, the curves follow at 10 Hz."""
+    """Loss against step; call :meth:`add` per step, the curves follow at 4 Hz."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, background="w", axisItems={"bottom": StepAxis("bottom")})
@@ -81,7 +83,7 @@ class LossPlot(pg.PlotWidget):
         item.setLabel("bottom", "step")
         item.setLabel("left", "loss (MSE of predicted noise)")
         item.getAxis("left").enableAutoSIPrefix(False)  # log-axis positions are exponents, not values
-        item.showGrid(x=True, y=True, alpha=0.25)
+        show_grid(item)
         item.addLegend(offset=(-10, 10))
         item.setClipToView(True)
         item.setDownsampling(auto=True, mode="peak")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, QSize, Signal, qVersion
+from PySide6.QtCore import QSettings, QSize, Qt, Signal, qVersion
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -193,7 +193,7 @@ class MainWindow(QMainWindow):
     # -- startup: the engine loads after the window is on screen ---------------------------------
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         super().showEvent(event)
-        if self.shown_at is None:
+        if self.shown_at is None and not self.testAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen):
             self.shown_at = time.perf_counter()
             self.shown.emit()
             self._load_engine()

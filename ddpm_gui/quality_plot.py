@@ -13,6 +13,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QWidget
 
+from .plot_grid import show_grid
+
 
 class QualityPlot(pg.PlotWidget):
     """KID (mean ± std) per training step, with the real-vs-real reference as a dashed line."""
@@ -24,7 +26,7 @@ class QualityPlot(pg.PlotWidget):
         item.setLabel("bottom", "step")
         item.setLabel("left", "KID (lower is better)")
         item.getAxis("left").enableAutoSIPrefix(False)  # KID is small: "0.02", not "20 (x0.001)"
-        item.showGrid(x=True, y=True, alpha=0.25)
+        show_grid(item)
         item.addLegend(offset=(-10, 10))
         self.curve = item.plot(name="samples vs training images", pen=pg.mkPen((200, 90, 30), width=2),
                                symbol="o", symbolSize=6, symbolBrush=(200, 90, 30))
