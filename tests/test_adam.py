@@ -90,6 +90,7 @@ def test_checkpoint_round_trip_keeps_the_moments(tmp_path):
             assert torch.equal(restored.state[p][name], optimizer.state[p][name])
 
 
+@pytest.mark.slow
 def test_training_on_the_cpu_never_imports_torch_dynamo():
     """The point of this class: torch.optim would import it (0.15 GiB of resident memory)."""
     code = (

@@ -22,6 +22,7 @@ def test_keeping_freed_memory_is_set_once_per_process():
     assert out.stdout.split() == ["True", "True"]
 
 
+@pytest.mark.slow
 def test_release_hands_memory_back():
     probe = ("import torch, core.allocator as a\n"
              "assert a.keep_freed_memory()\n"

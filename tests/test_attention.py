@@ -14,6 +14,7 @@ def _qkv(b=3, h=2, n=20, d=4, dtype=torch.float64):
 
 
 @pytest.mark.parametrize("slice_elements", [400, 1_250_000])  # 1 map per slice, uneven; all at once
+@pytest.mark.slow
 def test_chunked_gradients_are_exact(monkeypatch, slice_elements):
     """gradcheck compares the hand-written backward with finite differences, in float64."""
     monkeypatch.setattr(attn, "SLICE_ELEMENTS", slice_elements)

@@ -155,6 +155,7 @@ def test_cache_key_changes_with_what_the_timings_depend_on(monkeypatch):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_tune_times_once_then_remembers_and_leaves_the_weights_alone(tmp_path, monkeypatch):
     monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(autotune, "machine_is_busy", lambda: False)
@@ -173,6 +174,7 @@ def test_tune_times_once_then_remembers_and_leaves_the_weights_alone(tmp_path, m
     assert again.cached and again.choice == first.choice
 
 
+@pytest.mark.slow
 def test_timings_made_on_a_busy_machine_are_not_remembered(tmp_path, monkeypatch):
     monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(autotune, "machine_is_busy", lambda: True)
@@ -228,6 +230,7 @@ def test_every_candidate_computes_the_tutorial_step(tmp_path, choice):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_a_run_logs_and_announces_its_choice(tmp_path):
     events: list = []
     trainer = tr.Trainer(_config(precision="fp32", max_steps=2), tmp_path / "run",

@@ -94,6 +94,7 @@ def test_label_dropout_rate():
     assert torch.equal(tr.drop_labels(labels, 0.0, 10, torch.Generator()), labels)
 
 
+@pytest.mark.slow
 def test_trainer_hides_labels_at_the_configured_rate(tmp_path, monkeypatch):
     seen: list[torch.Tensor] = []
     forward = UNet.forward
@@ -148,6 +149,7 @@ def test_conditional_trainer_refuses_loose_images_before_training(tmp_path):
 # -- files -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_class_names_in_run_folder_and_every_checkpoint(tmp_path):
     events: list = []
     trainer = tr.Trainer(_cond_config(max_steps=6, sample_every_steps=6), tmp_path / "r",
@@ -169,6 +171,7 @@ def test_class_names_in_run_folder_and_every_checkpoint(tmp_path):
         torch.testing.assert_close(model.class_emb.weight, trainer.ema_model.class_emb.weight)
 
 
+@pytest.mark.slow
 def test_unconditional_files_record_no_classes(tmp_path):
     trainer = tr.Trainer(Config.from_dict(tiny_config_dict(max_steps=2)), tmp_path / "r",
                          dataset=LabelledImages())
@@ -180,6 +183,7 @@ def test_unconditional_files_record_no_classes(tmp_path):
     assert load_for_sampling(run.path)[0].class_names == []
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_classes(tmp_path):
     tr.Trainer(_cond_config(max_steps=5), tmp_path / "r", dataset=LabelledImages()).run()
     resumed = tr.Trainer(_cond_config(max_steps=10), tmp_path / "r", dataset=LabelledImages(), resume=True)
@@ -280,6 +284,7 @@ def cond_run(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow
 def test_cli_samples_one_row_per_class(cond_run, tmp_path):
     grid, images = tmp_path / "g.png", tmp_path / "imgs"
     assert main(["sample", str(cond_run), "--class", "all", "--num", "6", "--guidance", "3",

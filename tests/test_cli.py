@@ -23,6 +23,7 @@ def config_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_train_resume_then_sample_grid_and_animation(tmp_path, config_file, capsys):
     run = tmp_path / "run"
     assert main(["train", str(config_file), "--run-dir", str(run), "--max-steps", "4"]) == 0
@@ -41,6 +42,7 @@ def test_train_resume_then_sample_grid_and_animation(tmp_path, config_file, caps
     assert "(raw weights)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_data_override_and_tutorial_pth(tmp_path, config_file, fixtures_dir):
     import torch
     from safetensors.torch import load_file
@@ -87,6 +89,7 @@ def test_empty_data_folder_is_exit_2(tmp_path, config_file, capsys):
     assert str(tmp_path / "empty") in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_entry_point_reports_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "core.cli", "sample", str(tmp_path / "nope.safetensors")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)

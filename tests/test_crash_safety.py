@@ -50,6 +50,7 @@ def _fail_writes_after(monkeypatch, n_ok: int):
     monkeypatch.setattr(os, "fsync", fsync)
 
 
+@pytest.mark.slow
 def test_full_disk_during_checkpoint_keeps_previous_and_says_so(tmp_path, monkeypatch):
     cfg = Config.from_dict(tiny_config_dict(max_steps=20, checkpoint_every_steps=5))
     events: list = []

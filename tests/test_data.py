@@ -397,6 +397,7 @@ def test_cancel_works_for_idx_too():
         load_dataset("builtin:mnist", 1, 16, should_cancel=lambda: True)
 
 
+@pytest.mark.slow
 def test_listing_20k_files(tmp_path):
     try:
         expected = make_corpus(tmp_path, big=20_000)

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import core
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +62,7 @@ def test_the_documented_surface_exists():
         assert not [n for n in names if not hasattr(mod, n)], module
 
 
+@pytest.mark.slow
 def test_no_core_module_loads_qt():
     modules = [f"core.{m.name}" for m in pkgutil.iter_modules(core.__path__)]
     probe = ("import importlib, sys\n"

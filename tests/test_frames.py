@@ -18,6 +18,7 @@ def frames(num_steps: int, images: torch.Tensor) -> Iterator[Frame]:
     return (Frame(i, num_steps, num_steps - 1 - i, images, negated) for i in range(num_steps))
 
 
+@pytest.mark.slow
 def test_thousand_steps_of_64_rgb_images_stay_within_the_bound():
     """Never more than max_frames pairs of uint8 grids, plus the float latest frame until shown."""
     images = torch.rand(64, 3, 64, 64) * 2 - 1

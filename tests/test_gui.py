@@ -186,6 +186,7 @@ def test_pause_resume_then_continue_the_run(window, qtbot, tmp_path):
     screenshot(window, "opened-run")
 
 
+@pytest.mark.slow
 def test_closing_while_training_asks_stops_and_keeps_a_checkpoint(window, qtbot, tmp_path):
     folder = write_image_folder(tmp_path / "images")
     use_tiny_config(qtbot, window, folder)
@@ -263,6 +264,7 @@ def test_dropping_a_folder_on_the_window_selects_it(window, qtbot, tmp_path):
     assert window.config_editor.config.dataset_params.im_path == str(folder)
 
 
+@pytest.mark.slow
 def test_training_error_is_shown_in_the_window(window, qtbot, tmp_path):
     from core.device import available_devices
 
@@ -279,6 +281,7 @@ def test_training_error_is_shown_in_the_window(window, qtbot, tmp_path):
     assert window.pages.currentWidget() is window.training_panel
 
 
+@pytest.mark.slow
 def test_tutorial_pth_can_be_imported_and_sampled(window, qtbot, tmp_path):
     import torch
 
@@ -328,6 +331,7 @@ assert "torch" not in sys.modules, "torch imported"
 """
 
 
+@pytest.mark.slow
 def test_window_is_built_without_torch_and_app_reports_start_time(tmp_path):
     """The window, with its demo buttons and sampler list, exists before torch is imported."""
     env = dict(os.environ, DDPM_STUDIO_HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "cfg"),
@@ -352,6 +356,7 @@ assert not heavy, f"imported at start-up: {heavy}"
 """
 
 
+@pytest.mark.slow
 def test_window_start_up_does_not_import_torchvision_dynamo_or_triton(tmp_path):
     """Seconds of imports the window never uses at start-up: they load when an image is resized."""
     env = dict(os.environ, DDPM_STUDIO_HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "cfg"),

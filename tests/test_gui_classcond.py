@@ -21,6 +21,7 @@ def _train(config, run_dir):
     return run_dir
 
 
+@pytest.mark.slow
 def test_sample_page_offers_classes_of_a_conditional_run(window, qtbot, tmp_path):
     run = _train(_cond_config(max_steps=2), tmp_path / "cond")
     assert window.open_run(run)

@@ -27,6 +27,7 @@ def train_until_failed(qtbot, window) -> str:
     return failed.args[0]
 
 
+@pytest.mark.slow
 def test_diverging_loss_names_the_step_and_learning_rate(window, qtbot, tmp_path):
     folder = write_image_folder(tmp_path / "images", per_class=4)
     use_tiny_config(qtbot, window, folder, lr=1e4, sample_every_steps=None)

@@ -125,6 +125,7 @@ def tiny_model(tmp_path):
     return folder, config, path
 
 
+@pytest.mark.slow
 def test_predictions_and_loss_by_timestep_with_a_model(qtbot, window, tiny_model):  # noqa: F811
     folder, config, weights = tiny_model
     use_tiny_config(qtbot, window, folder)

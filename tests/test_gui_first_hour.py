@@ -181,6 +181,7 @@ def test_preset_keeps_the_picked_folder_and_colour_mismatch_offers_the_switch(wi
     qtbot.waitUntil(lambda: find(window, "trainButton").isEnabled(), timeout=STEP_TIMEOUT_MS)
 
 
+@pytest.mark.slow
 def test_finished_run_offers_train_not_continue(window, qtbot, tmp_path):
     from core.config import Config
     from core.trainer import Trainer

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -22,6 +23,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 LEGACY_RUN = FIXTURES / "legacy-run"
 
 
+@pytest.mark.slow
 def test_legacy_run_samples_exactly_as_it_did():
     model = SamplingModel.load(LEGACY_RUN, device="cpu")
     for key, expected in load_file(FIXTURES / "legacy-run-samples.safetensors").items():
@@ -36,6 +38,7 @@ def test_legacy_weights_file_loads_for_sampling():
     assert model.config.model_params.down_channels == [8, 16, 16]
 
 
+@pytest.mark.slow
 def test_legacy_run_resumes(tmp_path):
     run = tmp_path / "legacy-run"
     shutil.copytree(LEGACY_RUN, run)

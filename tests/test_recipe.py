@@ -44,6 +44,7 @@ def test_progress_follows_steps_or_the_time_budget_whichever_is_further():
     assert run_progress(90, 100, 6.0, 60.0) == pytest.approx(0.9)
 
 
+@pytest.mark.slow
 def test_trainer_applies_cosine_to_the_end_of_max_steps(tmp_path):
     cfg = Config.from_dict(tiny_config_dict(max_steps=10, lr=1e-3, lr_schedule="cosine", warmup_steps=2))
     tr.Trainer(cfg, tmp_path / "run", dataset=RandomImages()).run()
@@ -66,6 +67,7 @@ def test_ema_rampup_caps_the_half_life_at_a_fraction_of_images_seen():
     assert ema_beta(10**7, 10, halflife_kimg=10.0, rampup=0.05) == pytest.approx(0.5 ** (10 / 10_000))
 
 
+@pytest.mark.slow
 def test_trainer_ema_follows_the_half_life(tmp_path):
     """One step with ramp-up: half-life 0.05 * batch images, so beta = 0.5 ** 20 and the EMA is
     essentially the trained weights; without the key, ema_decay (with its warm-up) still applies."""
@@ -98,6 +100,7 @@ def test_min_snr_weights_for_eps_and_v():
     assert loss_weights("none", abar, 5.0, "eps") is None
 
 
+@pytest.mark.slow
 def test_min_snr_changes_the_loss_and_none_keeps_the_tutorials(tmp_path):
     losses = {}
     for kind in ("none", "min_snr"):

@@ -214,6 +214,7 @@ def test_ddim_recomputes_eps_from_the_clamped_x0():
     torch.testing.assert_close(mean, abar_prev**0.5 * x0 + (1 - abar_prev) ** 0.5 * eps)
 
 
+@pytest.mark.slow
 def test_ddim_eta1_full_chain_follows_the_ddpm_path_and_distribution():
     ddpm = gaussian_run("ddpm", T)
     ddim = gaussian_run("ddim", T, eta=1.0)
@@ -229,6 +230,7 @@ def test_ddim_eta1_full_chain_follows_the_ddpm_path_and_distribution():
 
 
 @pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 1.0)])
+@pytest.mark.slow
 def test_ancestral_samplers_reproduce_the_data_distribution(sampler, eta):
     """Mean and spread of N(MU, SD^2): sampling error is 0.0011 (mean) and 0.4% (std); the
     posterior variance beta-tilde is the lower bound of the true reverse variance (Ho et al.
@@ -244,6 +246,7 @@ def test_ancestral_samplers_reproduce_the_data_distribution(sampler, eta):
 @pytest.mark.parametrize("sampler,steps,tol", [("ddim", T, 1e-2), ("dpm++", 100, 1e-2), ("dpm++", 200, 1e-3),
                                                ("dpm++3m", 100, 1e-2), ("dpm++3m", 200, 3e-3),
                                                ("unipc", 100, 1e-2), ("unipc", 200, 3e-3)])
+@pytest.mark.slow
 def test_deterministic_samplers_follow_the_probability_flow_ode(sampler, steps, tol):
     """eta = 0 DDIM and DPM-Solver++ are deterministic maps of the initial noise: the exact one."""
     model = Gaussian(SCHEDULE)
@@ -253,6 +256,7 @@ def test_deterministic_samplers_follow_the_probability_flow_ode(sampler, steps, 
     assert torch.equal(out, gaussian_run(sampler, steps))
 
 
+@pytest.mark.slow
 def test_ddim_converges_at_first_order_and_dpmpp_2m_at_second():
     """Errors against the exact ODE map: DDIM's shrink ~10x for 10x the steps, DPM-Solver++'s
     ~4x (measured 12x) for 2x the steps, and at 100 steps DPM-Solver++ is ~10x closer than DDIM."""

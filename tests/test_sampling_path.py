@@ -26,6 +26,7 @@ def _pixels(folder: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
+@pytest.mark.slow
 def test_window_job_and_cli_give_bit_identical_images(qtbot, tmp_path, sampler, one_thread):
     """Both front ends sample tuned (core.autotune: the same remembered choice); at one thread,
     as the thread controller may pick another count under load, which changes rounding."""

@@ -40,6 +40,7 @@ def _train(cfg: Config, run_dir, *, resume: bool = False, events: list | None = 
     return trainer
 
 
+@pytest.mark.slow
 def test_events_and_run_folder(tmp_path):
     events: list = []
     _train(_config(max_steps=12), tmp_path / "run", events=events)
@@ -58,6 +59,7 @@ def test_events_and_run_folder(tmp_path):
     assert done.images_per_s > 0 and done.eta_s == pytest.approx(0.0) and done.total_steps == 12
 
 
+@pytest.mark.slow
 def test_epochs_decide_length_without_max_steps(tmp_path):
     events: list = []
     _train(_config(num_epochs=2, checkpoint_every_steps=100), tmp_path / "run", events=events)
@@ -65,6 +67,7 @@ def test_epochs_decide_length_without_max_steps(tmp_path):
     assert {e.epoch for e in events if isinstance(e, tr.StepDone)} == {0, 1}
 
 
+@pytest.mark.slow
 def test_resume_ends_with_same_weights_as_uninterrupted(tmp_path, one_thread):
     """CPU, same seed: noise and batch order are functions of (seed, step), so resume is exact.
 
@@ -83,6 +86,7 @@ def test_resume_ends_with_same_weights_as_uninterrupted(tmp_path, one_thread):
     assert [r["step"] for r in RunDir(tmp_path / "split").read_log()] == list(range(1, 14))
 
 
+@pytest.mark.slow
 def test_pause_resume_stop_from_another_thread(tmp_path):
     events: list = []
     paused = threading.Event()
@@ -162,6 +166,7 @@ def test_resume_with_other_model_config_says_what_differs(tmp_path):
         _train(Config.from_dict(other), tmp_path / "run", resume=True)
 
 
+@pytest.mark.slow
 def test_resume_with_another_schedule_stops_at_the_newest_checkpoint(tmp_path):
     """Older checkpoints of the run have the same schedule: trying them would only hide the cause."""
     _train(_config(max_steps=10), tmp_path / "run")
@@ -171,6 +176,7 @@ def test_resume_with_another_schedule_stops_at_the_newest_checkpoint(tmp_path):
         _train(Config.from_dict(other), tmp_path / "run", resume=True)
 
 
+@pytest.mark.slow
 def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
     _train(_config(max_steps=10), tmp_path / "run")
     run = RunDir(tmp_path / "run")
@@ -211,6 +217,7 @@ def test_tiny_model_overfits_a_handful_of_real_digits(tmp_path):
     assert nearest(samples) < 0.8 * nearest(noise)
 
 
+@pytest.mark.slow
 def test_previews_are_emitted_and_saved(tmp_path):
     events: list = []
     _train(_config(max_steps=6, sample_every_steps=3), tmp_path / "run", events=events)
@@ -268,6 +275,7 @@ def test_ema_warm_up_follows_the_weights_early_and_keeps_its_decay_later():
     assert tr.ema_decay_at(0.0, 5) == 0.0
 
 
+@pytest.mark.slow
 def test_short_run_ema_is_near_the_trained_weights_not_the_initial_ones(tmp_path):
     """200 steps at decay 0.995 left the EMA 37 % initial weights: previews and samples were noise."""
     cfg = _config(max_steps=30, ema_decay=0.995, lr=1e-2)
@@ -280,6 +288,7 @@ def test_short_run_ema_is_near_the_trained_weights_not_the_initial_ones(tmp_path
     assert lag < 0.5 * moved, (float(lag), float(moved))
 
 
+@pytest.mark.slow
 def test_intervals_longer_than_the_run_are_scaled_to_it(tmp_path):
     """A 12-step run with 500-step intervals still gets previews and a periodic checkpoint."""
     events: list = []

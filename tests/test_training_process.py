@@ -31,6 +31,7 @@ def _drain(process: TrainingProcess, on_event=lambda event: None) -> tuple[list,
         on_event(event)
 
 
+@pytest.mark.slow
 def test_a_run_reports_its_events_and_result_and_writes_its_checkpoints(tmp_path):
     config = _config(max_steps=4, checkpoint_every_steps=2, sample_every_steps=2)
     events, finished = _drain(TrainingProcess(config, tmp_path / "run"))
@@ -42,6 +43,7 @@ def test_a_run_reports_its_events_and_result_and_writes_its_checkpoints(tmp_path
     assert saved and all(path.is_file() for path in saved)
 
 
+@pytest.mark.slow
 def test_stop_asked_before_the_child_has_a_trainer_still_ends_with_a_checkpoint(tmp_path):
     process = TrainingProcess(_config(max_steps=10_000), tmp_path / "run")
     process.request_stop()  # the child is still starting: the request waits in the pipe
@@ -50,6 +52,7 @@ def test_stop_asked_before_the_child_has_a_trainer_still_ends_with_a_checkpoint(
     assert list((tmp_path / "run" / "checkpoints").glob("step-*.safetensors"))
 
 
+@pytest.mark.slow
 def test_pause_holds_the_run_until_resumed(tmp_path):
     process = TrainingProcess(_config(max_steps=10_000), tmp_path / "run")
 
@@ -64,6 +67,7 @@ def test_pause_holds_the_run_until_resumed(tmp_path):
     assert finished == Finished(paused.step, "stopped")
 
 
+@pytest.mark.slow
 def test_a_parent_that_goes_away_leaves_a_stopped_run_with_its_checkpoint(tmp_path):
     process = TrainingProcess(_config(max_steps=10_000), tmp_path / "run")
 
@@ -76,6 +80,7 @@ def test_a_parent_that_goes_away_leaves_a_stopped_run_with_its_checkpoint(tmp_pa
     assert list((tmp_path / "run" / "checkpoints").glob("step-*.safetensors"))
 
 
+@pytest.mark.slow
 def test_a_users_error_in_the_child_arrives_as_itself(tmp_path):
     process = TrainingProcess(_config(max_steps=50, lr=1e4, sample_every_steps=None), tmp_path / "run")
     failed = []
@@ -85,6 +90,7 @@ def test_a_users_error_in_the_child_arrives_as_itself(tmp_path):
     assert failed and failed[0].message == str(raised.value) and isinstance(failed[0].error, TrainingDiverged)
 
 
+@pytest.mark.slow
 def test_a_child_killed_mid_run_is_reported_not_waited_for(tmp_path):
     process = TrainingProcess(_config(max_steps=10_000), tmp_path / "run")
 
