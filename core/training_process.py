@@ -9,7 +9,8 @@ all of a run's memory back to the system when it ends.
 Children start from a fork server that has already imported the trainer (where the platform has
 one), so a run starts in a fraction of a second instead of importing torch again; elsewhere
 (Windows) they spawn. The parent's environment goes with every run, so settings made after the
-fork server started (a cache folder, a thread count) still apply.
+fork server started (a cache folder, a thread count) still apply. The pipes carry pickles made
+by this process and its own child only, never a file a user handed over.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class TrainingProcess:
 
     def __init__(self, config: Config, run_dir: Path, *, dataset: Any = None, resume: bool = False,
                  niceness: int = 0) -> None:
+        self._lock = threading.Lock()  # requests come from the UI thread and the worker alike
         context = _context()
         self._events, events_end = context.Pipe(duplex=False)
         control_end, self._control = context.Pipe(duplex=False)
@@ -55,7 +57,6 @@ class TrainingProcess:
         self._process.start()
         events_end.close()  # the child holds these ends now: a closed pipe then means it has ended
         control_end.close()
-        self._lock = threading.Lock()
 
     def request_pause(self) -> None:
         self._send("pause")
@@ -87,7 +88,7 @@ class TrainingProcess:
             self._close()
 
     def _send(self, request: str) -> None:
-        with self._lock:  # requests come from the UI thread and the worker alike
+        with self._lock:
             try:
                 self._control.send(request)
             except OSError:  # the child has ended (or is ending): nothing left to ask
