@@ -101,6 +101,16 @@ class TrainingProcess:
             self._control.close()
 
 
+def start_fork_server() -> None:
+    """Start the fork server now rather than at the first run: it imports torch (seconds of CPU),
+    so called early on a low-priority thread, the first Train starts at once. It takes the calling
+    thread's priority. Does nothing where runs spawn instead."""
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver, popen_forkserver  # noqa: F401 - imported here, not at Train
+
+        forkserver.ensure_running()
+
+
 def _context() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")

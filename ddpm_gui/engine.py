@@ -49,6 +49,15 @@ def load_engine(_worker: Worker | None = None) -> EngineInfo:
     return _engine_info()
 
 
+def prepare_training(_worker: Worker | None = None) -> None:
+    """Start the process that training runs fork from, on a (low-priority) worker thread once the
+    window is up: the first Train then neither waits for torch to load again nor takes the UI
+    thread's interpreter lock for the imports."""
+    from core.training_process import start_fork_server
+
+    start_fork_server()
+
+
 @functools.cache
 def _engine_info() -> EngineInfo:
     """Asked once per process (behind the splash, see ``app.import_engine_behind_splash``): probing

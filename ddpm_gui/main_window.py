@@ -35,7 +35,7 @@ from core.presets import DEFAULT_PRESET
 from .banner import Banner, error_text
 from .config_editor import ConfigEditor
 from .dataset_panel import DatasetPanel
-from .engine import DatasetKey, EngineInfo, ScanResult, load_engine, run_history
+from .engine import DatasetKey, EngineInfo, ScanResult, load_engine, prepare_training, run_history
 from .evaluation_panel import EvaluationPanel
 from .explore_jobs import ModelSource
 from .explore_panel import ExplorePanel
@@ -210,6 +210,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Engine ready · {', '.join(info.devices.values())}", 8000)
         self._on_config_changed(self.config_editor.config)
         self.explore_panel.set_engine_ready()
+        warm_up = start_worker(prepare_training, self)  # a failure here shows at Train, with its reason
+        warm_up.finished.connect(warm_up.deleteLater)
         self.engineReady.emit(info)
 
     # -- config and dataset ----------------------------------------------------------------------
