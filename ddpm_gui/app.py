@@ -106,9 +106,10 @@ def import_engine_behind_splash(app: QApplication) -> QSplashScreen:
                        Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter, QColor(SPLASH_TEXT))
     splash.show()
     app.processEvents()
-    from .engine import load_engine
+    from .engine import load_engine, prepare_training
 
     load_engine()  # imports, and learns the devices, for the window to ask for at no cost
+    prepare_training()
     gc.collect()
     gc.freeze()
     return splash

@@ -8,6 +8,7 @@ grids, counts, names) so the UI thread never touches a tensor or a model.
 from __future__ import annotations
 
 import functools
+import threading
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from core.choices import DEFAULT_GUIDANCE
 from core.config import Config
 
-from .workers import Throttle, Worker
+from .workers import Throttle, Worker, lower_thread_priority
 
 THUMBNAILS = 96
 
@@ -49,13 +50,20 @@ def load_engine(_worker: Worker | None = None) -> EngineInfo:
     return _engine_info()
 
 
-def prepare_training(_worker: Worker | None = None) -> None:
-    """Start the process that training runs fork from, on a (low-priority) worker thread once the
-    window is up: the first Train then neither waits for torch to load again nor takes the UI
-    thread's interpreter lock for the imports."""
+def prepare_training() -> None:
+    """Start the process that training runs fork from, behind the splash: forking the window's
+    process holds the interpreter lock for tens of milliseconds, a stall nobody sees there, and
+    the first Train then does not wait for torch to load again. Started from a low-priority
+    thread, the server (which imports torch meanwhile) takes that priority, not the window's."""
     from core.training_process import start_fork_server
 
-    start_fork_server()
+    def start() -> None:
+        lower_thread_priority()
+        start_fork_server()
+
+    thread = threading.Thread(target=start, name="fork-server-start")
+    thread.start()
+    thread.join()
 
 
 @functools.cache

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, QSize, Qt, Signal, qVersion
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal, qVersion
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -35,7 +35,7 @@ from core.presets import DEFAULT_PRESET
 from .banner import Banner, error_text
 from .config_editor import ConfigEditor
 from .dataset_panel import DatasetPanel
-from .engine import DatasetKey, EngineInfo, ScanResult, load_engine, prepare_training, run_history
+from .engine import DatasetKey, EngineInfo, ScanResult, load_engine, run_history
 from .evaluation_panel import EvaluationPanel
 from .explore_jobs import ModelSource
 from .explore_panel import ExplorePanel
@@ -199,7 +199,11 @@ class MainWindow(QMainWindow):
             self._load_engine()
 
     def _load_engine(self) -> None:
-        worker = start_worker(load_engine, self, returned=self._on_engine_ready, errored=lambda e: (
+        """Ask a worker for the engine; its answer is taken a timer's turn later, so that the first
+        frame and the setup it starts (a scan, the Explore page) fall in separate turns of the
+        event loop rather than one long one (the answer is usually there before that frame)."""
+        worker = start_worker(load_engine, self, returned=lambda info: QTimer.singleShot(
+            0, self, lambda: self._on_engine_ready(info)), errored=lambda e: (
             self.banner.show_message(
                 error_text(e, "The engine (PyTorch) could not be loaded; reinstalling DDPM Studio may help"))))
         worker.finished.connect(worker.deleteLater)
@@ -210,8 +214,6 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Engine ready · {', '.join(info.devices.values())}", 8000)
         self._on_config_changed(self.config_editor.config)
         self.explore_panel.set_engine_ready()
-        warm_up = start_worker(prepare_training, self)  # a failure here shows at Train, with its reason
-        warm_up.finished.connect(warm_up.deleteLater)
         self.engineReady.emit(info)
 
     # -- config and dataset ----------------------------------------------------------------------

@@ -94,7 +94,7 @@ class Worker(QThread):
         super().start(QThread.Priority.LowPriority)  # honoured on Windows and macOS
 
     def run(self) -> None:  # noqa: D102 - QThread's entry point
-        _lower_thread_priority()
+        lower_thread_priority()
         try:
             result = self._run_work()
         except _Aborted:
@@ -176,7 +176,7 @@ def start_worker(fn: Callable[[Worker], Any], parent: Any, **slots: Callable[...
     return worker
 
 
-def _lower_thread_priority() -> None:
+def lower_thread_priority() -> None:
     """Nice the calling thread (Linux applies nice per thread; Qt's priority does nothing there).
 
     Threads it starts, such as torch's OpenMP pool, inherit the value.
