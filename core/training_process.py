@@ -31,8 +31,18 @@ from .events import Failed, Finished
 PRELOAD = ["core.trainer"]
 
 
-class TrainingProcessDied(RuntimeError):
-    """The child ended without a result: killed, or crashed in native code."""
+class TrainingProcessDied(UserError):
+    """The child ended without a result: killed (on Linux, most often by the kernel when memory
+    ran out) or crashed in native code. Said to the user with what usually helps."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+        super().__init__(
+            f"The training process ended unexpectedly ({how}); the checkpoints it wrote are kept, and "
+            "Continue resumes from the newest. If the computer ran short of memory, a smaller "
+            "train_params.batch_size or micro_batch_size helps."
+        )
+        self.exitcode = exitcode
 
 
 class TrainingProcess:
@@ -75,9 +85,7 @@ class TrainingProcess:
                     kind, value = pickle.loads(self._events.recv_bytes())
                 except EOFError:
                     self._process.join()
-                    raise TrainingProcessDied(
-                        f"the training process ended unexpectedly (exit code {self._process.exitcode})"
-                    ) from None
+                    raise TrainingProcessDied(self._process.exitcode) from None
                 if kind == "event":
                     yield value
                 elif kind == "returned":

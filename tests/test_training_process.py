@@ -98,8 +98,9 @@ def test_a_child_killed_mid_run_is_reported_not_waited_for(tmp_path):
         if isinstance(event, StepDone) and event.step == 2:
             os.kill(process._process.pid, signal.SIGKILL)
 
-    with pytest.raises(TrainingProcessDied, match="exit code -9"):
+    with pytest.raises(TrainingProcessDied, match="killed by signal 9") as died:
         _drain(process, kill)
+    assert isinstance(died.value, UserError) and "batch_size" in str(died.value)  # shown as said
 
 
 @pytest.mark.parametrize("error", [
