@@ -1,7 +1,7 @@
 """The faint grid every plot of the window draws behind its curves.
 
 pyqtgraph draws grid lines with the axes, at every tick level; the third level (ticks between
-minor ticks) doubled the cost of repainting the live loss plot (measured: 15-19 ms against 9 ms
+minor ticks) doubled the cost of repainting the live loss plot (measured: 15-23 ms against 9 ms
 for an 800x600 plot), and a plot repainted several times a second while training is the UI
 thread's largest single task. Major and minor lines are all a reader uses.
 """
