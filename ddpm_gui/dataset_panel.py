@@ -318,7 +318,6 @@ class DatasetPanel(QWidget):
             f" · <span style='color:#9a6700'>{len(r.skipped):,} skipped (see the list)</span>" if r.skipped
             else " · every file was usable"))
 
-
     def _show_thumbnails(self, result: ScanResult) -> None:
         """The sample images, a turn of the event loop after the summary: each half then fits in
         one frame's time on the UI thread (together they took 20 ms at start-up)."""

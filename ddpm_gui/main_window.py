@@ -199,14 +199,16 @@ class MainWindow(QMainWindow):
             self._load_engine()
 
     def _load_engine(self) -> None:
-        """Ask a worker for the engine; its answer is taken a timer's turn later, so that the first
-        frame and the setup it starts (a scan, the Explore page) fall in separate turns of the
-        event loop rather than one long one (the answer is usually there before that frame)."""
-        worker = start_worker(load_engine, self, returned=lambda info: QTimer.singleShot(
-            0, self, lambda: self._on_engine_ready(info)), errored=lambda e: (
+        worker = start_worker(load_engine, self, returned=self._on_engine_loaded, errored=lambda e: (
             self.banner.show_message(
                 error_text(e, "The engine (PyTorch) could not be loaded; reinstalling DDPM Studio may help"))))
         worker.finished.connect(worker.deleteLater)
+
+    def _on_engine_loaded(self, info: EngineInfo) -> None:
+        """Take the answer a timer's turn later, so that the first frame and the setup the answer
+        starts (a scan, the Explore page) fall in separate turns of the event loop rather than one
+        long one (the answer is usually there before that frame)."""
+        QTimer.singleShot(0, self, lambda: self._on_engine_ready(info))
 
     def _on_engine_ready(self, info: EngineInfo) -> None:
         self.engine = info
