@@ -27,6 +27,10 @@ SPLASH_BACKGROUND = "#20232a"
 SPLASH_TEXT = "#e8e8e8"
 #: Seconds between the UI thread's garbage collections (see :func:`collect_garbage_on_ui_thread`).
 GC_INTERVAL_S = 0.5
+# How long a thread running Python keeps the GIL once another wants it (CPython: 5 ms). The UI
+# thread takes and gives back the GIL at every Python slot, paint override and Qt call, each
+# time waiting out a busy worker's interval: a 6 ms paint took 16 ms beside a scan or a sampler.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def app_icon() -> QIcon:
@@ -61,6 +65,7 @@ def get_qapp(argv: list[str] | None = None, *, route_exceptions: bool = True) ->
     if route_exceptions:
         sys.excepthook = show_exception
     collect_garbage_on_ui_thread(app)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     return app
 
 
@@ -137,8 +142,9 @@ def create_main_window() -> MainWindow:
 
     A window's first show fills Qt's style, font and glyph caches and creates its platform window
     and backing store: 20-30 ms on the UI thread, which painting into a pixmap (``grab``) only
-    halves. Shown once where nobody sees it, behind the splash, the real window then draws its
-    first frame in about 5 ms and answers the moment it appears.
+    halves; each page's first show lays it out. Shown once where nobody sees it, page by page,
+    behind the splash, the real window then draws its first frame in about 5 ms and answers the
+    moment it appears.
     """
     app = get_qapp(route_exceptions=False)
     from .main_window import MainWindow
@@ -147,6 +153,10 @@ def create_main_window() -> MainWindow:
     window.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, True)
     window.show()
     app.processEvents()
+    for index in range(window.pages.count()):  # every page too: the first switch to the Train
+        window.pages.setCurrentIndex(index)  # page laid out its plot for 12 ms as training began
+        app.processEvents()
+    window.pages.setCurrentIndex(window.nav.currentRow())
     window.hide()
     window.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, False)
     return window

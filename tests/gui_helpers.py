@@ -84,7 +84,7 @@ def window(qtbot, tmp_path, monkeypatch) -> Iterator:
     qtbot.addWidget(w)
     with qtbot.waitSignal(w.engineReady, timeout=ENGINE_TIMEOUT_MS):
         w.show()
-    qtbot.waitUntil(lambda: w.dataset_panel.result is not None, timeout=STEP_TIMEOUT_MS)
+    qtbot.waitUntil(w.dataset_panel.thumbnails_shown, timeout=STEP_TIMEOUT_MS)
     yield w
     w.close()
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=STEP_TIMEOUT_MS)

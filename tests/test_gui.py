@@ -87,6 +87,7 @@ def test_train_sample_and_export_end_to_end(window, qtbot, tmp_path):
     table = find(window, "skippedTable")
     assert table.rowCount() == 1 and "broken.png" in table.item(0, 0).text() and table.item(0, 1).text()
     use_tiny_config(qtbot, window, folder)
+    qtbot.waitUntil(window.dataset_panel.thumbnails_shown)
     assert window.dataset_panel.thumbs.count() == 40
     window.nav.setCurrentRow(0)
     screenshot(window, "dataset-panel")

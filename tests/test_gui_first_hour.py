@@ -28,11 +28,11 @@ def test_loss_plot_early_on_labels_log_ticks_whole_steps_and_a_single_point(qtbo
     plot = LossPlot()
     qtbot.addWidget(plot)
     plot.resize(500, 300)
+    plot.show()  # a hidden plot leaves its curves alone until shown
     plot.set_log_y(True)
     plot.add(1, 0.5)
     plot.refresh()
     assert plot.raw_curve.opts["symbol"] is not None  # one point is drawn as a dot
-    plot.show()
     screenshot(plot, "first-hour-loss-plot-one-point")
     for step in range(2, 5):
         plot.add(step, 0.5 - 0.05 * step)
