@@ -7,7 +7,8 @@ folder of tiny PNGs (20,000 by default, from tests/corpus.py), while it trains a
 frames streaming into the view), then while it plays the animation back, then while the Explore
 page's timestep slider is dragged back and forth (x_t redrawn, and the trained model's predictions
 requested, at every position); an idle phase gives the machine's own baseline (other processes
-also take the CPU). Prints JSON.
+also take the CPU), and each phase says how much CPU time a hypervisor took meanwhile
+(``stolen_ms``: on a virtual machine, stalls that are not the app's). Prints JSON.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui_responsiveness.py [--train-seconds 20]
         [--scan-files 20000] [--phases scan,training,sampling,playback,explore]
@@ -38,6 +39,7 @@ class Heartbeat:
 
         self.gaps: list[float] = []
         self._last = 0.0
+        self._stolen: int | None = None
         self._timer = QTimer()
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.setInterval(HEARTBEAT_MS)
@@ -45,17 +47,30 @@ class Heartbeat:
 
     def start(self) -> None:
         self.gaps.clear()
+        self._stolen = stolen_ms()
         self._last = time.perf_counter()
         self._timer.start()
 
     def stop(self) -> dict:
         self._timer.stop()
-        return summarize(self.gaps)
+        stolen = stolen_ms()
+        return summarize(self.gaps) | {"stolen_ms": None if stolen is None else stolen - self._stolen}
 
     def _beat(self) -> None:
         now = time.perf_counter()
         self.gaps.append((now - self._last) * 1000)
         self._last = now
+
+
+def stolen_ms() -> int | None:
+    """CPU time the hypervisor gave other machines while ours wanted it (Linux's "steal"), all
+    CPUs together: a virtual machine's stalls that no code of ours causes or can remove."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    return int(fields[8]) * 1000 // os.sysconf("SC_CLK_TCK")
 
 
 def summarize(gaps: list[float]) -> dict:

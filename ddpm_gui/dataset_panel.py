@@ -39,6 +39,7 @@ from core.choices import BUILTIN_DATASETS, BUILTIN_PREFIX
 from .banner import Banner, error_text
 from .engine import DatasetKey, ScanProgress, ScanResult, scan_dataset
 from .images import thumbnail
+from .turns import next_turn
 from .workers import Worker, start_worker
 
 THUMB_PX = 64
@@ -301,7 +302,7 @@ class DatasetPanel(QWidget):
             else "none (one folder, no class subfolders)"
         )
         self.thumbs.clear()
-        QTimer.singleShot(0, self, lambda: self._show_thumbnails(result))
+        next_turn(self, lambda: self._show_thumbnails(result))
         self.skipped.setRowCount(len(r.skipped))
         for i, s in enumerate(r.skipped):
             name = QTableWidgetItem(_relative(s.path, r.source))
@@ -332,7 +333,7 @@ class DatasetPanel(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, index)
             self.thumbs.addItem(item)
         if batch.stop < len(result.thumbnails):
-            QTimer.singleShot(0, self, lambda: self._show_thumbnails(result, batch.stop))
+            next_turn(self, lambda: self._show_thumbnails(result, batch.stop))
 
     def thumbnails_shown(self) -> bool:
         """Whether every sample image of the scan shown is in the list (they arrive in batches)."""

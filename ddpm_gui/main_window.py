@@ -43,6 +43,7 @@ from .sampling_panel import SamplingPanel
 from .settings import APP_NAME, Settings, load_geometry, new_run_dir, runs_dir, save_geometry
 from .training import State, TrainingRunner
 from .training_panel import TrainControls, TrainingPanel
+from .turns import next_turn
 from .workers import Worker, start_worker, stop_workers
 
 PAGES = ("Data", "Configure", "Train", "Sample", "Explore", "Evaluate")
@@ -208,12 +209,17 @@ class MainWindow(QMainWindow):
         """Take the answer a timer's turn later, so that the first frame and the setup the answer
         starts (a scan, the Explore page) fall in separate turns of the event loop rather than one
         long one (the answer is usually there before that frame)."""
-        QTimer.singleShot(0, self, lambda: self._on_engine_ready(info))
+        next_turn(self, lambda: self._on_engine_ready(info))
 
     def _on_engine_ready(self, info: EngineInfo) -> None:
+        """Show the engine's facts, then, a turn later (each half about 3 ms of the UI thread,
+        with a repaint after it), start what they allow: the dataset's scan, the Explore page."""
         self.engine = info
         self.config_editor.set_devices(info.devices)
         self.statusBar().showMessage(f"Engine ready · {', '.join(info.devices.values())}", 8000)
+        next_turn(self, lambda: self._start_with_engine(info))
+
+    def _start_with_engine(self, info: EngineInfo) -> None:
         self._on_config_changed(self.config_editor.config)
         self.explore_panel.set_engine_ready()
         self.engineReady.emit(info)
