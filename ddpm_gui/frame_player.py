@@ -16,6 +16,8 @@ from PySide6.QtWidgets import (
 
 SPEEDS = {"0.25×": 0.25, "0.5×": 0.5, "1×": 1.0, "2×": 2.0, "4×": 4.0}
 BASE_FPS = 20
+MAX_SHOWN_FPS = 40  # faster speeds skip frames: 4× at 80 drawn frames a second kept the UI
+# thread busy half the time, for frames a 60 Hz screen could not all show
 
 
 class FramePlayer(QWidget):
@@ -47,6 +49,7 @@ class FramePlayer(QWidget):
         self.loop.setChecked(True)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._advance)
+        self._stride = 1  # frames advanced a tick
         self._apply_speed()
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -96,11 +99,14 @@ class FramePlayer(QWidget):
             self._timer.stop()
 
     def _apply_speed(self) -> None:
-        self._timer.setInterval(round(1000 / (BASE_FPS * SPEEDS[self.speed.currentText()])))
+        fps = BASE_FPS * SPEEDS[self.speed.currentText()]
+        self._stride = max(1, round(fps / MAX_SHOWN_FPS))
+        self._timer.setInterval(round(1000 * self._stride / fps))
 
     def _advance(self) -> None:
-        nxt = self.slider.value() + 1
-        if nxt > self.slider.maximum():
+        current, last = self.slider.value(), self.slider.maximum()
+        nxt = min(current + self._stride, last)  # a skipping speed still shows the final frame
+        if current >= last:
             if not self.loop.isChecked():
                 self.play_button.setChecked(False)
                 return
