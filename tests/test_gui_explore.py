@@ -192,3 +192,16 @@ def test_a_generated_sample_can_be_explored(qtbot, window):  # noqa: F811
     page.slider.setValue(0)
     qtbot.waitUntil(lambda: page.t_label.text().startswith("t = 0 "), timeout=5000)
     assert pixels(page.xt_view).min() > 240  # the white sample, at t = 0
+
+
+def test_schedule_markers_follow_t_once_the_hidden_plot_is_shown(qtbot):
+    from ddpm_gui.explore_plots import SchedulePlot
+
+    plot = SchedulePlot()
+    qtbot.addWidget(plot)
+    plot.set_marker(10)  # hidden: nothing moves yet
+    assert all(m.value() == 0 for m in plot.markers)
+    plot.show()
+    assert all(m.value() == 10 for m in plot.markers)
+    plot.set_marker(20)
+    assert all(m.value() == 20 for m in plot.markers)
