@@ -17,8 +17,4 @@ def next_turn(owner: QObject, fn: Callable[[], None]) -> None:
     or zero-interval timers between the pieces, and up to 12-18 ms with this 1 ms timer.
     ``fn`` is dropped with ``owner``.
     """
-    timer = QTimer(owner)
-    timer.setSingleShot(True)
-    timer.timeout.connect(fn)
-    timer.timeout.connect(timer.deleteLater)
-    timer.start(TURN_MS)
+    QTimer.singleShot(TURN_MS, owner, fn)  # a real timer: only a 0 ms single shot is a queued call
