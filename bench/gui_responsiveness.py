@@ -82,9 +82,7 @@ def summarize(gaps: list[float]) -> dict:
 
 
 def wait_until(app, condition, timeout_s: float) -> None:
-    """Run the UI's events until ``condition()``. Through a QEventLoop: PySide6 6.12's static
-    ``QApplication.processEvents`` drops a reference to None on every call, and a script that
-    waits for minutes that way brings None's count to zero and aborts Python."""
+    """Run the UI's events until ``condition()``, sleeping between passes so workers get the CPU."""
     from PySide6.QtCore import QEventLoop
 
     events = QEventLoop()

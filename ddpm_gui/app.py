@@ -16,6 +16,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QApplication, QMessageBox, QSplashScreen
 
+from .pyside_refcounts import pin_singletons
 from .settings import APP_NAME
 
 if TYPE_CHECKING:  # the window module is imported when a window is made, not with the app
@@ -51,6 +52,7 @@ def get_qapp(argv: list[str] | None = None, *, route_exceptions: bool = True) ->
     ``route_exceptions`` installs an excepthook that shows uncaught errors in a dialog: a windowed
     app has no console. Tests leave it off, pytest-qt reports those errors itself.
     """
+    pin_singletons()
     app = QApplication.instance()
     if app is None:
         QApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)

@@ -52,25 +52,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-_exit_status: int | None = None
+def pytest_configure(config: pytest.Config) -> None:
+    """Guard the whole suite, not only the tests that build a window, against PySide6's dropped
+    references to None (see ddpm_gui.pyside_refcounts): thousands of Qt waits add up."""
+    from ddpm_gui.pyside_refcounts import pin_singletons
 
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    global _exit_status
-    _exit_status = int(exitstatus)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """End the process with pytest's status once its summary is printed, skipping interpreter
-    finalisation: PySide6 6.12 drops references to None/True it does not own (one per static
-    processEvents() call, among others), and after a few thousand Qt waits the interpreter aborts
-    while tearing down ("bool_dealloc"), turning a passing suite into exit 134."""
-    if _exit_status is not None:
-        import sys
-
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_exit_status)
+    pin_singletons()
 
 
 def fid_network_installed() -> bool:
