@@ -108,7 +108,7 @@ def open_window(timeout_s: float = 300, before_show=None):
     app = get_qapp(route_exceptions=False)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(home / "settings"))
     import_engine_behind_splash(app).close()
-    window = create_main_window()
+    window = create_main_window(load_demo=True)
     window.confirm_close = lambda: True
     if before_show is not None:
         before_show()

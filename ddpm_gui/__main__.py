@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     app = get_qapp([sys.argv[0], *qt_args])
     splash = import_engine_behind_splash(app)
-    window = create_main_window()
+    window = create_main_window(load_demo=True)
     if args.timing:
         window.shown.connect(lambda: print(f"start-to-window: {(window.shown_at - START) * 1000:.0f} ms", flush=True))
         window.engineReady.connect(

@@ -138,9 +138,10 @@ def _splash_pixmap() -> QPixmap:
     return pixmap
 
 
-def create_main_window() -> MainWindow:
+def create_main_window(*, load_demo: bool = False) -> MainWindow:
     """The main window, built, laid out and drawn once off screen, but not shown and without
-    entering the event loop.
+    entering the event loop. ``load_demo``, for a process that imported the engine behind the
+    splash: load the built-in demo the config names, too (:meth:`MainWindow.load_demo_now`).
 
     A window's first show fills Qt's style, font and glyph caches and creates its platform window
     and backing store: 20-30 ms on the UI thread, which painting into a pixmap (``grab``) only
@@ -152,6 +153,8 @@ def create_main_window() -> MainWindow:
     from .main_window import MainWindow
 
     window = MainWindow()
+    if load_demo:
+        window.load_demo_now()
     window.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, True)
     window.show()
     app.processEvents()

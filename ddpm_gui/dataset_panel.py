@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 from core.choices import BUILTIN_DATASETS, BUILTIN_PREFIX
 
 from .banner import Banner, error_text
-from .engine import DatasetKey, ScanProgress, ScanResult, scan_dataset
+from .engine import DatasetKey, ScanProgress, ScanResult, read_dataset, scan_dataset
 from .images import thumbnail
 from .turns import next_turn
 from .workers import Worker, start_worker
@@ -237,6 +237,23 @@ class DatasetPanel(QWidget):
         )
         self._worker.finished.connect(self._worker.deleteLater)
 
+    def load_now(self, key: DatasetKey) -> None:
+        """Load a built-in demo's images on the UI thread and show them whole, for a window that
+        is not on screen yet: it then appears complete, instead of filling in over its first
+        half second in pieces that each held the UI thread (its longest stalls at start-up). A
+        folder's scan may take minutes, so only the demos load this way; a failure is left for
+        the scan the shown window starts, which reports it."""
+        if not key.im_path.lower().startswith(BUILTIN_PREFIX):
+            return
+        try:
+            result = read_dataset(key)
+        except Exception:  # noqa: BLE001 - reported by the window's own scan, with its banner
+            return
+        self.cancel()
+        self.key, self.result = key, result
+        self._show(result, thumbnails_in_turns=False)
+        self.scanned.emit(result)
+
     def cancel(self) -> None:
         if self._worker is not None:
             self._worker.abort()
@@ -288,7 +305,7 @@ class DatasetPanel(QWidget):
         self.skipped.setRowCount(0)
         self.skipped_box.hide()
 
-    def _show(self, result: ScanResult) -> None:
+    def _show(self, result: ScanResult, *, thumbnails_in_turns: bool = True) -> None:
         r = result.report
         labels = self.summary_labels
         labels["Source"].setText(str(r.source))
@@ -302,7 +319,10 @@ class DatasetPanel(QWidget):
             else "none (one folder, no class subfolders)"
         )
         self.thumbs.clear()
-        next_turn(self, lambda: self._show_thumbnails(result))
+        if thumbnails_in_turns:
+            next_turn(self, lambda: self._show_thumbnails(result))
+        else:
+            self._show_thumbnails(result, per_turn=len(result.thumbnails))
         self.skipped.setRowCount(len(r.skipped))
         for i, s in enumerate(r.skipped):
             name = QTableWidgetItem(_relative(s.path, r.source))
@@ -320,12 +340,12 @@ class DatasetPanel(QWidget):
             f" · <span style='color:#9a6700'>{len(r.skipped):,} skipped (see the list)</span>" if r.skipped
             else " · every file was usable"))
 
-    def _show_thumbnails(self, result: ScanResult, start: int = 0) -> None:
+    def _show_thumbnails(self, result: ScanResult, start: int = 0, per_turn: int = THUMBNAILS_PER_TURN) -> None:
         """The sample images, a turn of the event loop after the summary and in batches a turn
         apart: the 96 of the demo at once held the UI thread for 11 ms, as long as the summary."""
         if result is not self.result:  # a newer scan has been shown since
             return
-        batch = slice(start, start + THUMBNAILS_PER_TURN)
+        batch = slice(start, start + max(1, per_turn))
         for image, label, index in zip(result.thumbnails[batch], result.thumbnail_labels[batch],
                                        result.thumbnail_indices[batch], strict=True):
             item = QListWidgetItem(QIcon(thumbnail(image, THUMB_PX)), label)

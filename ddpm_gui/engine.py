@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,11 +111,16 @@ class ScanResult:
 def scan_dataset(worker: Worker, key: DatasetKey) -> ScanResult:
     """Load and report on a dataset, reporting :class:`ScanProgress` (core paces it to about a
     hundred calls) and honouring abort."""
+    return read_dataset(key, progress=lambda done, total: worker.report(ScanProgress(done, total)),
+                        should_cancel=worker.should_abort)
+
+
+def read_dataset(key: DatasetKey, *, progress: Callable[[int, int], None] | None = None,
+                 should_cancel: Callable[[], bool] | None = None) -> ScanResult:
+    """Load and report on a dataset on the calling thread."""
     from core.data import load_dataset
 
-    dataset = load_dataset(key.im_path, key.channels, key.size,
-                           progress=lambda done, total: worker.report(ScanProgress(done, total)),
-                           should_cancel=worker.should_abort)
+    dataset = load_dataset(key.im_path, key.channels, key.size, progress=progress, should_cancel=should_cancel)
     n = min(THUMBNAILS, len(dataset))
     spread = np.linspace(0, len(dataset) - 1, n).astype(np.int64) if n else np.zeros(0, np.int64)
     return ScanResult(key, dataset, dataset.report, _as_uint8(dataset, spread), _labels(dataset, spread),

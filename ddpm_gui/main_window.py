@@ -225,6 +225,13 @@ class MainWindow(QMainWindow):
         self.engineReady.emit(info)
 
     # -- config and dataset ----------------------------------------------------------------------
+    def load_demo_now(self) -> None:
+        """Load the config's dataset here and now if it is a built-in demo (see
+        :meth:`DatasetPanel.load_now`): for a window not yet on screen."""
+        config = self.config_editor.config
+        if config is not None:
+            self.dataset_panel.load_now(DatasetKey.of(config))
+
     def _on_path_chosen(self, path: str) -> None:
         self.banner.clear()
         self.config_editor.set_value("dataset_params.im_path", path)
