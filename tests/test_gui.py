@@ -221,6 +221,7 @@ def test_invalid_field_is_marked_and_disables_train(window, qtbot):
     editor = window.config_editor
     window.nav.setCurrentRow(1)
     field = find(window, "model_params.down_channels", QLineEdit)
+    valid = field.text()
     field.setText("32, 60, 128")
     qtbot.waitUntil(lambda: not find(window, "trainButton").isEnabled())
     message = find(window, "model_params.down_channels.message")
@@ -229,7 +230,7 @@ def test_invalid_field_is_marked_and_disables_train(window, qtbot):
     assert "problem" in editor.status_label.text()
     find(window, "train_params.lr", QLineEdit).setText("1e-4")  # valid as typed
     screenshot(window, "config-invalid-field")
-    field.setText("32, 64, 128")
+    field.setText(valid)
     qtbot.waitUntil(lambda: find(window, "trainButton").isEnabled())
     assert not message.isVisible()
     assert editor.config.train_params.lr == pytest.approx(1e-4)
