@@ -2,7 +2,10 @@
 tiny model, 4 steps on random images) still samples as it did then and resumes.
 
 ``legacy-run-samples.safetensors`` holds what that version sampled from the checkpoint's EMA
-weights (seed 3, two images per sampler and step count): the engine must reproduce it exactly.
+weights (seed 3, two images per sampler and step count): the engine must reproduce it to fp32
+rounding. Bit for bit holds only on the CPU kind that wrote it; another kind's kernels sum in
+another order (measured: at most 1.2e-6 apart on an AVX2-only EPYC), which a changed sampler or
+a checkpoint read differently would exceed by orders of magnitude.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from tests.test_trainer import RandomImages
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LEGACY_RUN = FIXTURES / "legacy-run"
+ROUNDING = 1e-5  # fp32 on images in [-1, 1], after up to 20 network calls
 
 
 @pytest.mark.slow
@@ -30,7 +34,7 @@ def test_legacy_run_samples_exactly_as_it_did():
         sampler, steps, eta = key.rsplit("-", 2)
         options = {"eta": float(eta)} if sampler == "ddim" else None
         got = model.images(num_images=2, sampler=sampler, steps=int(steps), options=options, seed=3)
-        assert torch.equal(got, expected), key
+        torch.testing.assert_close(got, expected, rtol=0, atol=ROUNDING, msg=key)
 
 
 def test_legacy_weights_file_loads_for_sampling():
