@@ -239,8 +239,8 @@ class DatasetPanel(QWidget):
 
     def load_now(self, key: DatasetKey) -> None:
         """Load a built-in demo's images on the UI thread and show them whole, for a window that
-        is not on screen yet: it then appears complete, instead of filling in over its first
-        half second in pieces that each held the UI thread (its longest stalls at start-up). A
+        is not on screen yet: it then appears complete, instead of filling in after it appeared,
+        in pieces that each held the UI thread (its longest stalls at start-up). A
         folder's scan may take minutes, so only the demos load this way; a failure is left for
         the scan the shown window starts, which reports it."""
         if not key.im_path.lower().startswith(BUILTIN_PREFIX):
@@ -345,7 +345,7 @@ class DatasetPanel(QWidget):
         apart: the 96 of the demo at once held the UI thread for 11 ms, as long as the summary."""
         if result is not self.result:  # a newer scan has been shown since
             return
-        batch = slice(start, start + max(1, per_turn))
+        batch = slice(start, start + per_turn)
         for image, label, index in zip(result.thumbnails[batch], result.thumbnail_labels[batch],
                                        result.thumbnail_indices[batch], strict=True):
             item = QListWidgetItem(QIcon(thumbnail(image, THUMB_PX)), label)

@@ -3,12 +3,11 @@
 On Python 3.11, every call of a Qt method that returns nothing (``widget.update()``,
 ``setEnabled(True)``, the static ``processEvents()``...) takes one reference from None that it
 never gave, and some calls do the same to True and False. None starts with some 60,000
-references once torch is loaded, so after about that many such calls the interpreter aborts
-("Fatal Python error: none_dealloc"): measured here, 60,000 ``setEnabled`` calls killed a
-process, and a window that updates its plots and progress several times a second makes such
-calls all the time. Python 3.12
-made these three objects immortal, which is why PySide's own tests do not see it. Until PySide
-fixes it, the app gives them the same immortality on older Pythons.
+references once torch is loaded, and once the calls outnumber them the interpreter aborts
+("Fatal Python error: none_dealloc"; measured here with a loop of ``setEnabled`` calls), while a
+window that updates its plots and progress several times a second makes such calls all the
+time. Python 3.12 made these three objects immortal, which is why PySide's own tests do not see
+it. Until PySide fixes it, the app gives them the same immortality on older Pythons.
 """
 from __future__ import annotations
 
