@@ -1,8 +1,8 @@
 """What a user sees after pressing Train with a preset: sample grids at set wall-clock times.
 
 Trains with :class:`core.trainer.Trainer` exactly as the app does and, when the training clock
-passes each mark (default 2, 5 and 10 minutes), samples a grid from the EMA weights with
-DPM-Solver++ (20 steps) and saves it. Sampling pauses the training clock, so a mark means
+passes each mark (default 2, 5 and 10 minutes), samples a grid from the EMA weights the way
+the window does (``core.choices.DEFAULT_SAMPLER``, 20 steps) and saves it. Sampling pauses the training clock, so a mark means
 "minutes of training since Train was pressed", dataset loading included. Writes into OUT:
 ``grid-02min.png`` ..., ``loss.json`` (step, seconds, loss for every step; marks; the CPU kind
 and how the model ran; load average; settings) and ``loss.png`` (the loss, smoothed, against minutes).
@@ -29,6 +29,7 @@ from bench.common import machine, resolve_config
 from core import events
 from core import trainer as tr
 from core.allocator import keep_freed_memory
+from core.choices import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from core.exports import save_grid
 from core.sampling import SamplingModel
 
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", help="dataset, e.g. builtin:fashion-mnist (default: the config's)")
     parser.add_argument("--minutes", default="2,5,10", help="wall-clock marks, comma-separated")
     parser.add_argument("--num", type=int, default=64, help="images per grid")
-    parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps per grid")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help="sampler of the grids")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps per grid")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads; 1 is the steadier choice "
                         "on a machine whose cores other work also uses")
     args = parser.parse_args(argv)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             mark = pending.pop(0)
             t0 = time.perf_counter()
             model = SamplingModel(trainer.ema_model, config, trainer.device, trainer.precision)
-            images = model.images(num_images=args.num, sampler="dpm++", steps=args.steps, seed=0)
+            images = model.images(num_images=args.num, sampler=args.sampler, steps=args.steps, seed=0)
             save_grid(images, args.out / f"grid-{mark:02g}min.png")
             paused += time.perf_counter() - t0
             print(f"{mark:g} min: step {event.step}, loss {event.loss:.4f}, grid in "

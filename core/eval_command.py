@@ -22,7 +22,7 @@ DEFAULT_NUM = 1000
 
 def add_parser(sub: Any) -> None:
     """The ``eval`` subcommand's options (``sub`` is the CLI's subparsers object)."""
-    from .choices import COMPARISON_STEPS, DEFAULT_SAMPLER, SAMPLERS
+    from .choices import COMPARISON_STEPS, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 
     e = sub.add_parser("eval", help="FID/KID of a model's samples or a folder of images against real images")
     e.add_argument("source", help="run folder, .safetensors weights, tutorial .pth, or a folder of images")
@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--config", help="config YAML (required for a tutorial .pth)")
     e.add_argument("--num", type=int, default=DEFAULT_NUM, help=f"images to score (default {DEFAULT_NUM})")
     e.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help=f"sampler (default {DEFAULT_SAMPLER})")
-    e.add_argument("--steps", type=int, help="reverse steps (default: the sampler's own)")
+    e.add_argument("--steps", type=int, help=f"reverse steps (default: {DEFAULT_STEPS} for {DEFAULT_SAMPLER}, else the sampler's own)")
     e.add_argument("--seed", type=int, default=0, help="seed of the sampled images (default 0)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to sample and run Inception")
     e.add_argument("--compare-samplers", action="store_true",
@@ -40,6 +40,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from . import evaluate as ev
+    from .choices import app_steps
     from .device import pick_device
     from .inception import network_path
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
         loaded = ev.load_model(source, _load_config(args.config) if args.config else None, device=device)
         grid = (ev.comparison_grid((args.steps,) if args.steps else None) if args.compare_samplers
-                else [(args.sampler, args.steps)])
+                else [(args.sampler, args.steps or app_steps(args.sampler, loaded.model.schedule.num_timesteps))])
         results = ev.evaluate_source(loaded, grid, n=args.num, data=args.data, seed=args.seed, progress=progress)
     progress.done()
     if args.json:

@@ -27,6 +27,7 @@ import torch
 
 from . import inception, metrics
 from .atomic import append_line, atomic_writer
+from .choices import DEFAULT_SAMPLER, app_steps
 from .device import Precision
 from .errors import UserError
 
@@ -266,14 +267,16 @@ def curve_point(
     step: int,
     should_cancel: ShouldCancel | None = None,
 ) -> EvalResult:
-    """One point of the training quality curve: KID (and FID) of :data:`CURVE_N` DPM-Solver++ samples.
+    """One point of the training quality curve: KID (and FID) of :data:`CURVE_N` samples drawn the
+    app's default way (:data:`core.choices.DEFAULT_SAMPLER`), as the window would show them.
 
     The sampler and seed stay fixed along the curve, so points differ only by the weights. A
     dataset smaller than twice CURVE_N is split in halves, keeping the reference at the same N.
     """
     n = min(CURVE_N, max(2, len(images) // 2))
     real = real_features(images, n, device=model.device, should_cancel=should_cancel)
-    return evaluate_model(model, real, n=n, sampler="dpm++", steps=None, seed=model.config.train_params.seed,
+    return evaluate_model(model, real, n=n, sampler=DEFAULT_SAMPLER,
+                          steps=app_steps(DEFAULT_SAMPLER, model.schedule.num_timesteps), seed=model.config.train_params.seed,
                           step=step, kind="training", should_cancel=should_cancel)
 
 

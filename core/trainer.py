@@ -27,6 +27,7 @@ from .atomic import atomic_write_text
 from .attention import AttentionImpl
 from .budget import TrainClock
 from .checkpoint import restore_newest, save_checkpoint, save_weights
+from .choices import DEFAULT_SAMPLER, app_steps
 from .config import Config, dump_config
 from .denoiser import make_denoiser
 from .ema import ema_beta, update_ema
@@ -42,7 +43,6 @@ from .unet import UNet, count_parameters
 
 
 PREVIEW_IMAGES = 16
-PREVIEW_STEPS = 20
 
 
 def _seeded(*parts: int) -> torch.Generator:
@@ -410,8 +410,8 @@ class Trainer:
         model = SamplingModel(self.ema_model, self.config, self.device, self.precision)
         labels = torch.arange(PREVIEW_IMAGES) % self.model.num_classes if self.class_names else None
         try:
-            images = model.images(num_images=PREVIEW_IMAGES, sampler="dpm++", labels=labels,
-                                  steps=min(PREVIEW_STEPS, self.schedule.num_timesteps),
+            images = model.images(num_images=PREVIEW_IMAGES, sampler=DEFAULT_SAMPLER, labels=labels,
+                                  steps=app_steps(DEFAULT_SAMPLER, self.schedule.num_timesteps),
                                   seed=self.config.train_params.seed, should_cancel=lambda: self._control.stop)
         except SamplingCancelled:
             return  # Stop pressed mid-preview: stopping matters more than the picture

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QComboBox, QSpinBox
 
-from core.choices import DEFAULT_SAMPLER, SAMPLER_SPECS, SAMPLER_TABLE, SAMPLERS
+from core.choices import DEFAULT_SAMPLER, SAMPLER_TABLE, SAMPLERS, app_steps
 
 
 class SamplerPicker:
     """The sampler table as a combo box, and a steps box that takes each sampler's own default.
 
-    Choosing a sampler sets its default step count (the full chain for DDPM), capped at the
-    schedule's length, which :meth:`set_num_timesteps` follows from the model's config.
+    Choosing a sampler sets its default step count (the app's default sampler takes the app's
+    step count, not the table's full chain), capped at the schedule's length, which
+    :meth:`set_num_timesteps` follows from the model's config.
     """
 
     def __init__(self, combo_name: str, steps_name: str) -> None:
@@ -33,5 +34,4 @@ class SamplerPicker:
         self.use_default_steps()
 
     def use_default_steps(self) -> None:
-        steps = SAMPLER_SPECS[self.combo.currentData()].default_steps or self.num_timesteps
-        self.steps.setValue(min(steps, self.num_timesteps))
+        self.steps.setValue(app_steps(self.combo.currentData(), self.num_timesteps))

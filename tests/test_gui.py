@@ -329,6 +329,14 @@ demos = [b.objectName() for b in w.dataset_panel.demo_buttons.buttons()]
 assert demos == ["demo-mnist", "demo-fashion-mnist"], demos
 combo = w.sampling_panel.sampler_combo
 assert [combo.itemData(i) for i in range(combo.count())] == ["ddpm", "ddim", "dpm++", "dpm++3m", "unipc"]
+steps = w.sampling_panel.steps_spin
+assert (combo.currentData(), steps.value()) == ("ddpm", 20), "the app's default: DDPM respaced to 20 steps"
+combo.setCurrentIndex(combo.findData("ddim"))
+assert steps.value() == 50
+combo.setCurrentIndex(combo.findData("ddpm"))
+assert steps.value() == 20
+w.sampling_panel.picker.set_num_timesteps(10)
+assert steps.value() == 10
 assert "torch" not in sys.modules, "torch imported"
 """
 

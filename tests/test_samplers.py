@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from core import samplers
-from core.choices import SAMPLER_SPECS, SAMPLERS
+from core.choices import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_SPECS, SAMPLERS, app_steps
 from core.denoiser import EpsDenoiser
 from core.device import Precision
 from core.errors import UserError
@@ -128,6 +128,13 @@ def test_default_steps_per_sampler_capped_by_schedule_length():
     assert len(timesteps("dpm++", T)) == SAMPLER_SPECS["dpm++"].default_steps == 20
     assert len(timesteps("ddim", 10)) == 10
     assert [default_steps(name, 30) for name in SAMPLERS] == [30, 30, 20, 20, 20]
+
+
+def test_the_app_samples_ddpm_at_20_steps_where_ddpm_sample_keeps_the_full_chain():
+    assert (DEFAULT_SAMPLER, app_steps(DEFAULT_SAMPLER, T)) == ("ddpm", DEFAULT_STEPS) == ("ddpm", 20)
+    assert default_steps("ddpm", T) == T
+    assert [app_steps(name, 30) for name in SAMPLERS] == [20, 30, 20, 20, 20]
+    assert app_steps("ddpm", 10) == 10
 
 
 @pytest.mark.parametrize("steps", [0, -3, T + 1, 2.5, True])
