@@ -2,8 +2,8 @@
 
 Trains with :class:`core.trainer.Trainer` exactly as the app does and, when the training clock
 passes each mark (default 2, 5 and 10 minutes), samples a grid from the EMA weights the way
-the window does (``core.choices.DEFAULT_SAMPLER``, 20 steps) and saves it. Sampling pauses the training clock, so a mark means
-"minutes of training since Train was pressed", dataset loading included. Writes into OUT:
+the window does (``core.choices.DEFAULT_SAMPLER`` at ``DEFAULT_STEPS``) and saves it. Sampling
+pauses the training clock, so a mark means "minutes of training since Train was pressed", dataset loading included. Writes into OUT:
 ``grid-02min.png`` ..., ``loss.json`` (step, seconds, loss for every step; marks; the CPU kind
 and how the model ran; load average; settings) and ``loss.png`` (the loss, smoothed, against minutes).
 

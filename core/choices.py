@@ -77,6 +77,7 @@ def app_steps(sampler: str, num_timesteps: int) -> int:
     steps = DEFAULT_STEPS if sampler == DEFAULT_SAMPLER else SAMPLER_SPECS[sampler].default_steps or num_timesteps
     return min(steps, num_timesteps)
 
+
 #: Step counts a sampler comparison (``ddpm eval --compare-samplers``, the window's table) runs every
 #: sampler at: from rough to about converged for DDIM and DPM-Solver++.
 COMPARISON_STEPS: tuple[int, ...] = (10, 20, 50)

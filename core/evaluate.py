@@ -276,8 +276,8 @@ def curve_point(
     n = min(CURVE_N, max(2, len(images) // 2))
     real = real_features(images, n, device=model.device, should_cancel=should_cancel)
     return evaluate_model(model, real, n=n, sampler=DEFAULT_SAMPLER,
-                          steps=app_steps(DEFAULT_SAMPLER, model.schedule.num_timesteps), seed=model.config.train_params.seed,
-                          step=step, kind="training", should_cancel=should_cancel)
+                          steps=app_steps(DEFAULT_SAMPLER, model.schedule.num_timesteps),
+                          seed=model.config.train_params.seed, step=step, kind="training", should_cancel=should_cancel)
 
 
 def comparison_grid(step_counts: Sequence[int] | None = None) -> list[tuple[str, int]]:

@@ -64,9 +64,9 @@ class SamplingPanel(QWidget):
         self.picker = SamplerPicker("samplerCombo", "sampleStepsSpin")
         self.sampler_combo, self.steps_spin = self.picker.combo, self.picker.steps
         self.steps_spin.setToolTip("Denoising steps (model calls).")
-        self.sampler_combo.setToolTip("DDPM is the tutorial's sampler; at 20 steps it gave ten-minute models their best "
-                                      "images. DDIM and DPM-Solver++ add no noise on the way: compare them all on "
-                                      "the Evaluate page.")
+        self.sampler_combo.setToolTip("DDPM is the tutorial's sampler; at 20 steps it gave ten-minute models "
+                                      "their best images. DDIM and DPM-Solver++ add no noise on the way: compare "
+                                      "them all on the Evaluate page.")
         self.count_spin = _spin("numSamplesSpin", 1, 256, 16, "How many images to generate at once.")
         self.seed_spin = _spin("seedSpin", 0, MAX_SEED, 0, "Same seed, same images.")
         self.seed_spin.setMaximumWidth(110)
