@@ -55,13 +55,18 @@ class DatasetReport:
     skipped: list[SkippedFile] = field(default_factory=list)
     in_memory: bool = True
 
+    @property
+    def named_classes(self) -> list[str]:
+        """The class subfolders; images directly in the chosen folder form a class without a name."""
+        return [c for c in self.classes if c]
+
     def summary(self) -> str:
         """One line for the CLI, e.g. "5,000 images, 28x28 L, 10 classes, 0 skipped"."""
         size = _dominant(self.sizes, "sizes", lambda wh: f"{wh[0]}x{wh[1]}")
         mode = _dominant(self.modes, "modes", str)
         mixed = len(self.sizes) > 1 or len(self.modes) > 1
         parts = [plural(self.num_images, "image"), f"{size}, {mode}" if mixed else f"{size} {mode}"]
-        named = [c for c in self.classes if c]
+        named = self.named_classes
         parts.append(plural(len(named), "class", "classes") if named else "no classes")
         parts.append(f"{len(self.skipped):,} skipped")
         if not self.in_memory:

@@ -14,6 +14,7 @@ _TITLES = {
     "fast-cpu": "Fast CPU (MNIST 28px, minutes)",
     "tutorial-mnist": "Tutorial (MNIST 28px)",
     "rgb-textures": "RGB textures (64px)",
+    "rgb-fast-cpu": "Fast CPU RGB (32px crops, minutes)",
 }
 
 

@@ -313,7 +313,7 @@ class DatasetPanel(QWidget):
                                  f"{'RGB' if result.key.channels == 3 else 'grayscale'}")
         labels["Sizes"].setText(_counts(r.sizes, lambda s: f"{s[0]}×{s[1]}" if isinstance(s, tuple) else str(s)))
         labels["Modes"].setText(_counts(r.modes, str))
-        classes = list(r.classes)
+        classes = r.named_classes
         labels["Classes"].setText(
             f"{len(classes)}: {', '.join(classes[:12])}{' …' if len(classes) > 12 else ''}" if classes
             else "none (one folder, no class subfolders)"

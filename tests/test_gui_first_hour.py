@@ -168,6 +168,7 @@ def test_preset_keeps_the_picked_folder_and_colour_mismatch_offers_the_switch(wi
     button = find(window, "switchChannelsButton", QPushButton)
     assert button.isVisibleTo(window) and "colour" in button.text()  # grayscale config, RGB files
     assert "most images are in colour" in window.dataset_panel.advice.text()
+    assert window.dataset_panel.summary_labels["Classes"].text().startswith("none")  # no subfolders
     screenshot(window, "first-hour-data-page-colour-mismatch")
     with qtbot.waitSignal(window.dataset_panel.scanned, timeout=STEP_TIMEOUT_MS):
         button.click()

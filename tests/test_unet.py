@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from core.config import Config, load_config
+from core.presets import list_presets, load_preset
 from core.unet import GroupNorm, UNet, count_parameters
 
 
@@ -77,3 +78,13 @@ def test_narrow_group_norm_in_fp32_has_the_reference_gradients():
     torch.testing.assert_close(out.float(), ref_out, rtol=1e-2, atol=1e-2)
     for g, w in zip(got, want):
         torch.testing.assert_close(g.float(), w.float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("preset", [p.name for p in list_presets()])
+def test_every_shipped_preset_builds_a_model_for_its_image_size(preset):
+    """A preset whose channel lists do not chain would fail only when a user presses Train."""
+    params = load_preset(preset).model_params
+    model = UNet(params).eval()
+    x = torch.randn(2, params.im_channels, params.im_size, params.im_size)
+    with torch.no_grad():
+        assert model(x, torch.tensor([0, 999])).shape == x.shape
