@@ -34,14 +34,17 @@ def colour_photos(source: Path, min_side: int) -> list[Image.Image]:
         if path.suffix.lower() not in PHOTO_SUFFIXES:
             continue
         with Image.open(path) as image:
-            if image.mode in ("RGB", "RGBA") and min(image.size) >= min_side and _has_colour(image):
-                photos.append(image.convert("RGB"))
+            if image.mode not in ("RGB", "RGBA") or min(image.size) < min_side:
+                continue
+            rgb = image.convert("RGB")
+        if _has_colour(rgb):
+            photos.append(rgb)
     return photos
 
 
 def _has_colour(image: Image.Image) -> bool:
     """An RGB file can hold a gray picture (three equal channels); such a file teaches no colour."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    pixels = np.asarray(image, dtype=np.int16)
     return bool(np.abs(pixels - pixels.mean(axis=2, keepdims=True)).mean() > 4)
 
 
@@ -61,9 +64,11 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    if not args.source.is_dir():
+        p.error(f"{args.source} is not a folder: give the folder that holds the photos")
     photos = colour_photos(args.source, min_side=4 * args.size)
     if not photos:
-        sys.exit(f"no RGB photos of at least {4 * args.size} px in {args.source}")
+        p.error(f"no RGB photos of at least {4 * args.size} px in {args.source}")
     rng = np.random.default_rng(args.seed)
     for i in range(args.count):
         crop = random_crop(photos[i % len(photos)], args.size, rng)
