@@ -66,7 +66,8 @@ SAMPLERS: tuple[str, ...] = tuple(SAMPLER_SPECS)
 #: steps scored 55.8 and 66.0 (N = 1000, docs/quality/README.md). The noise it adds back at
 #: each step lets later steps correct an unfinished model's errors, which a deterministic solver
 #: follows to the end. After 30 minutes it still led the sampler table at <= 20 steps (24.6 at
-#: N = 500, against 35-38 for the ODE solvers and 26.4 for the 1000-step chain).
+#: N = 500, against 35-38 for the ODE solvers and 26.4 for the 1000-step chain). Respaced, its
+#: mean comes from the clamped x0 (see ``core.samplers.sample_ddpm``), which RGB models need.
 DEFAULT_SAMPLER = "ddpm"
 DEFAULT_STEPS = 20
 

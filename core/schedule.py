@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -91,20 +90,6 @@ class NoiseSchedule:
     @classmethod
     def from_config(cls, params: DiffusionParams) -> NoiseSchedule:
         return cls(params.num_timesteps, params.beta_start, params.beta_end, params.schedule)
-
-    def respaced(self, ts: Sequence[int]) -> NoiseSchedule:
-        """This schedule restricted to the timesteps ``ts``; index i is the i-th smallest kept step.
-
-        Nichol & Dhariwal 2021 (improved-diffusion's ``space_timesteps``): betas_new[i] =
-        1 - abar[kept_i] / abar[kept_{i-1}] (abar before the first = 1), so a chain on the new
-        betas has the original marginals at the kept steps. The full grid returns ``self``.
-        """
-        if len(ts) == self.num_timesteps:
-            return self
-        abar = self.alpha_cum_prod64[sorted(ts)]
-        new = copy.copy(self)
-        new._set_tables(1 - abar / torch.cat([abar.new_ones(1), abar[:-1]]), abar)
-        return new
 
     def to(self, device: torch.device | str) -> NoiseSchedule:
         """A copy whose float32 tables live on ``device``, so that indexing them by a batch of
