@@ -36,8 +36,14 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 """Environment variable naming another cache folder (tests, portable installs)."""
-CACHE_VERSION = 1
-TIMED_PASSES = 2  # per candidate, after one untimed pass; the fastest counts (load only adds time)
+CACHE_VERSION = 2  # 2: rounds timed for ROUND_SECONDS; choices from fewer passes are timed again
+TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
+# Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
+# of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left
+# the narrow fast-cpu network on fp32 on a bf16 CPU where bf16 trains 1.28x the steps (README,
+# "Chosen by measurement").
+ROUND_SECONDS = 1.0
+MAX_TIMED_PASSES = 10
 BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this per core: timings are not remembered
 ATTENTION_KERNELS = ("chunked", "sdpa")  # "naive" keeps the whole map: never faster, always larger
 
@@ -86,8 +92,9 @@ def search(start: Choice, options: dict[str, Sequence[Any]],
     """The fastest choice found by changing one field of ``start`` at a time, in ``options`` order.
 
     ``measure(choice)`` prepares a candidate and returns a function that runs one pass and
-    returns its cost (seconds per image); each is run once untimed, then ``passes`` times in
-    turn with the others so outside load hits all alike, and the least cost counts. A
+    returns its cost (seconds per image); each is run once untimed, then at least ``passes``
+    times in turn with the others so outside load hits all alike (more while a round is quick,
+    see :data:`ROUND_SECONDS`), and the least cost counts. A
     candidate that raises (a kernel missing on this device, out of memory) is left out.
     """
     best, costs = start, {}
@@ -112,7 +119,10 @@ def _time_round(candidates: list[Choice], measure: Callable[[Choice], Callable[[
             continue
         runners[c] = run
     best: dict[Choice, float] = {}
-    for _ in range(passes):
+    started, done = time.perf_counter(), 0
+    while runners and (done < passes or (done < MAX_TIMED_PASSES
+                                         and time.perf_counter() - started < ROUND_SECONDS)):
+        done += 1
         for c, run in list(runners.items()):
             try:
                 cost = run()

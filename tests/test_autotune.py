@@ -3,6 +3,7 @@ whatever is chosen computes what the tutorial's way computes."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import pytest
@@ -72,10 +73,30 @@ def test_a_candidate_that_fails_while_timed_is_dropped():
 
 
 def test_noise_is_kept_out_by_taking_the_least_of_the_passes():
-    timings = {"chunked": iter([9.0, 9.0, 2.0]), "sdpa": iter([3.0, 3.0, 3.0])}  # chunked: 1 untimed, then 9, 2
+    timings = {"chunked": itertools.chain([9.0, 9.0, 2.0], itertools.repeat(9.0)),  # 1 untimed, then 9, 2, 9...
+               "sdpa": itertools.repeat(3.0)}
     best, _ = autotune.search(START, {"attention": ("chunked", "sdpa")},
                               lambda c: lambda: next(timings[c.attention]))
     assert best.attention == "chunked"
+
+
+@pytest.mark.parametrize("pass_seconds,timed", [(0.01, autotune.MAX_TIMED_PASSES), (5.0, autotune.TIMED_PASSES)])
+def test_quick_passes_are_timed_more_often(monkeypatch, pass_seconds, timed):
+    """A pass advances a fake clock by ``pass_seconds``: quick ones are repeated up to the cap
+    (a round of two 0.01 s passes is far under ROUND_SECONDS), slow ones run the minimum."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(autotune.time, "perf_counter", lambda: clock["now"])
+    runs: list[str] = []
+
+    def measure(choice: Choice):
+        def run() -> float:
+            clock["now"] += pass_seconds
+            runs.append(choice.attention)
+            return 1.0
+        return run
+
+    autotune.search(START, {"attention": ("chunked", "sdpa")}, measure)
+    assert runs.count("chunked") == runs.count("sdpa") == 1 + timed  # one untimed pass, then the timed ones
 
 
 def _config(**train) -> Config:
