@@ -157,11 +157,12 @@ def sample_ddpm(denoiser: Denoiser, x: torch.Tensor, ts: Sequence[int], *,
     On the full grid it is the tutorial's chain, bit for bit: the posterior mean from the
     network's eps, unclamped. On a shorter grid (the app's default of 20 steps) the mean comes
     from the x0 estimate clamped to [-1, 1], as in Ho et al.'s own code (``clip_denoised``) and
-    diffusers (``clip_sample``): each respaced step jumps so far that an unfinished model's
-    errors compound, and after ten minutes of the RGB preset the unclamped chain ended at pixel
-    values of +-13 where the clamped one stayed in range (docs/quality/README.md). With x0
-    clamped, DDPM's posterior step on the respaced grid is DDIM's at eta = 1 (Song et al. 2020,
-    eq. 16), so that is how it runs.
+    diffusers (``clip_sample``): an unfinished model's eps can imply an x0 far outside the
+    image range, and the unclamped chain follows it; after ten minutes of the RGB preset it
+    ended at pixel values of +-13, at 20 steps and at 1000, where the clamped one stayed in range
+    (docs/quality/README.md). The full chain keeps the tutorial's step because its fixtures and
+    checkpoints promise it. With x0 clamped, DDPM's posterior step on the respaced grid is
+    DDIM's at eta = 1 (Song et al. 2020, eq. 16), so that is how it runs.
     """
     schedule = denoiser.schedule
     if len(ts) < schedule.num_timesteps:
