@@ -3,7 +3,7 @@ tiny model, 4 steps on random images) still samples as it did then and resumes.
 
 ``legacy-run-samples.safetensors`` holds what that version sampled from the checkpoint's EMA
 weights (seed 3, two images per sampler and step count): the engine must reproduce it to fp32
-rounding. Bit for bit holds only on the CPU kind that wrote it; another kind's kernels sum in
+rounding, but for the rows whose sampler changed on purpose (:data:`CHANGED`). Bit for bit holds only on the CPU kind that wrote it; another kind's kernels sum in
 another order (measured: at most 1.2e-6 apart on an AVX2-only EPYC), which a changed sampler or
 a checkpoint read differently would exceed by orders of magnitude.
 """
@@ -25,16 +25,22 @@ from tests.test_trainer import RandomImages
 FIXTURES = Path(__file__).parent / "fixtures"
 LEGACY_RUN = FIXTURES / "legacy-run"
 ROUNDING = 1e-5  # fp32 on images in [-1, 1], after up to 20 network calls
+#: Rows whose sampler changed on purpose since the fixture was written, and the row they must
+#: now match: DDPM on a grid shorter than the schedule (this run's has 20 steps) takes its mean
+#: from the clamped x0 since 2026-12-03, which is DDIM's step at eta = 1.
+CHANGED = {"ddpm-7-0.0": "ddim-7-1.0"}
 
 
 @pytest.mark.slow
 def test_legacy_run_samples_exactly_as_it_did():
     model = SamplingModel.load(LEGACY_RUN, device="cpu")
-    for key, expected in load_file(FIXTURES / "legacy-run-samples.safetensors").items():
+    recorded = load_file(FIXTURES / "legacy-run-samples.safetensors")
+    assert model.schedule.num_timesteps == 20  # so ddpm-20 is the tutorial's full chain, unchanged
+    for key in recorded:
         sampler, steps, eta = key.rsplit("-", 2)
         options = {"eta": float(eta)} if sampler == "ddim" else None
         got = model.images(num_images=2, sampler=sampler, steps=int(steps), options=options, seed=3)
-        torch.testing.assert_close(got, expected, rtol=0, atol=ROUNDING, msg=key)
+        torch.testing.assert_close(got, recorded[CHANGED.get(key, key)], rtol=0, atol=ROUNDING, msg=key)
 
 
 def test_legacy_weights_file_loads_for_sampling():
