@@ -10,6 +10,12 @@ Load cannot be read reliably (a load average lags by a minute and counts sleepin
 its effect can: the controller times each step at the thread count it runs, keeps a short
 memory of each count's recent step time, runs the fastest, and now and then tries the others
 for a couple of steps to notice when the machine has freed up (or filled up).
+
+Those tries must stay cheap when they lose. Beside another multi-threaded program (a second
+training run, measured on 2 cores), a step at 2 threads took 4-7 s where one thread took
+0.15 s: trying 2 threads for 2 steps of every 14 made the two runs' steps 5.6 times slower
+than at one thread. So a try's cost beyond the steps it replaced is paid back first: the next try
+waits until the steps since have taken 1 / MAX_TRY_SHARE times that cost.
 """
 from __future__ import annotations
 
@@ -22,7 +28,8 @@ import torch
 PROBE_EVERY = 12  # steps between tries of the other thread counts
 PROBE_STEPS = 2  # steps each try lasts
 WINDOW = 3  # a count's estimate: the median of its last steps, so one hiccup moves nothing
-SLOWDOWN = 1.5  # an estimate this much above the stay's best sets off a try at once
+SLOWDOWN = 1.5  # an estimate this much above the stay's best sets off a try at once (more threads only)
+MAX_TRY_SHARE = 0.05  # losing tries cost at most this share of the time between them
 
 
 class ThreadController:
@@ -45,7 +52,10 @@ class ThreadController:
         self._recent: list[float] = []  # this stay's last step times at ``current``
         self._stay_best = float("inf")
         self._since_probe = 0
+        self._since_probe_s = 0.0  # seconds of steps since the last try
+        self._try_cost = 0.0  # what the last try cost beyond the steps it replaced, in seconds
         self._to_try: list[int] | None = None  # while trying the other counts: those still to try
+        self._incumbent_s = 0.0  # during a try: the step time of the count it may replace
 
     def record(self, seconds: float) -> int:
         """Take the time of the step just run at :attr:`current`; return the count for the next."""
@@ -54,15 +64,27 @@ class ThreadController:
         self._stay_best = min(self._stay_best, estimate)
         self._since_probe += 1
         if self._to_try is not None:
+            self._try_cost += max(0.0, seconds - self._incumbent_s)
             if len(self._recent) >= PROBE_STEPS:
                 if self._to_try:
                     self._switch(self._to_try.pop(0))
                 else:
                     self._to_try = None
                     self._switch(min(self.estimate, key=self.estimate.__getitem__))
-        elif len(self.counts) > 1 and (self._since_probe >= PROBE_EVERY or estimate > SLOWDOWN * self._stay_best):
-            self._try_others()  # time to look around, or the machine just changed under us
+            return self.current
+        self._since_probe_s += seconds
+        if len(self.counts) > 1 and (self._slowed_down(estimate) or self._try_due()):
+            self._try_others()
         return self.current
+
+    def _slowed_down(self, estimate: float) -> bool:
+        """The machine just filled up under us: worth a try at once, but only from above the fewest
+        threads, since more load never favours more threads."""
+        return self.current != min(self.counts) and estimate > SLOWDOWN * self._stay_best
+
+    def _try_due(self) -> bool:
+        """Time to look around: enough steps since the last try, and its cost paid back."""
+        return self._since_probe >= PROBE_EVERY and MAX_TRY_SHARE * self._since_probe_s >= self._try_cost
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:
@@ -83,7 +105,8 @@ class ThreadController:
         self.restore()
 
     def _try_others(self) -> None:
-        self._since_probe = 0
+        self._since_probe, self._since_probe_s, self._try_cost = 0, 0.0, 0.0
+        self._incumbent_s = self.estimate[self.current]
         others = [n for n in self.counts if n != self.current]
         self._to_try = others[1:]
         self._switch(others[0])
