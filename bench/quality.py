@@ -137,7 +137,7 @@ def main() -> None:
     a.add_argument("--sample-steps", type=int, default=20)
     s = sub.choices["samplers"]
     s.add_argument("run", type=Path, help="run folder of a well-trained model")
-    s.add_argument("--samplers", default="ddim,dpm++,dpm++3m,unipc")
+    s.add_argument("--samplers", default="ddim,dpm++,dpm++3m,dpm++sde,unipc")
     s.add_argument("--steps-list", default="10,20,50")
     s.add_argument("--no-ddpm", dest="ddpm", action="store_false", help="skip the 1000-step DDPM row")
     args = p.parse_args()

@@ -54,6 +54,7 @@ SAMPLER_TABLE: tuple[SamplerSpec, ...] = (
     SamplerSpec("ddim", "DDIM", 50, (ETA,)),
     SamplerSpec("dpm++", "DPM-Solver++ (2M)", 20),
     SamplerSpec("dpm++3m", "DPM-Solver++ (3M)", 20),
+    SamplerSpec("dpm++sde", "DPM-Solver++ (2M SDE)", 20),
     SamplerSpec("unipc", "UniPC (bh2)", 20),
 )
 SAMPLER_SPECS: dict[str, SamplerSpec] = {spec.name: spec for spec in SAMPLER_TABLE}

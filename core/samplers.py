@@ -1,5 +1,5 @@
-"""Turning noise into images: the tutorial's ancestral DDPM sampler, DDIM, DPM-Solver++ (2M and
-3M) and UniPC.
+"""Turning noise into images: the tutorial's ancestral DDPM sampler, DDIM, DPM-Solver++ (2M, 3M
+and 2M SDE) and UniPC.
 
 Laid out as in k-diffusion: each sampler is a pure generator function with one signature,
 ``sampler(denoiser, x, ts, *, generator, **options)``, that yields ``(t, x_next, x0)`` after
@@ -237,6 +237,42 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, ts: Sequence[int], *,
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
             x = math.sqrt((1 - a_next) / (1 - a_t)) * x - math.sqrt(a_next) * math.expm1(-h) * d
         x0_prev, lam_prev = x0, lam_t
+        yield t, x, x0
+
+
+@_registers("dpm++sde")
+def sample_dpmpp_2m_sde(denoiser: Denoiser, x: torch.Tensor, ts: Sequence[int], *,
+                        generator: torch.Generator | None) -> StepIter:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5 and app. B; the midpoint form of
+    k-diffusion's ``sample_dpmpp_2m_sde`` at eta = 1), data prediction, discrete-time VP.
+
+    Why it is here: on young models the stochastic DDPM step beats every ODE solver, because the
+    noise it adds back lets later steps correct the network's errors (docs/quality/README.md).
+    This sampler's first-order step *is* DDPM's respaced step from the clamped x0; its second
+    order adds the multistep correction of DPM-Solver++(2M) and still adds the fresh noise.
+    With h = lambda_next - lambda_t, each step is
+    x <- (sigma_next / sigma_t) e^-h x + alpha_next (1 - e^-2h) D + sigma_next sqrt(1 - e^-2h) z,
+    D = x0 + (1/2r) (x0 - x0_prev) with r = h_prev / h, or x0 itself on the first step and
+    into t = 0 (as in :func:`sample_dpmpp_2m`). The last step returns the x0 estimate.
+    """
+    abar = denoiser.schedule.alpha_cum_prod64
+    x0_prev: torch.Tensor | None = None
+    h_prev = 0.0
+    for i, t in enumerate(ts):
+        x0 = denoiser(x, t).x0
+        if i + 1 == len(ts):
+            x = x0
+        else:
+            a_t, a_next = float(abar[t]), float(abar[ts[i + 1]])
+            h = log_snr(a_next) - log_snr(a_t)
+            kept = -math.expm1(-2 * h)  # 1 - e^-2h: the share of x0 (and of fresh noise) in the step
+            d = x0
+            if x0_prev is not None and i + 2 < len(ts):
+                d = x0 + (h / (2 * h_prev)) * (x0 - x0_prev)
+            x = (math.sqrt((1 - a_next) / (1 - a_t)) * math.exp(-h) * x + math.sqrt(a_next) * kept * d
+                 + math.sqrt((1 - a_next) * kept) * randn_like(x, generator))
+            h_prev = h
+        x0_prev = x0
         yield t, x, x0
 
 

@@ -328,7 +328,7 @@ w = create_main_window()
 demos = [b.objectName() for b in w.dataset_panel.demo_buttons.buttons()]
 assert demos == ["demo-mnist", "demo-fashion-mnist"], demos
 combo = w.sampling_panel.sampler_combo
-assert [combo.itemData(i) for i in range(combo.count())] == ["ddpm", "ddim", "dpm++", "dpm++3m", "unipc"]
+assert [combo.itemData(i) for i in range(combo.count())] == ["ddpm", "ddim", "dpm++", "dpm++3m", "dpm++sde", "unipc"]
 steps = w.sampling_panel.steps_spin
 assert (combo.currentData(), steps.value()) == ("ddpm", 20), "the app's default: DDPM respaced to 20 steps"
 combo.setCurrentIndex(combo.findData("ddim"))
