@@ -61,24 +61,25 @@ SAMPLER_SPECS: dict[str, SamplerSpec] = {spec.name: spec for spec in SAMPLER_TAB
 SAMPLERS: tuple[str, ...] = tuple(SAMPLER_SPECS)
 
 #: The sampler and step count the window, ``ddpm eval``, training previews and the quality curve
-#: use; ``ddpm sample`` keeps the tutorial's full DDPM chain. DDPM's ancestral step, respaced to
-#: 20 steps, because the models people have are young: after ten minutes of the ``fast-cpu``
-#: preset it scored FID 24.7 on MNIST and 54.3 on Fashion-MNIST where DPM-Solver++ (2M) at 20
-#: steps scored 55.8 and 66.0 (N = 1000, docs/quality/README.md). The noise it adds back at
-#: each step lets later steps correct an unfinished model's errors, which a deterministic solver
-#: follows to the end. After 30 minutes it still led the sampler table at <= 20 steps (24.6 at
-#: N = 500, against 35-38 for the ODE solvers and 26.4 for the 1000-step chain). Respaced, its
-#: mean comes from the clamped x0 (see ``core.samplers.sample_ddpm``), which RGB models need.
-DEFAULT_SAMPLER = "ddpm"
+#: use; ``ddpm sample`` keeps the tutorial's full DDPM chain. A stochastic sampler, because the
+#: models people have are young: the noise added back at each step lets later steps correct an
+#: unfinished model's errors, which a deterministic solver follows to the end (after ten minutes
+#: of the ``fast-cpu`` preset DDPM's step respaced to 20 steps scored FID 24.7 on MNIST and 54.3
+#: on Fashion-MNIST where DPM-Solver++ (2M) scored 55.8 and 66.0; after 30 minutes 24.6 against
+#: 35-38 for every ODE solver, at N = 500). SDE-DPM-Solver++(2M) is DDPM's respaced step plus a
+#: second-order correction: on three Fashion-MNIST networks it scored 8-10 % lower FID than
+#: DDPM's step at 20 steps (48.6 / 43.7 / 49.6 against 53.4 / 48.6 / 53.8), and on MNIST the
+#: same (25.4 against 25.3; N = 1000, docs/quality/README.md).
+DEFAULT_SAMPLER = "dpm++sde"
 DEFAULT_STEPS = 20
 
 
 def app_steps(sampler: str, num_timesteps: int) -> int:
     """The step count the window, ``ddpm eval``, previews and the quality curve use when none is
-    given: :data:`DEFAULT_STEPS` for the default sampler, else the sampler's row (DDPM's own row
-    keeps the tutorial's full chain for ``ddpm sample``), capped at the schedule's length."""
-    steps = DEFAULT_STEPS if sampler == DEFAULT_SAMPLER else SAMPLER_SPECS[sampler].default_steps or num_timesteps
-    return min(steps, num_timesteps)
+    given: the sampler's row, and :data:`DEFAULT_STEPS` for DDPM, whose own row keeps the
+    tutorial's full chain for ``ddpm sample`` (respaced to 20 steps it scores as well as the
+    chain, docs/quality/README.md); capped at the schedule's length."""
+    return min(SAMPLER_SPECS[sampler].default_steps or DEFAULT_STEPS, num_timesteps)
 
 
 #: Step counts a sampler comparison (``ddpm eval --compare-samplers``, the window's table) runs every

@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--num", type=int, default=DEFAULT_NUM, help=f"images to score (default {DEFAULT_NUM})")
     e.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help=f"sampler (default {DEFAULT_SAMPLER})")
     e.add_argument("--steps", type=int,
-                   help=f"reverse steps (default: {DEFAULT_STEPS} for {DEFAULT_SAMPLER}, else the sampler's own)")
+                   help=f"reverse steps (default: the sampler's own; {DEFAULT_STEPS} for ddpm)")
     e.add_argument("--seed", type=int, default=0, help="seed of the sampled images (default 0)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="where to sample and run Inception")
     e.add_argument("--compare-samplers", action="store_true",

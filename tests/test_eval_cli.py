@@ -94,7 +94,7 @@ def test_eval_weights_json_and_a_folder_summary(tmp_path, capsys, fixtures_dir):
     assert main(["eval", str(weights), "--config", str(config), "--data", "builtin:mnist", "--num", "4",
                  "--steps", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == JSON_KEYS and out["n"] == 4 and out["sampler"] == "ddpm" and out["steps"] == 2
+    assert set(out) == JSON_KEYS and out["n"] == 4 and out["sampler"] == "dpm++sde" and out["steps"] == 2
     assert out["fid"] > 0 and out["reference_fid"] > 0
     assert main(["eval", str(_pngs(tmp_path / "imgs", 4)), "--data", "builtin:mnist", "--num", "4"]) == 0
     summary = capsys.readouterr().out

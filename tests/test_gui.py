@@ -330,7 +330,7 @@ assert demos == ["demo-mnist", "demo-fashion-mnist"], demos
 combo = w.sampling_panel.sampler_combo
 assert [combo.itemData(i) for i in range(combo.count())] == ["ddpm", "ddim", "dpm++", "dpm++3m", "dpm++sde", "unipc"]
 steps = w.sampling_panel.steps_spin
-assert (combo.currentData(), steps.value()) == ("ddpm", 20), "the app's default: DDPM respaced to 20 steps"
+assert (combo.currentData(), steps.value()) == ("dpm++sde", 20), "the app's default: SDE-DPM-Solver++(2M), 20 steps"
 combo.setCurrentIndex(combo.findData("ddim"))
 assert steps.value() == 50
 combo.setCurrentIndex(combo.findData("ddpm"))

@@ -130,8 +130,9 @@ def test_default_steps_per_sampler_capped_by_schedule_length():
     assert [default_steps(name, 30) for name in SAMPLERS] == [30, 30, 20, 20, 20, 20]
 
 
-def test_the_app_samples_ddpm_at_20_steps_where_ddpm_sample_keeps_the_full_chain():
-    assert (DEFAULT_SAMPLER, app_steps(DEFAULT_SAMPLER, T)) == ("ddpm", DEFAULT_STEPS) == ("ddpm", 20)
+def test_the_app_samples_dpmpp_sde_at_20_steps_where_ddpm_sample_keeps_the_full_chain():
+    assert (DEFAULT_SAMPLER, app_steps(DEFAULT_SAMPLER, T)) == ("dpm++sde", DEFAULT_STEPS) == ("dpm++sde", 20)
+    assert app_steps("ddpm", T) == 20
     assert default_steps("ddpm", T) == T
     assert [app_steps(name, 30) for name in SAMPLERS] == [20, 30, 20, 20, 20, 20]
     assert app_steps("ddpm", 10) == 10
