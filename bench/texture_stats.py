@@ -2,7 +2,7 @@
 
 Why beside FID: on the RGB crops FID ranks flat colour fields ahead of textured samples in the
 crops' own palette, and its floor there (half the crops against the other half) is 160 at
-N = 1000, so it says little about what the RGB goal asks for: texture. These three measures say
+N = 1000, so it says little about what the RGB goal asks for: texture. These measures say
 what the eye sees, each comparable with the reference set's own value:
 
 - ``mean_rgb``: the mean colour (R, G, B in [-1, 1]);
