@@ -41,19 +41,20 @@ def load_rgb(folder: Path, n: int) -> np.ndarray:
     return pixels.astype(np.float32) / 127.5 - 1
 
 
-def stats(images: np.ndarray, reference_quantiles: np.ndarray | None) -> dict:
-    """The measures of the module docstring for one set; ``palette_w1`` needs the reference's
-    per-channel quantiles."""
+def channel_quantiles(images: np.ndarray) -> np.ndarray:
+    """Each channel's pixel values at :data:`QUANTILES`, (len(QUANTILES), 3)."""
+    return np.quantile(images.reshape(-1, 3), QUANTILES, axis=0)
+
+
+def stats(images: np.ndarray, reference_quantiles: np.ndarray) -> dict:
+    """The measures of the module docstring for one set."""
     grad = (np.abs(np.diff(images, axis=1)).mean() + np.abs(np.diff(images, axis=2)).mean()) / 2
-    quantiles = np.quantile(images.reshape(-1, 3), QUANTILES, axis=0)
-    ref = quantiles if reference_quantiles is None else reference_quantiles
     return {
         "n": len(images),
         "mean_rgb": [round(float(v), 3) for v in images.mean((0, 1, 2))],
         "image_std": round(float(images.reshape(len(images), -1, 3).std(1).mean()), 3),
         "mean_abs_grad": round(float(grad), 4),
-        "palette_w1": [round(float(v), 3) for v in np.abs(quantiles - ref).mean(0)],
-        "quantiles": quantiles,
+        "palette_w1": [round(float(v), 3) for v in np.abs(channel_quantiles(images) - reference_quantiles).mean(0)],
     }
 
 
@@ -64,13 +65,12 @@ def main() -> None:
     p.add_argument("--n", type=int, default=1000, help="images taken from each folder")
     args = p.parse_args()
     try:
-        ref = stats(load_rgb(args.reference, args.n), None)
-        rows = [(args.reference, ref)] + [(s, stats(load_rgb(s, args.n), ref["quantiles"])) for s in args.sets]
+        loaded = [(folder, load_rgb(folder, args.n)) for folder in (args.reference, *args.sets)]
     except ValueError as e:
         p.error(str(e))
-    for folder, row in rows:
-        row.pop("quantiles")
-        print(json.dumps({"set": str(folder), **row}))
+    reference_quantiles = channel_quantiles(loaded[0][1])
+    for folder, images in loaded:
+        print(json.dumps({"set": str(folder), **stats(images, reference_quantiles)}))
 
 
 if __name__ == "__main__":
