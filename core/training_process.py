@@ -132,7 +132,7 @@ def _child_main(job: bytes, events: Connection, control: Connection) -> None:
     config, run_dir, dataset, resume, niceness, environ = pickle.loads(job)
     os.environ.clear()
     os.environ.update(environ)
-    _be_nice(niceness)
+    be_nice(niceness)
     from .allocator import keep_freed_memory
     from .trainer import Trainer
 
@@ -173,8 +173,11 @@ def _obey(control: Connection, trainer: Any) -> None:
         actions[request]()
 
 
-def _be_nice(niceness: int) -> None:
-    """Run below the window (and other programs the user is working in): only ever raise nice."""
+def be_nice(niceness: int) -> None:
+    """Run below the window (and other programs the user is working in): only ever raise nice.
+
+    Linux applies nice per thread, so call it before torch starts its threads: they inherit it.
+    """
     if not hasattr(os, "getpriority"):
         return
     try:
