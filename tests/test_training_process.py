@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +125,24 @@ def test_an_unpicklable_error_arrives_as_a_bug_report_naming_it():
 
     arrived = _portable(Local("broken"))
     assert isinstance(arrived, RuntimeError) and str(arrived) == "Local: broken"
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="Unix nice values")
+def test_be_nice_only_raises_nice_and_threads_started_after_inherit_it():
+    """What the training child and bench/under_load.py --niceness rely on: Linux keeps nice per
+    thread, so torch's threads are below the window only if they start after the call."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    if base > 16:
+        pytest.skip("already near the lowest priority")
+    code = (
+        "import os, threading\n"
+        "from core.training_process import be_nice\n"
+        f"be_nice({base + 3}); be_nice({base})\n"
+        "seen = []\n"
+        "t = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))\n"
+        "t.start(); t.join()\n"
+        "print(os.getpriority(os.PRIO_PROCESS, 0), seen[0])\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.split() == [str(base + 3)] * 2
