@@ -12,16 +12,25 @@ same with only the attention kernel's explicit softmax (no head average), for co
 measured. Images are random: no step depends on the data.
 
     .venv/bin/python bench/train_step.py [--device cpu] [--batch 64] [--repeats 5] [--config default] [--ablate]
+        [--whole-process STEPS]
 
 Prints JSON: per path the step time (median/min/max), images/s and, from a fresh subprocess
 per path, peak RSS (ru_maxrss) and peak CUDA allocation; the naive/fast ratios; the settings.
+``--whole-process STEPS`` also runs ``ddpm train`` as a user does (the same config and batch,
+the built-in MNIST demo, autotune, a checkpoint per quarter of the run) and reports that
+process's peak RSS beside the naive step's: the app's memory is the whole process's, not one
+step's.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +40,9 @@ if __package__ in (None, ""):
 
 import torch
 
-from bench.common import add_common_args, compare, emit, memory_child, resolve_config, setup
+import yaml
+
+from bench.common import ROOT, add_common_args, compare, emit, memory_child, resolve_config, setup
 from core.config import Config
 from core.trainer import Trainer, _maybe_compile
 
@@ -111,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     add_common_args(parser, batch=64, repeats=5)
     parser.add_argument("--paths", default="naive,fast", help=f"comma-separated, from: {', '.join(PATHS)}")
     parser.add_argument("--ablate", action="store_true", help="also run the fast path with each lever undone")
+    parser.add_argument("--whole-process", type=int, metavar="STEPS",
+                        help="also run `ddpm train` for STEPS steps and report its peak RSS")
     parser.add_argument("--memory-of", choices=PATHS, help=argparse.SUPPRESS)  # internal: one path's memory
     args = parser.parse_args(argv)
     device = setup(args)
@@ -132,7 +145,41 @@ def main(argv: list[str] | None = None) -> None:
                                            "setup": r.trainer.tuned.choice.describe(device) if r.trainer.tuned else None}
         for n, r in runners.items()
     }
+    if args.whole_process:
+        result["whole_process"] = whole_process(config, args, result["paths"])
     emit(result)
+
+
+def whole_process(config: Config, args: argparse.Namespace, paths: dict[str, dict]) -> dict:
+    """``ddpm train`` on the built-in demo for ``args.whole_process`` steps: its own peak RSS
+    (``wait4`` reports that child's alone) and, beside it, the naive step's."""
+    config = config.replace("train_params", batch_size=args.batch, micro_batch_size=None)
+    config = config.replace("dataset_params", im_path="builtin:mnist")
+    env = os.environ | ({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config.to_dict()))
+        cmd = [sys.executable, "-m", "core.cli", "train", str(config_path), "--device", args.device,
+               "--max-steps", str(args.whole_process), "--run-dir", str(Path(tmp) / "run")]
+        errors = Path(tmp) / "stderr.txt"
+        started = time.perf_counter()
+        with errors.open("wb") as err:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stderr = errors.read_text(errors="replace").strip()
+        log = Path(tmp) / "run" / "log.jsonl"
+        first = json.loads(log.read_text().splitlines()[0]) if log.exists() else {}
+    out = {"command": "ddpm train CONFIG --max-steps %d" % args.whole_process, "exit": proc.returncode,
+           "seconds": seconds, "peak_rss_gib": usage.ru_maxrss / 2**20,
+           "setup": first.get("autotune", {}).get("setup")}
+    naive = paths.get("naive", {}).get("peak_rss_gib")
+    if naive:
+        out["peak_rss_over_naive_step"] = out["peak_rss_gib"] / naive
+    if proc.returncode:
+        out["error"] = stderr.splitlines()[-1] if stderr else f"exit {proc.returncode}"
+    return out
 
 
 if __name__ == "__main__":

@@ -20,16 +20,16 @@ _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Yield a binary file whose content replaces ``path`` only if the block completes."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp file's path, for writers that take a file name; it replaces ``path`` only if
+    the block completes, flushed to disk first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        _fsync_file(tmp)
         os.chmod(tmp, _default_mode())  # mkstemp makes 0600; a saved file should read like any other
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -46,6 +46,13 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     except BaseException:
         _discard(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Yield a binary file whose content replaces ``path`` only if the block completes."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -98,6 +105,14 @@ def _default_mode() -> int:
 def _discard(tmp: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(tmp)
+
+
+def _fsync_file(name: str) -> None:
+    fd = os.open(name, os.O_RDWR)  # a writable handle: Windows flushes only through one
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -46,6 +46,22 @@ def test_search_keeps_the_fastest_value_of_each_field_in_turn():
     assert seconds["fp32/sdpa/nchw/32"] == 2.0
 
 
+def test_rounds_before_the_part_size_are_timed_in_the_smallest_part():
+    """fp32 in parts of 32 would take more memory to time than bf16 training takes."""
+    costs = {
+        ("bf16", "chunked", True, 16): 2.0, ("fp32", "chunked", True, 16): 3.0,
+        ("bf16", "sdpa", True, 16): 1.0,
+        ("bf16", "sdpa", True, 32): 0.9,
+    }
+    measure, calls = fake_measure(costs)
+    best, seconds = autotune.search(START, {"precision": ("bf16", "fp32"), "attention": ("chunked", "sdpa"),
+                                            "micro_batch_size": (32, 16)}, measure)
+    assert best == Choice("bf16", "sdpa", True, 32)
+    assert {c.micro_batch_size for c in calls[:-2]} == {16}  # all but the part-size round
+    assert {c.micro_batch_size for c in calls[-2:]} == {32, 16}
+    assert seconds["fp32/chunked/nhwc/16"] == 3.0
+
+
 def test_a_candidate_that_raises_is_skipped():
     costs = {("bf16", "chunked", True, 32): 5.0}
     measure, calls = fake_measure(costs, raises={("bf16", "sdpa", True, 32)})

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from core.checkpoint import load_for_sampling, load_tutorial_pth, read_training_state, save_weights
 from core.config import Config, load_config
-from core.errors import CheckpointError
+from core.errors import CheckpointError, DiskFullError
 from core.unet import UNet
 
 from .conftest import tiny_config_dict
@@ -64,6 +64,26 @@ def test_weights_round_trip_with_config(tmp_path):
     assert loaded_cfg == cfg
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_a_full_disk_under_safetensors_is_reported_as_such_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """safetensors names I/O errors only in its message; the full disk must still read as one."""
+    import core.checkpoint
+    from safetensors import SafetensorError
+
+    cfg = Config.from_dict(tiny_config_dict())
+    path = tmp_path / "w.safetensors"
+    save_weights(path, UNet(cfg.model_params), cfg)
+    before = path.read_bytes()
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(core.checkpoint, "save_file", full_disk)
+    with pytest.raises(DiskFullError, match="w.safetensors"):
+        save_weights(path, UNet(cfg.model_params), cfg)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["w.safetensors"]
 
 
 def test_weights_from_another_config_name_the_shapes(tmp_path):

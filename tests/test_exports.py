@@ -133,7 +133,7 @@ def test_full_disk_leaves_the_previous_file_intact(tmp_path, monkeypatch, name, 
 def test_write_failing_half_way_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "grid.png"
     path.write_bytes(b"previous version")
-    real_fdopen = os.fdopen
+    real_open = open
 
     class HalfWriter:
         def __init__(self, f):
@@ -152,7 +152,7 @@ def test_write_failing_half_way_leaves_the_previous_file_intact(tmp_path, monkey
         def __exit__(self, *exc):
             return self.f.__exit__(*exc)
 
-    monkeypatch.setattr(core.atomic.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+    monkeypatch.setattr(core.atomic, "open", lambda name, mode: HalfWriter(real_open(name, mode)), raising=False)
     with pytest.raises(OSError, match="Input/output"):
         save_grid(images(), path)
     assert path.read_bytes() == b"previous version" and os.listdir(tmp_path) == ["grid.png"]
