@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     device = setup(args)
     config = resolve_config(args.config)
     names = args.paths.split(",") + ([p.name for p in ABLATIONS] if args.ablate else [])
+    # First, while this process is small: a child's ru_maxrss starts from its parent's resident set.
+    whole = whole_process(config, args) if args.whole_process and not args.memory_of else None
     runners: dict[str, Runner] = {}
     with tempfile.TemporaryDirectory() as tmp:
         def make(name: str) -> Callable[[], None]:
@@ -145,14 +147,15 @@ def main(argv: list[str] | None = None) -> None:
                                            "setup": r.trainer.tuned.choice.describe(device) if r.trainer.tuned else None}
         for n, r in runners.items()
     }
-    if args.whole_process:
-        result["whole_process"] = whole_process(config, args, result["paths"])
+    if whole:
+        naive = result["paths"].get("naive", {}).get("peak_rss_gib")
+        result["whole_process"] = whole | ({"peak_rss_over_naive_step": whole["peak_rss_gib"] / naive} if naive else {})
     emit(result)
 
 
-def whole_process(config: Config, args: argparse.Namespace, paths: dict[str, dict]) -> dict:
+def whole_process(config: Config, args: argparse.Namespace) -> dict:
     """``ddpm train`` on the built-in demo for ``args.whole_process`` steps: its own peak RSS
-    (``wait4`` reports that child's alone) and, beside it, the naive step's."""
+    (``wait4`` reports that child's alone), time and the setup autotune chose."""
     config = config.replace("train_params", batch_size=args.batch, micro_batch_size=None)
     config = config.replace("dataset_params", im_path="builtin:mnist")
     env = os.environ | ({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})
@@ -171,12 +174,9 @@ def whole_process(config: Config, args: argparse.Namespace, paths: dict[str, dic
         stderr = errors.read_text(errors="replace").strip()
         log = Path(tmp) / "run" / "log.jsonl"
         first = json.loads(log.read_text().splitlines()[0]) if log.exists() else {}
-    out = {"command": "ddpm train CONFIG --max-steps %d" % args.whole_process, "exit": proc.returncode,
+    out = {"command": f"ddpm train CONFIG --max-steps {args.whole_process}", "exit": proc.returncode,
            "seconds": seconds, "peak_rss_gib": usage.ru_maxrss / 2**20,
            "setup": first.get("autotune", {}).get("setup")}
-    naive = paths.get("naive", {}).get("peak_rss_gib")
-    if naive:
-        out["peak_rss_over_naive_step"] = out["peak_rss_gib"] / naive
     if proc.returncode:
         out["error"] = stderr.splitlines()[-1] if stderr else f"exit {proc.returncode}"
     return out
