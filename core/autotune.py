@@ -44,6 +44,11 @@ TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest 
 # "Chosen by measurement").
 ROUND_SECONDS = 1.0
 MAX_TIMED_PASSES = 10
+# A larger part must be this much faster per image to be chosen over the smallest: within timing
+# noise, the part that takes less memory wins. In fp32 the tutorial's network trains in parts of
+# 32 with a whole-process peak of 1.56 GiB, in parts of 16 with 1.43 GiB (2 cores, ATen's AVX2
+# kernels, 2026-12-03), and the tutorial's own step takes 5.6-5.8 GiB.
+PART_MARGIN = 0.05
 BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this per core: timings are not remembered
 ATTENTION_KERNELS = ("chunked", "sdpa")  # "naive" keeps the whole map: never faster, always larger
 
@@ -101,7 +106,8 @@ def search(start: Choice, options: dict[str, Sequence[Any]],
     part on offer, so that timing never takes more memory than training: fp32 activations are
     twice bf16's, and one pass of the tutorial's network in fp32 parts of 32 made the peak of a
     whole ``ddpm train`` process (CPU, from 0.54 GiB after ``import torch``: bf16 parts of 32
-    0.94 GiB, fp32 1.18 GiB, fp32 parts of 16 0.92 GiB). Costs are per image either way.
+    0.94 GiB, fp32 1.18 GiB, fp32 parts of 16 0.92 GiB). Costs are per image either way. A larger
+    part is chosen only if it beats the smallest by :data:`PART_MARGIN`.
     """
     parts = options.get("micro_batch_size")
     probe_part = min(parts) if parts else start.micro_batch_size
@@ -111,10 +117,10 @@ def search(start: Choice, options: dict[str, Sequence[Any]],
         round_ = [base] + [dataclasses.replace(base, **{field: v}) for v in values if v != getattr(base, field)]
         timed = _time_round(round_, measure, passes)
         costs.update({_label(c): s for c, s in timed.items()})
-        if timed:
-            winner = min(timed, key=timed.__getitem__)
-            best = winner if field == "micro_batch_size" else dataclasses.replace(
-                winner, micro_batch_size=best.micro_batch_size)
+        if timed and field == "micro_batch_size":
+            best = min(timed, key=lambda c: timed[c] * (1 if c.micro_batch_size == probe_part else 1 + PART_MARGIN))
+        elif timed:
+            best = dataclasses.replace(min(timed, key=timed.__getitem__), micro_batch_size=best.micro_batch_size)
     return best, costs
 
 

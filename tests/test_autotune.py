@@ -62,6 +62,15 @@ def test_rounds_before_the_part_size_are_timed_in_the_smallest_part():
     assert seconds["fp32/chunked/nhwc/16"] == 3.0
 
 
+@pytest.mark.parametrize("larger_cost, chosen", [(0.97, 16), (0.90, 32)])
+def test_a_larger_part_must_be_clearly_faster_to_be_chosen(larger_cost, chosen):
+    """Within timing noise the part that takes less memory wins."""
+    costs = {("bf16", "chunked", True, 16): 1.0, ("bf16", "chunked", True, 32): larger_cost}
+    measure, _ = fake_measure(costs)
+    best, _ = autotune.search(START, {"micro_batch_size": (32, 16)}, measure)
+    assert best.micro_batch_size == chosen
+
+
 def test_a_candidate_that_raises_is_skipped():
     costs = {("bf16", "chunked", True, 32): 5.0}
     measure, calls = fake_measure(costs, raises={("bf16", "sdpa", True, 32)})
