@@ -39,7 +39,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-
 import yaml
 
 from bench.common import ROOT, add_common_args, compare, emit, memory_child, resolve_config, setup
@@ -170,15 +169,15 @@ def whole_process(config: Config, args: argparse.Namespace) -> dict:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
             _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        exit_code = proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
         stderr = errors.read_text(errors="replace").strip()
         log = Path(tmp) / "run" / "log.jsonl"
         first = json.loads(log.read_text().splitlines()[0]) if log.exists() else {}
-    out = {"command": f"ddpm train CONFIG --max-steps {args.whole_process}", "exit": proc.returncode,
+    out = {"command": f"ddpm train CONFIG --max-steps {args.whole_process}", "exit": exit_code,
            "seconds": seconds, "peak_rss_gib": usage.ru_maxrss / 2**20,
            "setup": first.get("autotune", {}).get("setup")}
-    if proc.returncode:
-        out["error"] = stderr.splitlines()[-1] if stderr else f"exit {proc.returncode}"
+    if exit_code:
+        out["error"] = stderr.splitlines()[-1] if stderr else f"exit {exit_code}"
     return out
 
 

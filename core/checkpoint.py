@@ -109,10 +109,11 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -
         try:
             save_file(tensors, tmp, metadata=meta)
         except SafetensorError as e:
-            code = _OS_ERROR.search(str(e))
-            if code is None:
+            found = _OS_ERROR.search(str(e))
+            if found is None:
                 raise
-            raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from e
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code)) from e
 
 
 def _class_meta(model: torch.nn.Module) -> dict[str, str]:
