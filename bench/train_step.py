@@ -43,7 +43,8 @@ import yaml
 
 from bench.common import ROOT, add_common_args, compare, emit, memory_child, resolve_config, setup
 from core.config import Config
-from core.trainer import Trainer, _maybe_compile
+from core.cuda_graphs import GraphedNetwork
+from core.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,14 @@ class TrainPath:
     channels_last: bool = True
     fast_adam: bool = True
     compile: bool = False
+    cuda_graphs: bool = True  # on CUDA only, and with the batch in one pass
     micro_batch_size: int | None = None  # None: the trainer's default (parts of 32 on the CPU)
     whole_batch: bool = False  # the batch in one pass, whatever the default
     tune: bool = False  # let core.autotune time the candidates, as a run of the app does
 
 
 NAIVE = TrainPath("naive", attention="tutorial", precision="fp32", channels_last=False, fast_adam=False,
-                  whole_batch=True)
+                  cuda_graphs=False, whole_batch=True)
 NAIVE_KERNEL = dataclasses.replace(NAIVE, name="naive-attention_kernel", attention="naive")
 FAST = TrainPath("fast", tune=True)
 UNTUNED = TrainPath("fast")
@@ -74,6 +76,7 @@ ABLATIONS = (  # from the untuned defaults, one lever undone at a time
     dataclasses.replace(UNTUNED, name="fast-nchw", channels_last=False),
     dataclasses.replace(UNTUNED, name="fast-plain_adam", fast_adam=False),
     dataclasses.replace(UNTUNED, name="fast+compile", compile=True),
+    dataclasses.replace(UNTUNED, name="fast-cuda_graphs", cuda_graphs=False),
     dataclasses.replace(UNTUNED, name="fast-micro_batches", whole_batch=True),
     dataclasses.replace(UNTUNED, name="fast+micro_batch_16", micro_batch_size=16),
 )
@@ -85,7 +88,8 @@ class Runner:
 
     def __init__(self, config: Config, path: TrainPath, device: torch.device, batch: int, run_dir: Path) -> None:
         config = config.replace("train_params", precision=path.precision, device=device.type, batch_size=batch,
-                                micro_batch_size=batch if path.whole_batch else path.micro_batch_size)
+                                micro_batch_size=batch if path.whole_batch else path.micro_batch_size,
+                                compile=path.compile, cuda_graphs=path.cuda_graphs)
         self.trainer = Trainer(config, run_dir / path.name, attention_impl=path.attention)
         if path.tune:
             self.trainer.tune()
@@ -96,7 +100,7 @@ class Runner:
             self.trainer.optimizer = torch.optim.Adam(
                 self.trainer.model.parameters(), lr=config.train_params.lr, foreach=False
             )
-        self.model = _maybe_compile(self.trainer.model, path.compile)
+        self.model = self.trainer.step_network(self.trainer.model)
         self.compile_error: str | None = None
         m = config.model_params
         gen = torch.Generator().manual_seed(0)
@@ -143,7 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     result["settings"]["paths"] = {
         n: dataclasses.asdict(PATHS[n]) | {"resolved_precision": r.trainer.precision.name,
                                            "compile_error": r.compile_error,
-                                           "setup": r.trainer.tuned.choice.describe(device) if r.trainer.tuned else None}
+                                           "cuda_graphs_used": isinstance(r.model, GraphedNetwork),
+                                           "cuda_graphs_errors": getattr(r.model, "errors", None),
+                                           "setup": r.trainer.setup}
         for n, r in runners.items()
     }
     if whole:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from .atomic import atomic_write_text
 from .config import Config
+from .cuda_graphs import GraphedNetwork
 from .device import Precision, cpu_model, memory_format, pick_precision
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,16 @@ def options(config: Config, device: torch.device, *, training: bool, batch: int,
 
 # -- measuring the real model ----------------------------------------------------------------------
 def _pass_runner(model: torch.nn.Module, device: torch.device, image_shape: tuple[int, int, int],
-                 num_timesteps: int, *, training: bool, batch: int) -> Callable[[Choice], Callable[[], float]]:
+                 num_timesteps: int, *, training: bool, batch: int,
+                 graphs: bool = False) -> Callable[[Choice], Callable[[], float]]:
     """``measure`` for :func:`search`: one pass of ``model`` on random images at a candidate's
     settings. Training passes run backward too and then drop the gradients, so the model's
-    weights are untouched; a private generator leaves torch's global one as it was."""
+    weights are untouched; a private generator leaves torch's global one as it was.
+
+    With ``graphs`` the passes are replayed CUDA graphs, as training will run them: eager passes
+    of a small network time the launching, and on an H200 they kept fp32 for the tutorial's
+    network, whose replayed step takes 2.2x bf16's.
+    """
     gen = torch.Generator().manual_seed(0)
 
     def measure(choice: Choice) -> Callable[[], float]:
@@ -205,14 +212,18 @@ def _pass_runner(model: torch.nn.Module, device: torch.device, image_shape: tupl
         n = choice.micro_batch_size or batch
         x = torch.randn((n, *image_shape), generator=gen).to(device, memory_format=fmt)
         t = torch.randint(0, num_timesteps, (n,), generator=gen).to(device)
+        net = GraphedNetwork(model, precision) if graphs and training else model
 
         def run() -> float:
             choice.apply(device, model)  # the round's candidates take turns on one model
+            if isinstance(net, GraphedNetwork):
+                with precision.autocast(device):
+                    net.graphed_for((x, t))  # recording (again, if the weights moved) is not timed
             _sync(device)
             start = time.perf_counter()
             if training:
                 with precision.autocast(device):
-                    eps = model(x, t)
+                    eps = net(x, t)
                 F.mse_loss(eps.float(), x.float()).backward()
                 model.zero_grad(set_to_none=True)
             else:
@@ -230,16 +241,17 @@ def _sync(device: torch.device) -> None:
 
 
 def tune(model: torch.nn.Module, config: Config, device: torch.device, *, training: bool, batch: int,
-         attention: str = "auto", measure: bool = True) -> Tuned:
+         attention: str = "auto", measure: bool = True, graphs: bool = False) -> Tuned:
     """The choice for running ``model`` with ``config`` on ``device``: from the cache, else timed.
 
     ``batch`` is the training batch (or the number of images sampled at once). The choice is
-    applied to ``model`` before returning. ``measure=False`` takes the device's defaults.
+    applied to ``model`` before returning. ``measure=False`` takes the device's defaults;
+    ``graphs``: training will replay CUDA graphs (:mod:`core.cuda_graphs`), so they are timed.
     """
     start, found = options(config, device, training=training, batch=batch, attention=attention)
     if not found or not measure:
         return Tuned(start, start.apply(device, model), {}, cached=False)
-    key = cache_key(config, device, training=training, batch=batch, start=start, searched=found)
+    key = cache_key(config, device, training=training, batch=batch, start=start, searched=found, graphs=graphs)
     hit = read_cache(key) or _UNREMEMBERED.get(key)
     if hit is not None:
         return Tuned(hit, hit.apply(device, model), {}, cached=True)
@@ -249,7 +261,7 @@ def tune(model: torch.nn.Module, config: Config, device: torch.device, *, traini
     try:
         best, costs = search(start, found, _pass_runner(
             model, device, (m.im_channels, m.im_size, m.im_size), config.diffusion_params.num_timesteps,
-            training=training, batch=batch))
+            training=training, batch=batch, graphs=graphs))
     finally:
         model.train(was_training)
     if device.type != "cpu" or not machine_is_busy():
@@ -310,11 +322,11 @@ def machine_id(device: torch.device) -> dict[str, Any]:
 
 
 def cache_key(config: Config, device: torch.device, *, training: bool, batch: int, start: Choice,
-              searched: dict[str, Sequence[Any]]) -> str:
+              searched: dict[str, Sequence[Any]], graphs: bool = False) -> str:
     """A digest of everything the timings depend on: machine, shapes, and what was searched."""
     what = {
         "machine": machine_id(device),
-        "mode": "train" if training else "sample",
+        "mode": ("train+graphs" if graphs else "train") if training else "sample",
         "batch": batch,
         "model": dataclasses.asdict(config.model_params),
         "start": dataclasses.asdict(start),

@@ -29,6 +29,7 @@ from .budget import TrainClock
 from .checkpoint import restore_newest, save_checkpoint, save_weights
 from .choices import DEFAULT_SAMPLER, app_steps
 from .config import Config, dump_config
+from .cuda_graphs import GraphedNetwork, use_graphs
 from .denoiser import make_denoiser
 from .ema import ema_beta, update_ema
 from .device import Precision, describe, memory_format, pick_device, pick_precision
@@ -180,12 +181,12 @@ class Trainer:
         total = tp.max_steps or tp.num_epochs * steps_per_epoch
         self.tune()
         train_model = self.dist.wrap(self.model)
-        step_model = _maybe_compile(train_model, tp.compile)
+        step_model = self.step_network(train_model)
         checkpoint_every = run_interval(tp.checkpoint_every_steps, total)
         preview_every = run_interval(tp.sample_every_steps, total)
         self._emit(Started(self.run_dir.path, describe(self.device), self.precision.name,
                            count_parameters(self.model), total, self.step, len(dataset),
-                           checkpoint_every, preview_every, self.tuned.choice.describe(self.device)))
+                           checkpoint_every, preview_every, self.setup))
         clock = _Throughput()
         self._threads = cpu_threads = threads.for_device(self.device)  # fewer while other programs take cores
         order_epoch, order = -1, torch.empty(0, dtype=torch.long)
@@ -286,6 +287,28 @@ class Trainer:
         self._update_ema()
         return loss.item()
 
+    def step_network(self, train_model: torch.nn.Module) -> torch.nn.Module:
+        """The network as steps call it: compiled when asked, else replayed as CUDA graphs where
+        :func:`core.cuda_graphs.use_graphs` allows; a failure on first use falls back to
+        ``train_model`` (see :meth:`_run`)."""
+        if self.config.train_params.compile:
+            return _compiled(train_model)
+        if self._graphs(self.micro_batch_size):
+            return GraphedNetwork(train_model, self.precision)
+        return train_model
+
+    @property
+    def setup(self) -> str:
+        """How steps run, for the window and the log: 'cuda · bf16 · sdpa · CUDA graphs'."""
+        described = self.tuned.choice.describe(self.device) if self.tuned else describe(self.device)
+        return described + (" · CUDA graphs" if self._graphs(self.micro_batch_size) else "")
+
+    def _graphs(self, micro_batch_size: int | None) -> bool:
+        """Whether steps in parts of ``micro_batch_size`` replay CUDA graphs."""
+        tp = self.config.train_params
+        parts = len(micro_batches(tp.batch_size, micro_batch_size, self.device))
+        return not tp.compile and use_graphs(tp.cuda_graphs, self.device, parts, self.dist.world_size)
+
     def _set_lr(self, total: int) -> None:
         tp = self.config.train_params
         progress = run_progress(self.step, total, self.clock.used_s, self.clock.budget_s)
@@ -300,16 +323,17 @@ class Trainer:
         Under DDP every rank must run alike, so ranks keep the defaults rather than each
         timing its own.
         """
+        tp = self.config.train_params
         self.tuned = autotune.tune(self.model, self.config, self.device, training=True,
-                                   batch=self.config.train_params.batch_size, attention=self._attention,
-                                   measure=self.dist.world_size == 1)
+                                   batch=tp.batch_size, attention=self._attention,
+                                   measure=self.dist.world_size == 1, graphs=self._graphs(tp.micro_batch_size))
         choice = self.tuned.choice
         self.precision = choice.apply(self.device, self.model, self.ema_model)
         self.memory_format = torch.channels_last if choice.channels_last else torch.contiguous_format
         self.micro_batch_size = choice.micro_batch_size
         # the next step's log row carries it: log.jsonl stays one row per step
         self._log_extra = {"autotune": dataclasses.asdict(choice) | {
-            "setup": choice.describe(self.device), "cached": self.tuned.cached,
+            "setup": self.setup, "cached": self.tuned.cached,
             "seconds_per_image": self.tuned.seconds}}
         return self.tuned
 
@@ -494,10 +518,8 @@ def make_adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.dev
     return Adam(params, lr=lr)
 
 
-def _maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    """torch.compile the model when asked and possible; otherwise the model as it is."""
-    if not enabled:
-        return model
+def _compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """The model torch.compile'd where possible; otherwise as it is."""
     try:
         return torch.compile(model)
     except Exception:  # noqa: BLE001 - any failure means: run uncompiled
