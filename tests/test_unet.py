@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from core.config import Config, load_config
 from core.presets import list_presets, load_preset
-from core.unet import GroupNorm, UNet, count_parameters
+from core.unet import GroupNorm, NormActConv, UNet, count_parameters
 
 
 def test_tutorial_default_parameter_count_and_keys(fixtures_dir):
@@ -78,6 +78,34 @@ def test_narrow_group_norm_in_fp32_has_the_reference_gradients():
     torch.testing.assert_close(out.float(), ref_out, rtol=1e-2, atol=1e-2)
     for g, w in zip(got, want):
         torch.testing.assert_close(g.float(), w.float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_norm_act_conv_keeps_one_activation_and_gives_autograds_gradients(channels_last):
+    """fp32 training on the CPU keeps the norm's input only, and its outputs and gradients are
+    bit for bit those of autograd through the three layers."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    layer = NormActConv(16, 32).to(memory_format=fmt)
+    x = torch.randn(3, 16, 10, 10).contiguous(memory_format=fmt).requires_grad_()
+    grad = torch.randn(3, 32, 10, 10)
+    inputs = (x, *layer.parameters())
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = layer(x)
+    activations = [t for t in saved if t.shape == x.shape]  # autograd through the three keeps 3
+    assert out.grad_fn.name() == "_NormActConvBackward" and len(activations) == 1
+    want_out = torch.nn.Sequential.forward(layer, x)
+    assert torch.equal(out, want_out)
+    for got, want in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(want_out, inputs, grad)):
+        assert torch.equal(got, want)
+
+
+def test_norm_act_conv_runs_as_the_tutorials_layers_under_autocast():
+    layer = NormActConv(16, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(torch.randn(1, 16, 4, 4))
+    assert out.grad_fn.name() != "_NormActConvBackward"
 
 
 @pytest.mark.parametrize("preset", [p.name for p in list_presets()])
