@@ -7,6 +7,8 @@ step and writes a checkpoint; a second Ctrl-C aborts.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 import typing
@@ -275,5 +277,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
 
 
+def run() -> typing.NoReturn:
+    """The ``ddpm`` command: :func:`main`, then an exit that skips the interpreter's teardown.
+
+    Tearing torch down touches pages of its libraries that the run never used: 0.13 GiB of
+    resident memory in the last moment of every command (`import torch`, a matmul, exit: peak
+    0.65 against 0.52 GiB; `ddpm train` of the tutorial's config peaked at its exit), which
+    counts in the process's peak like the training itself. Everything a command writes is
+    already on disk (atomic writes), so only the standard streams and log handlers need
+    flushing; the window's training child ends the same way (multiprocessing's ``os._exit``).
+    Errors still end through Python, with their traceback.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,6 +1,7 @@
 """The `ddpm` command line: train, resume, sample and export; user errors exit 2 with one line."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,15 @@ def test_console_script_entry_point_reports_without_traceback(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "nope.safetensors" in proc.stderr
+
+
+def test_console_entry_flushes_what_it_printed_before_its_fast_exit():
+    """``run`` skips the interpreter's teardown; a piped stdout is block-buffered, so what a
+    command printed reaches the pipe only if ``run`` flushes it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run([sys.executable, "-m", "core.cli", "--version"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("ddpm ")
 
 
 def test_max_minutes_stops_training_and_a_bad_value_is_one_line(tmp_path, config_file, capsys):

@@ -1,9 +1,8 @@
-"""Frozen entry point of the command-line executable ``ddpm`` (``core.cli:main``, console)."""
+"""Frozen entry point of the command-line executable ``ddpm`` (``core.cli:run``, console)."""
 import multiprocessing
-import sys
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()
-    from core.cli import main
+    from core.cli import run
 
-    sys.exit(main())
+    run()
