@@ -89,8 +89,7 @@ class _Fp32GroupNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
                 eps: float) -> torch.Tensor:
-        n, c = x.shape[:2]
-        y, mean, rstd = torch.native_group_norm(x.float(), weight, bias, n, c, x[0, 0].numel(), groups, eps)
+        y, mean, rstd = _group_norm(x.float(), weight, bias, groups, eps)
         ctx.save_for_backward(x, mean, rstd, weight)
         ctx.groups = groups
         return y.to(x.dtype)
@@ -98,11 +97,8 @@ class _Fp32GroupNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, mean, rstd, weight = ctx.saved_tensors
-        n, c = x.shape[:2]
-        dx, dw, db = torch.ops.aten.native_group_norm_backward(
-            grad.float(), x.float(), mean, rstd, weight, n, c, x[0, 0].numel(), ctx.groups,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]],
-        )
+        dx, dw, db = _group_norm_backward(grad.float(), x.float(), mean, rstd, weight, ctx.groups,
+                                          ctx.needs_input_grad[:3])
         return (dx.to(x.dtype) if dx is not None else None), dw, db, None, None
 
 
@@ -150,10 +146,7 @@ class _NormActConv(torch.autograd.Function):
             [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, needs[3], needs[4]],
         )
         grad_y = torch.ops.aten.silu_backward(grad_act, y)
-        n, c = x.shape[:2]
-        grad_x, grad_gamma, grad_beta = torch.ops.aten.native_group_norm_backward(
-            grad_y, x, mean, rstd, gamma, n, c, x[0, 0].numel(), ctx.groups, [needs[0], needs[1], needs[2]],
-        )
+        grad_x, grad_gamma, grad_beta = _group_norm_backward(grad_y, x, mean, rstd, gamma, ctx.groups, needs[:3])
         return grad_x, grad_gamma, grad_beta, grad_weight, grad_bias, None, None
 
 
@@ -162,6 +155,15 @@ def _group_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups
     """(output, mean, rstd) of the group norm, as autograd's own kernel computes them."""
     n, c = x.shape[:2]
     return torch.native_group_norm(x, gamma, beta, n, c, x[0, 0].numel(), groups, eps)
+
+
+def _group_norm_backward(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                         gamma: torch.Tensor, groups: int,
+                         needs: tuple[bool, ...]) -> tuple[torch.Tensor | None, ...]:
+    """Gradients for (x, gamma, beta) of :func:`_group_norm`, those ``needs`` asks for."""
+    n, c = x.shape[:2]
+    return torch.ops.aten.native_group_norm_backward(grad, x, mean, rstd, gamma, n, c, x[0, 0].numel(), groups,
+                                                      list(needs))
 
 
 class ResAttnStack(nn.Module):
