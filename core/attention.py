@@ -5,6 +5,9 @@ All three ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed
 - ``naive``: the tutorial's way, the whole (B*heads, N, N) attention map in memory.
 - ``sdpa``: ``scaled_dot_product_attention``, fused kernels; the best on CUDA (narrow fp32 heads
   zero-padded on the CPU, see :func:`_sdpa`).
+- ``narrow``: fp32 heads of 4, 8 or 16 channels on an AVX2 CPU through our own compiled
+  kernels (:mod:`core.narrow_attention`), the fastest there by far; other heads as ``sdpa`` in
+  fp32 and as ``chunked`` in bf16, the faster of those two for each.
 - ``chunked``: the map in slices small enough to stay in the CPU's cache, recomputed in the
   backward pass instead of kept. The tutorial's heads are narrow (4 to 64 channels each), which the CPU
   flash kernel handles poorly: forward+backward of one 28x28 layer (784 tokens, 64 channels,
@@ -14,7 +17,7 @@ All three ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed
 
 ``auto`` picks ``chunked`` on the CPU and ``sdpa`` elsewhere: a guess that holds on AVX-512-bf16
 cores; :mod:`core.autotune` replaces it with a measurement on the user's machine (on AVX2 cores in
-fp32, ``sdpa`` is the faster one).
+fp32, ``narrow`` is the fastest and ``sdpa`` the next).
 """
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from . import narrow_attention
 from .device import onednn_bf16
 
-AttentionImpl = Literal["auto", "chunked", "sdpa", "naive", "tutorial"]
+AttentionImpl = Literal["auto", "narrow", "chunked", "sdpa", "naive", "tutorial"]
 """The kernels below, and "tutorial": ``nn.MultiheadAttention``'s own forward, which only
 :class:`core.unet.SelfAttention` can run (it includes the projections)."""
 
@@ -42,6 +46,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: Attention
     """(B, heads, N, d) queries, keys and values -> (B, heads, N, d) attended values."""
     if impl == "tutorial":
         raise ValueError("attention_impl 'tutorial' is nn.MultiheadAttention's forward: only SelfAttention runs it")
+    if impl == "narrow":
+        if narrow_attention.applies(q):
+            return narrow_attention.attention(q, k, v)
+        impl = "sdpa" if q.dtype == torch.float32 else "auto"
     if impl == "auto":
         impl = "chunked" if q.device.type == "cpu" else "sdpa"
     if impl == "sdpa":

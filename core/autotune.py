@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import narrow_attention
 from .atomic import atomic_write_text
 from .config import Config
 from .cuda_graphs import GraphedNetwork
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 """Environment variable naming another cache folder (tests, portable installs)."""
-CACHE_VERSION = 2  # 2: rounds timed for ROUND_SECONDS; choices from fewer passes are timed again
+# 2: rounds timed for ROUND_SECONDS; choices from fewer passes are timed again. 3: the narrow kernel
+CACHE_VERSION = 3
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left
@@ -51,7 +53,15 @@ MAX_TIMED_PASSES = 10
 # kernels, 2026-12-03), and the tutorial's own step takes 5.6-5.8 GiB.
 PART_MARGIN = 0.05
 BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this per core: timings are not remembered
-ATTENTION_KERNELS = ("chunked", "sdpa")  # "naive" keeps the whole map: never faster, always larger
+
+
+def attention_kernels(device: torch.device) -> tuple[str, ...]:
+    """The kernels worth timing on ``device``, the device's default first. "naive" keeps the whole
+    map: never faster, always larger. "narrow" is first where it runs: it is the fastest for the
+    fp32 heads it takes on AVX2 CPUs, and it lets the precision round time fp32 with it."""
+    if device.type != "cpu":
+        return ("sdpa", "chunked")
+    return ("narrow", "chunked", "sdpa") if narrow_attention.available() else ("chunked", "sdpa")
 
 
 @dataclass(frozen=True)
@@ -176,7 +186,7 @@ def options(config: Config, device: torch.device, *, training: bool, batch: int,
     part = micro_batches(batch, tp.micro_batch_size, device)[0]
     start = Choice(
         precision=auto_precision,
-        attention=attention if attention != "auto" else ("chunked" if device.type == "cpu" else "sdpa"),
+        attention=attention if attention != "auto" else attention_kernels(device)[0],
         channels_last=memory_format(device) == torch.channels_last,
         micro_batch_size=(part.stop - part.start) if training else None,
     )
@@ -184,7 +194,7 @@ def options(config: Config, device: torch.device, *, training: bool, batch: int,
     if tp.precision == "auto" and auto_precision == "bf16":
         found["precision"] = ("bf16", "fp32")
     if attention == "auto":
-        found["attention"] = ATTENTION_KERNELS
+        found["attention"] = attention_kernels(device)
     if device.type in ("cpu", "cuda"):
         found["channels_last"] = (True, False)
     if training and tp.micro_batch_size is None and device.type == "cpu" and start.micro_batch_size > 8:

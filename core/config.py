@@ -129,10 +129,11 @@ class TrainParams:
         "Arithmetic for the model: auto uses bf16 where the hardware has it (CUDA, AVX-512 BF16 CPUs) "
         "and it is faster when timed, fp16 with loss scaling on older GPUs, fp32 otherwise.",
     )
-    attention: Literal["auto", "chunked", "sdpa", "naive"] = _f(
+    attention: Literal["auto", "narrow", "chunked", "sdpa", "naive"] = _f(
         "auto",
         "Attention kernel: auto times the kernels on this machine at the start (once, then remembered) "
-        "and keeps the fastest; chunked, sdpa and naive compute the same result at different speeds.",
+        "and keeps the fastest; narrow (fp32 heads of 4-16 channels on AVX2 CPUs), chunked, sdpa and "
+        "naive compute the same result at different speeds.",
     )
     compile: bool = _f(False, "Compile the model with torch.compile (falls back if it cannot).")
     cuda_graphs: bool = _f(

@@ -1,11 +1,21 @@
 """Every attention kernel computes the same softmax attention, forward and backward."""
 from __future__ import annotations
 
+import platform
+import sys
+
 import pytest
 import torch
 
 from core import attention as attn
+from core import narrow_attention
 from core.device import onednn_bf16
+
+# The narrow kernels are built by every install on x86-64 Linux (gcc has OpenMP and AVX2
+# intrinsics): there, a missing build is a failure, not a skip.
+NARROW_MUST_BUILD = sys.platform == "linux" and platform.machine() == "x86_64"
+needs_narrow = pytest.mark.skipif(not narrow_attention.available() and not NARROW_MUST_BUILD,
+                                  reason="no narrow attention kernels for this platform or CPU")
 
 
 def _qkv(b=3, h=2, n=20, d=4, dtype=torch.float64):
@@ -22,7 +32,7 @@ def test_chunked_gradients_are_exact(monkeypatch, slice_elements):
     assert torch.autograd.gradcheck(lambda *x: attn.attention(*x, "chunked"), (q, k, v))
 
 
-@pytest.mark.parametrize("impl", ["chunked", "sdpa", "auto"])
+@pytest.mark.parametrize("impl", ["chunked", "sdpa", "auto", "narrow"])
 def test_matches_the_tutorial_attention(monkeypatch, impl):
     monkeypatch.setattr(attn, "SLICE_ELEMENTS", 1000)  # several slices of 2 maps, last one short
     q, k, v = _qkv(b=5, n=21, dtype=torch.float32)
@@ -65,3 +75,39 @@ def test_onednn_softmax_agrees_with_atens_in_bf16(monkeypatch):
         assert a.dtype == torch.bfloat16
         torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
         assert float((a.float() - want).norm() / want.norm()) < 0.02
+
+
+@needs_narrow
+@pytest.mark.parametrize("n", [1, 13, 50, 196])  # one token; token counts off the 16-key tiles
+@pytest.mark.parametrize("d", narrow_attention.HEAD_WIDTHS)
+def test_narrow_kernels_match_float64_attention(n, d):
+    """Outputs and all three gradients against the map computed in float64, as close as torch's
+    own fp32 kernels come (the tutorial's way and the fused one), for every head width the kernels take, with query blocks and key
+    tiles that end short (tokens not a multiple of 6 or 16) and a peaked softmax."""
+    assert narrow_attention.available(), "core._narrow_attention was not built or does not load"
+    q, k, v = (x.detach().float().mul(3).requires_grad_() for x in _qkv(b=2, h=3, n=n, d=d))
+    grad = torch.randn(2, 3, n, d)
+
+    def run(impl: str, dtype: torch.dtype) -> list[torch.Tensor]:
+        inputs = [x.detach().to(dtype).requires_grad_() for x in (q, k, v)]
+        out = attn.attention(*inputs, impl)
+        return [out.detach().double(), *(g.double() for g in torch.autograd.grad(out, inputs, grad.to(dtype)))]
+
+    exact, ours = run("naive", torch.float64), run("narrow", torch.float32)
+    for want, got, *theirs in zip(exact, ours, run("naive", torch.float32), run("sdpa", torch.float32)):
+        torch_error = max(float((t - want).abs().max()) for t in theirs)
+        assert float((got - want).abs().max()) <= 2 * torch_error + 1e-6
+
+
+@needs_narrow
+def test_narrow_kernels_take_views_and_leave_other_heads_to_torch():
+    """q, k and v as SelfAttention makes them (permuted views of one projection), and heads the
+    kernels do not take (32 channels, bf16) computed by torch's kernels instead."""
+    qkv = torch.randn(2, 40, 3, 2, 16)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    torch.testing.assert_close(attn.attention(q, k, v, "narrow"), attn.attention(q, k, v, "naive"),
+                               rtol=1e-5, atol=1e-6)
+    assert not narrow_attention.applies(torch.randn(1, 1, 8, 32))
+    assert not narrow_attention.applies(torch.randn(1, 1, 8, 16, dtype=torch.bfloat16))
+    wide = [x.detach().float() for x in _qkv(n=30, d=32)]
+    torch.testing.assert_close(attn.attention(*wide, "narrow"), attn.attention(*wide, "naive"), rtol=1e-5, atol=1e-6)

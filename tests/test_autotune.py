@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from core import autotune
+from core import autotune, narrow_attention
 from core import trainer as tr
 from core.autotune import Choice
 from core.config import Config
@@ -138,8 +138,9 @@ def test_config_values_are_not_searched():
 def test_auto_searches_attention_and_cpu_micro_batches():
     cfg = _config(precision="fp32", batch_size=64)
     start, found = autotune.options(cfg, CPU, training=True, batch=64)
-    assert start == Choice("fp32", "chunked", True, 32)
-    assert found["attention"] == ("chunked", "sdpa")
+    kernels = ("narrow", "chunked", "sdpa") if narrow_attention.available() else ("chunked", "sdpa")
+    assert start == Choice("fp32", kernels[0], True, 32)
+    assert found["attention"] == kernels
     assert found["micro_batch_size"] == (32, 16)
     assert "precision" not in found  # fp32 asked for
 
@@ -211,7 +212,7 @@ def test_tune_times_once_then_remembers_and_leaves_the_weights_alone(tmp_path, m
     rng = torch.get_rng_state()
     first = autotune.tune(trainer.model, cfg, CPU, training=True, batch=8)
     assert not first.cached and first.seconds  # it measured
-    assert first.choice.attention in autotune.ATTENTION_KERNELS
+    assert first.choice.attention in autotune.attention_kernels(CPU)
     for k, v in trainer.model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
     assert all(p.grad is None for p in trainer.model.parameters())
@@ -307,5 +308,5 @@ def test_sampling_is_tuned_too_and_keeps_a_configured_precision(tmp_path, monkey
     cfg = _config(precision="fp32")
     model = SamplingModel(tr.Trainer(cfg, tmp_path / "run").ema_model, cfg, CPU, Precision(None)).tuned(4)
     assert model.precision.name == "fp32"
-    assert model.setup.startswith("cpu · ") and model.setup.split(" · ")[3] in autotune.ATTENTION_KERNELS
+    assert model.setup.startswith("cpu · ") and model.setup.split(" · ")[3] in autotune.attention_kernels(CPU)
     assert autotune.cache_path().exists()

@@ -1,0 +1,404 @@
+// Exact softmax attention for narrow fp32 heads (4, 8 or 16 channels) on AVX2+FMA CPUs.
+//
+// Why it exists: torch's fused CPU kernel (scaled_dot_product_attention) runs such heads far
+// below the arithmetic they need, above all in the backward pass and for 4-channel heads, which
+// it can only run zero-padded to 16 channels (core/attention.py). These kernels do the
+// flash-attention passes with register tiles of MR query rows against 16 keys (or 16 channels),
+// a block's scores never leaving a row buffer in the core's cache, and only the log-sum-exp of
+// each query row kept for the backward pass.
+//
+// Layout: q, k, v, out, grads are (maps, tokens, d) contiguous fp32; lse is (maps, tokens).
+// The module is plain CPython (no torch headers): core/narrow_attention.py passes data pointers
+// of contiguous CPU tensors, and the GIL is released while the threads run.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define NARROW_X86 1
+#include <immintrin.h>
+#ifdef _MSC_VER
+#include <intrin.h>
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define AVX2_FN __attribute__((target("avx2,fma")))
+#else
+#define AVX2_FN
+#endif
+#endif
+
+#ifdef NARROW_X86
+namespace {
+
+constexpr int MR = 6;  // query rows per register tile: 12 accumulators of 16 keys, or of 16 channels
+
+// exp(x) in fp32 (Cephes' polynomial; about 2 ulp); inputs below -88.37 give 0.
+AVX2_FN inline __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+AVX2_FN inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2_FN inline float hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Lanes of the key block j..j+8 that are real tokens (the rest are padding).
+AVX2_FN inline __m256 tail_mask(int j, int n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n - j), lane));
+}
+
+// Per-thread buffers for one map. Tokens are padded to a multiple of 16 (n16) and channels to a
+// multiple of 8 (D8); the padding is zero and stays zero.
+template <int D>
+struct Buffers {
+    static constexpr int D8 = D < 8 ? 8 : D;
+    static constexpr int V = D8 / 8;  // registers per row of channels
+    int n, n16;
+    // kT, vT: keys and values transposed, (D, n16); byRow: the operand read one token at a time,
+    // (n16, D8): the values in the forward pass, the keys in the backward pass
+    std::vector<float> kT, vT, byRow, rowsA, rowsB, dkN, dvN;
+    explicit Buffers(int tokens)
+        : n(tokens), n16((tokens + 15) / 16 * 16), kT(D * n16), vT(D * n16), byRow(n16 * D8),
+          rowsA(MR * n16), rowsB(MR * n16), dkN(n16 * D8), dvN(n16 * D8) {}
+
+    void transpose(const float* x, std::vector<float>& xT) const {
+        for (int j = 0; j < n; ++j)
+            for (int c = 0; c < D; ++c) xT[c * n16 + j] = x[j * D + c];
+    }
+
+    void copy_rows(const float* x) {
+        for (int j = 0; j < n; ++j) std::memcpy(&byRow[j * D8], x + j * D, D * sizeof(float));
+    }
+};
+
+// One row of D channels as V registers, zero past D.
+template <int D>
+AVX2_FN inline void load_row(const float* x, __m256* out) {
+    if constexpr (D < 8) {
+        out[0] = _mm256_insertf128_ps(_mm256_setzero_ps(), _mm_loadu_ps(x), 0);
+    } else {
+        for (int h = 0; h < D / 8; ++h) out[h] = _mm256_loadu_ps(x + 8 * h);
+    }
+}
+
+// acc[r][h] = a_r . bT[:, j + 8h] for MR rows a_r and the 16 keys (columns of bT) from j.
+template <int D>
+AVX2_FN inline void tile16(const float* const* a, const float* bT, int n16, int j, __m256 (*acc)[2]) {
+    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int c = 0; c < D; ++c) {
+        const __m256 b0 = _mm256_loadu_ps(bT + c * n16 + j), b1 = _mm256_loadu_ps(bT + c * n16 + j + 8);
+        for (int r = 0; r < MR; ++r) {
+            const __m256 x = _mm256_set1_ps(a[r][c]);
+            acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+        }
+    }
+}
+
+// acc_r = sum_j w[r][j] * rows[j] over the n keys: an (MR, n) x (n, D8) product.
+template <int D>
+AVX2_FN inline void weighted_rows(const float* w, int n16, int n, const float* rows, __m256 (*acc)[Buffers<D>::V]) {
+    constexpr int V = Buffers<D>::V;
+    for (int r = 0; r < MR; ++r)
+        for (int h = 0; h < V; ++h) acc[r][h] = _mm256_setzero_ps();
+    for (int j = 0; j < n; ++j) {
+        __m256 b[V];
+        for (int h = 0; h < V; ++h) b[h] = _mm256_loadu_ps(rows + j * Buffers<D>::D8 + 8 * h);
+        for (int r = 0; r < MR; ++r) {
+            const __m256 x = _mm256_set1_ps(w[r * n16 + j]);
+            for (int h = 0; h < V; ++h) acc[r][h] = _mm256_fmadd_ps(x, b[h], acc[r][h]);
+        }
+    }
+}
+
+// grad[j] += sum_r w[r][j] * x_r for every key j: the (n, MR) x (MR, D8) product that
+// accumulates dK and dV, with the MR rows x_r held in registers. (Measured against updating
+// several keys at once and against a transposed (D, n16) accumulator: this is the fastest.)
+template <int D>
+AVX2_FN inline void accumulate_rows(const float* w, int n16, int n, const float* const* x, float* grad) {
+    constexpr int V = Buffers<D>::V;
+    __m256 xr[MR][V];
+    for (int r = 0; r < MR; ++r) load_row<D>(x[r], xr[r]);
+    for (int j = 0; j < n; ++j) {
+        float* g = grad + j * Buffers<D>::D8;
+        __m256 acc[V];
+        for (int h = 0; h < V; ++h) acc[h] = _mm256_loadu_ps(g + 8 * h);
+        for (int r = 0; r < MR; ++r) {
+            const __m256 s = _mm256_set1_ps(w[r * n16 + j]);
+            for (int h = 0; h < V; ++h) acc[h] = _mm256_fmadd_ps(s, xr[r][h], acc[h]);
+        }
+        for (int h = 0; h < V; ++h) _mm256_storeu_ps(g + 8 * h, acc[h]);
+    }
+}
+
+// Row pointers of the query block from i0; rows past the end repeat the last one.
+inline void block_rows(const float* base, int i0, int rows, int d, const float** out) {
+    for (int r = 0; r < MR; ++r) out[r] = base + (i0 + std::min(r, rows - 1)) * d;
+}
+
+template <int D>
+AVX2_FN void forward_map(const float* q, const float* k, const float* v, float* out, float* lse, float scale,
+                         Buffers<D>& B) {
+    constexpr int V = Buffers<D>::V;
+    const int n = B.n, n16 = B.n16;
+    B.transpose(k, B.kT);
+    B.copy_rows(v);
+    float* s = B.rowsA.data();
+    for (int i0 = 0; i0 < n; i0 += MR) {
+        const int rows = std::min(MR, n - i0);
+        const float* qr[MR];
+        block_rows(q, i0, rows, D, qr);
+        __m256 vmax[MR];
+        for (int r = 0; r < MR; ++r) vmax[r] = _mm256_set1_ps(-INFINITY);
+        for (int j = 0; j < n16; j += 16) {
+            __m256 acc[MR][2];
+            tile16<D>(qr, B.kT.data(), n16, j, acc);
+            for (int h = 0; h < 2; ++h) {
+                const __m256 m = tail_mask(j + 8 * h, n);
+                for (int r = 0; r < MR; ++r) {
+                    const __m256 x = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY),
+                                                      _mm256_mul_ps(acc[r][h], _mm256_set1_ps(scale)), m);
+                    vmax[r] = _mm256_max_ps(vmax[r], x);
+                    _mm256_storeu_ps(s + r * n16 + j + 8 * h, x);
+                }
+            }
+        }
+        float mx[MR], sum[MR];
+        for (int r = 0; r < MR; ++r) {
+            mx[r] = hmax8(vmax[r]);
+            __m256 total = _mm256_setzero_ps();
+            const __m256 shift = _mm256_set1_ps(mx[r]);
+            for (int j = 0; j < n16; j += 8) {
+                const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + r * n16 + j), shift));
+                total = _mm256_add_ps(total, p);
+                _mm256_storeu_ps(s + r * n16 + j, p);
+            }
+            sum[r] = hsum8(total);
+        }
+        __m256 acc[MR][V];
+        weighted_rows<D>(s, n16, n, B.byRow.data(), acc);
+        for (int r = 0; r < rows; ++r) {
+            float o[Buffers<D>::D8];
+            const __m256 inv = _mm256_set1_ps(1.0f / sum[r]);
+            for (int h = 0; h < V; ++h) _mm256_storeu_ps(o + 8 * h, _mm256_mul_ps(acc[r][h], inv));
+            std::memcpy(out + (i0 + r) * D, o, D * sizeof(float));
+            lse[i0 + r] = mx[r] + std::log(sum[r]);
+        }
+    }
+}
+
+// The flash-attention backward pass, one block of MR query rows at a time, in five sweeps over
+// the keys: P from the recomputed scores and the saved log-sum-exp, dS = P (dP - delta),
+// dV += P^T dO, dK += dS^T Q, dQ = dS K; each sweep an MR-row register tile.
+template <int D>
+AVX2_FN void backward_map(const float* q, const float* k, const float* v, const float* out, const float* dout,
+                          const float* lse, float* dq, float* dk, float* dv, float scale, Buffers<D>& B) {
+    constexpr int V = Buffers<D>::V, D8 = Buffers<D>::D8;
+    const int n = B.n, n16 = B.n16;
+    B.transpose(k, B.kT);
+    B.transpose(v, B.vT);
+    B.copy_rows(k);
+    std::fill(B.dkN.begin(), B.dkN.end(), 0.0f);
+    std::fill(B.dvN.begin(), B.dvN.end(), 0.0f);
+    float *P = B.rowsA.data(), *dS = B.rowsB.data();
+    for (int i0 = 0; i0 < n; i0 += MR) {
+        const int rows = std::min(MR, n - i0);
+        const float *qr[MR], *dor[MR];
+        block_rows(q, i0, rows, D, qr);
+        block_rows(dout, i0, rows, D, dor);
+        __m256 shift[MR], delta[MR], live[MR];
+        for (int r = 0; r < MR; ++r) {
+            const int i = i0 + std::min(r, rows - 1);
+            float dsum = 0.0f;
+            for (int c = 0; c < D; ++c) dsum += dout[i * D + c] * out[i * D + c];
+            shift[r] = _mm256_set1_ps(lse[i]);
+            delta[r] = _mm256_set1_ps(dsum);
+            live[r] = _mm256_castsi256_ps(_mm256_set1_epi32(r < rows ? -1 : 0));  // repeated rows add nothing
+        }
+        for (int j = 0; j < n16; j += 16) {
+            __m256 acc[MR][2];
+            tile16<D>(qr, B.kT.data(), n16, j, acc);
+            for (int h = 0; h < 2; ++h) {
+                const __m256 m = tail_mask(j + 8 * h, n);
+                for (int r = 0; r < MR; ++r) {
+                    const __m256 x = _mm256_fmsub_ps(acc[r][h], _mm256_set1_ps(scale), shift[r]);
+                    _mm256_storeu_ps(P + r * n16 + j + 8 * h, _mm256_and_ps(_mm256_and_ps(exp8(x), m), live[r]));
+                }
+            }
+        }
+        for (int j = 0; j < n16; j += 16) {
+            __m256 acc[MR][2];
+            tile16<D>(dor, B.vT.data(), n16, j, acc);
+            for (int h = 0; h < 2; ++h)
+                for (int r = 0; r < MR; ++r) {
+                    const int at = r * n16 + j + 8 * h;
+                    _mm256_storeu_ps(dS + at, _mm256_mul_ps(_mm256_loadu_ps(P + at), _mm256_sub_ps(acc[r][h], delta[r])));
+                }
+        }
+        accumulate_rows<D>(P, n16, n, dor, B.dvN.data());
+        accumulate_rows<D>(dS, n16, n, qr, B.dkN.data());
+        __m256 acc[MR][V];
+        weighted_rows<D>(dS, n16, n, B.byRow.data(), acc);
+        for (int r = 0; r < rows; ++r) {
+            float g[D8];
+            for (int h = 0; h < V; ++h) _mm256_storeu_ps(g + 8 * h, _mm256_mul_ps(acc[r][h], _mm256_set1_ps(scale)));
+            std::memcpy(dq + (i0 + r) * D, g, D * sizeof(float));
+        }
+    }
+    for (int j = 0; j < n; ++j)
+        for (int c = 0; c < D; ++c) {
+            dk[j * D + c] = B.dkN[j * D8 + c] * scale;
+            dv[j * D + c] = B.dvN[j * D8 + c];
+        }
+}
+
+struct Problem {
+    const float *q, *k, *v, *out, *dout, *lse;
+    float *o, *l, *dq, *dk, *dv;
+    long maps;
+    int n, d;
+    float scale;
+};
+
+template <int D>
+void run_maps(const Problem& P, long first, long last, bool backward) {
+    Buffers<D> B(P.n);
+    const long md = static_cast<long>(P.n) * D;
+    for (long m = first; m < last; ++m) {
+        if (backward)
+            backward_map<D>(P.q + m * md, P.k + m * md, P.v + m * md, P.out + m * md, P.dout + m * md,
+                            P.lse + m * P.n, P.dq + m * md, P.dk + m * md, P.dv + m * md, P.scale, B);
+        else
+            forward_map<D>(P.q + m * md, P.k + m * md, P.v + m * md, P.o + m * md, P.l + m * P.n, P.scale, B);
+    }
+}
+
+void run_range(const Problem& P, long first, long last, bool backward) {
+    switch (P.d) {
+        case 4: run_maps<4>(P, first, last, backward); break;
+        case 8: run_maps<8>(P, first, last, backward); break;
+        default: run_maps<16>(P, first, last, backward); break;
+    }
+}
+
+// Maps split evenly over `threads` OpenMP threads. Built with -fopenmp against the same libgomp
+// that torch has loaded, these are torch's own worker threads: a pool of our own would compete
+// with torch's workers, which spin for a while after each of torch's parallel ops.
+void run(const Problem& P, int threads, bool backward) {
+    threads = static_cast<int>(std::max(1L, std::min<long>(threads, P.maps)));
+    const long per = (P.maps + threads - 1) / threads;
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int t = 0; t < threads; ++t) {
+        const long first = t * per, last = std::min(P.maps, first + per);
+        if (first < last) run_range(P, first, last, backward);
+    }
+}
+
+bool cpu_supported() {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(_MSC_VER)
+    // AVX2 and FMA by CPUID, and the OS saving the YMM registers (OSXSAVE, then XCR0 bits 1-2)
+    int info[4];
+    __cpuid(info, 1);
+    const bool fma = info[2] & (1 << 12), osxsave = info[2] & (1 << 27);
+    if (!fma || !osxsave || (_xgetbv(0) & 6) != 6) return false;
+    __cpuidex(info, 7, 0);
+    return info[1] & (1 << 5);
+#else
+    return false;
+#endif
+}
+
+}  // namespace
+#endif  // NARROW_X86
+
+static bool valid_shape(int n, int d) { return n > 0 && (d == 4 || d == 8 || d == 16); }
+
+static PyObject* py_supported(PyObject*, PyObject*) {
+#ifdef NARROW_X86
+    return PyBool_FromLong(cpu_supported());
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyObject* py_forward(PyObject*, PyObject* args) {
+    unsigned long long q, k, v, o, l;
+    long maps;
+    int n, d, threads;
+    float scale;
+    if (!PyArg_ParseTuple(args, "KKKKKliifi", &q, &k, &v, &o, &l, &maps, &n, &d, &scale, &threads)) return nullptr;
+    if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8 or 16, not %d", d);
+#ifdef NARROW_X86
+    Problem P{reinterpret_cast<const float*>(q), reinterpret_cast<const float*>(k), reinterpret_cast<const float*>(v),
+              nullptr, nullptr, nullptr, reinterpret_cast<float*>(o), reinterpret_cast<float*>(l),
+              nullptr, nullptr, nullptr, maps, n, d, scale};
+    Py_BEGIN_ALLOW_THREADS run(P, threads, false);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "narrow attention needs an x86-64 CPU");
+#endif
+}
+
+static PyObject* py_backward(PyObject*, PyObject* args) {
+    unsigned long long q, k, v, o, g, l, dq, dk, dv;
+    long maps;
+    int n, d, threads;
+    float scale;
+    if (!PyArg_ParseTuple(args, "KKKKKKKKKliifi", &q, &k, &v, &o, &g, &l, &dq, &dk, &dv, &maps, &n, &d, &scale,
+                          &threads))
+        return nullptr;
+    if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8 or 16, not %d", d);
+#ifdef NARROW_X86
+    Problem P{reinterpret_cast<const float*>(q), reinterpret_cast<const float*>(k), reinterpret_cast<const float*>(v),
+              reinterpret_cast<const float*>(o), reinterpret_cast<const float*>(g), reinterpret_cast<const float*>(l),
+              nullptr, nullptr, reinterpret_cast<float*>(dq), reinterpret_cast<float*>(dk),
+              reinterpret_cast<float*>(dv), maps, n, d, scale};
+    Py_BEGIN_ALLOW_THREADS run(P, threads, true);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "narrow attention needs an x86-64 CPU");
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
+    {"forward", py_forward, METH_VARARGS, "forward(q, k, v, out, lse, maps, tokens, d, scale, threads)"},
+    {"backward", py_backward, METH_VARARGS,
+     "backward(q, k, v, out, grad_out, lse, dq, dk, dv, maps, tokens, d, scale, threads)"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_narrow_attention", "Narrow-head fp32 attention kernels.", -1,
+                             methods, nullptr, nullptr, nullptr, nullptr};
+
+PyMODINIT_FUNC PyInit__narrow_attention(void) { return PyModule_Create(&module); }

@@ -1,0 +1,26 @@
+"""The optional native kernels (core/_narrow_attention.cpp); everything else about the package is in pyproject.toml.
+
+``core._narrow_attention`` is built with OpenMP so that its threads are torch's own (see the
+source). Where no compiler can build it (no compiler, or one without OpenMP, such as Apple's
+clang), the install goes on without it and the engine uses torch's kernels only.
+"""
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPENMP = {"msvc": ["/openmp"]}  # by compiler type; gcc and clang take -fopenmp
+OPTIMISE = {"msvc": ["/O2"]}
+
+
+class BuildExt(build_ext):
+    def build_extensions(self) -> None:
+        kind = self.compiler.compiler_type
+        for ext in self.extensions:
+            ext.extra_compile_args = OPTIMISE.get(kind, ["-O3"]) + OPENMP.get(kind, ["-fopenmp"])
+            ext.extra_link_args = [] if kind == "msvc" else ["-fopenmp"]
+        super().build_extensions()
+
+
+setup(
+    ext_modules=[Extension("core._narrow_attention", ["core/_narrow_attention.cpp"], language="c++", optional=True)],
+    cmdclass={"build_ext": BuildExt},
+)
