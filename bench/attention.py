@@ -27,7 +27,7 @@ from core.attention import attention
 from core.config import Config
 from core.unet import SelfAttention, UNet
 
-KERNELS = ("naive", "sdpa", "chunked")
+KERNELS = ("naive", "sdpa", "chunked", "narrow")  # narrow: torch's sdpa or chunked where its kernels do not apply
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 
 
