@@ -122,6 +122,21 @@ AVX2_FN inline void tile16(const float* const* a, const float* bT, int n16, int 
     }
 }
 
+// Calls f(r, at, score, real) for each group of 8 keys of the MR rows' scores scale * q_r . k_j:
+// `at` is the group's offset in an (MR, n16) row buffer and `real` masks the tokens past n.
+template <int D, typename F>
+AVX2_FN inline void for_scores(const float* const* qr, const Buffers<D>& B, float scale, F&& f) {
+    for (int j = 0; j < B.n16; j += 16) {
+        __m256 acc[MR][2];
+        tile16<D>(qr, B.kT.data(), B.n16, j, acc);
+        for (int h = 0; h < 2; ++h) {
+            const __m256 real = tail_mask(j + 8 * h, B.n);
+            for (int r = 0; r < MR; ++r)
+                f(r, r * B.n16 + j + 8 * h, _mm256_mul_ps(acc[r][h], _mm256_set1_ps(scale)), real);
+        }
+    }
+}
+
 // acc_r = sum_j w[r][j] * rows[j] over the n keys: an (MR, n) x (n, D8) product.
 template <int D>
 AVX2_FN inline void weighted_rows(const float* w, int n16, int n, const float* rows, __m256 (*acc)[Buffers<D>::V]) {
@@ -177,19 +192,11 @@ AVX2_FN void forward_map(const float* q, const float* k, const float* v, float* 
         block_rows(q, i0, rows, D, qr);
         __m256 vmax[MR];
         for (int r = 0; r < MR; ++r) vmax[r] = _mm256_set1_ps(-INFINITY);
-        for (int j = 0; j < n16; j += 16) {
-            __m256 acc[MR][2];
-            tile16<D>(qr, B.kT.data(), n16, j, acc);
-            for (int h = 0; h < 2; ++h) {
-                const __m256 m = tail_mask(j + 8 * h, n);
-                for (int r = 0; r < MR; ++r) {
-                    const __m256 x = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY),
-                                                      _mm256_mul_ps(acc[r][h], _mm256_set1_ps(scale)), m);
-                    vmax[r] = _mm256_max_ps(vmax[r], x);
-                    _mm256_storeu_ps(s + r * n16 + j + 8 * h, x);
-                }
-            }
-        }
+        for_scores<D>(qr, B, scale, [&](int r, int at, __m256 score, __m256 real) AVX2_FN {
+            score = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), score, real);
+            vmax[r] = _mm256_max_ps(vmax[r], score);
+            _mm256_storeu_ps(s + at, score);
+        });
         float mx[MR], sum[MR];
         for (int r = 0; r < MR; ++r) {
             mx[r] = hmax8(vmax[r]);
@@ -242,17 +249,10 @@ AVX2_FN void backward_map(const float* q, const float* k, const float* v, const 
             delta[r] = _mm256_set1_ps(dsum);
             live[r] = _mm256_castsi256_ps(_mm256_set1_epi32(r < rows ? -1 : 0));  // repeated rows add nothing
         }
-        for (int j = 0; j < n16; j += 16) {
-            __m256 acc[MR][2];
-            tile16<D>(qr, B.kT.data(), n16, j, acc);
-            for (int h = 0; h < 2; ++h) {
-                const __m256 m = tail_mask(j + 8 * h, n);
-                for (int r = 0; r < MR; ++r) {
-                    const __m256 x = _mm256_fmsub_ps(acc[r][h], _mm256_set1_ps(scale), shift[r]);
-                    _mm256_storeu_ps(P + r * n16 + j + 8 * h, _mm256_and_ps(_mm256_and_ps(exp8(x), m), live[r]));
-                }
-            }
-        }
+        for_scores<D>(qr, B, scale, [&](int r, int at, __m256 score, __m256 real) AVX2_FN {
+            const __m256 p = exp8(_mm256_sub_ps(score, shift[r]));
+            _mm256_storeu_ps(P + at, _mm256_and_ps(_mm256_and_ps(p, real), live[r]));
+        });
         for (int j = 0; j < n16; j += 16) {
             __m256 acc[MR][2];
             tile16<D>(dor, B.vT.data(), n16, j, acc);
