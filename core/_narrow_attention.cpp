@@ -192,7 +192,7 @@ AVX2_FN void forward_map(const float* q, const float* k, const float* v, float* 
         block_rows(q, i0, rows, D, qr);
         __m256 vmax[MR];
         for (int r = 0; r < MR; ++r) vmax[r] = _mm256_set1_ps(-INFINITY);
-        for_scores<D>(qr, B, scale, [&](int r, int at, __m256 score, __m256 real) AVX2_FN {
+        for_scores<D>(qr, B, scale, [s, &vmax](int r, int at, __m256 score, __m256 real) AVX2_FN {
             score = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), score, real);
             vmax[r] = _mm256_max_ps(vmax[r], score);
             _mm256_storeu_ps(s + at, score);
@@ -249,7 +249,9 @@ AVX2_FN void backward_map(const float* q, const float* k, const float* v, const 
             delta[r] = _mm256_set1_ps(dsum);
             live[r] = _mm256_castsi256_ps(_mm256_set1_epi32(r < rows ? -1 : 0));  // repeated rows add nothing
         }
-        for_scores<D>(qr, B, scale, [&](int r, int at, __m256 score, __m256 real) AVX2_FN {
+        // shift and live by value: captured by reference they stay in memory, and this pass ran
+        // 1.5x slower (0.145 against 0.096 s for 128 maps of 784 tokens, d = 16)
+        for_scores<D>(qr, B, scale, [P, shift, live](int r, int at, __m256 score, __m256 real) AVX2_FN {
             const __m256 p = exp8(_mm256_sub_ps(score, shift[r]));
             _mm256_storeu_ps(P + at, _mm256_and_ps(_mm256_and_ps(p, real), live[r]));
         });
