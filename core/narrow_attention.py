@@ -60,7 +60,7 @@ class _NarrowAttention(torch.autograd.Function):
         b, h, n, d = q.shape
         q, k, v = (x.contiguous() for x in (q, k, v))
         out = torch.empty_like(q)
-        lse = torch.empty(b, h, n)
+        lse = torch.empty(b, h, n, dtype=torch.float32)  # the kernels write fp32, whatever the default dtype
         _call("forward", q, k, v, out, lse, maps=b * h, tokens=n, d=d)
         ctx.save_for_backward(q, k, v, out, lse)
         return out
