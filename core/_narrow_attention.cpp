@@ -4,10 +4,12 @@
 // below the arithmetic they need, above all in the backward pass and for 4-channel heads, which
 // it can only run zero-padded to 16 channels (core/attention.py). These kernels do the
 // flash-attention passes with register tiles of MR query rows against 16 keys (or 16 channels),
-// a block's scores never leaving a row buffer in the core's cache, and only the log-sum-exp of
+// a block's scores never leaving a row buffer in the core's cache, and only the maximum and sum of
 // each query row kept for the backward pass.
 //
-// Layout: q, k, v, out, grads are (maps, tokens, d) contiguous fp32; lse is (maps, tokens).
+// Layout: q, k, v, out, grads are (maps, tokens, d) contiguous fp32; stats is (maps, tokens, 2):
+// each query row's largest score (unscaled) and the reciprocal of its softmax denominator, which
+// the backward pass recomputes the probabilities from as the forward pass computed them.
 // The module is plain CPython (no torch headers): core/narrow_attention.py passes data pointers
 // of contiguous CPU tensors, and the GIL is released while the threads run.
 
@@ -36,22 +38,25 @@
 namespace {
 
 constexpr int MR = 6;  // query rows per register tile: 12 accumulators of 16 keys, or of 16 channels
+constexpr float LOG2E = 1.44269504088896341f;  // e^x = 2^(x log2 e)
 
-// exp(x) in fp32 (Cephes' polynomial; about 2 ulp); inputs below -88.37 give 0.
-AVX2_FN inline __m256 exp8(__m256 x) {
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
-    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+// 2^x in fp32 for x <= 0 (the scores arrive in base 2, their row maximum subtracted): a degree-6
+// polynomial on the fraction (relative error 1e-7, fitted to 2^r on [-1/2, 1/2]) with the integer
+// part added to the exponent bits; inputs below -126 give 0 or a denormal. 11 vector ops against the
+// 18 of a natural exp with its two-part range reduction, which the d = 4 passes spend most time in.
+AVX2_FN inline __m256 exp2_8(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
+    const __m256 whole = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r = _mm256_sub_ps(x, whole);
+    __m256 y = _mm256_set1_ps(1.5345809515565634e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3399932067841291e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(9.618489071726799e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.550328642129898e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(2.4022646248340607e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(6.931471824645996e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(whole), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), e));
 }
 
 AVX2_FN inline float hsum8(__m256 v) {
@@ -81,11 +86,11 @@ struct Buffers {
     static constexpr int D8 = D < 8 ? 8 : D;
     static constexpr int V = D8 / 8;  // registers per row of channels
     int n, n16;
-    // kT, vT: keys and values transposed, (D, n16); byRow: the operand read one token at a time,
-    // (n16, D8): the values in the forward pass, the keys in the backward pass
+    // kT, vT: keys and values transposed, (D, n16); byRow: the right operand of weighted_rows, the
+    // values in the forward pass and the keys in the backward pass, (n16, D) or for D = 4 (D, n16)
     std::vector<float> kT, vT, byRow, rowsA, rowsB, dkN, dvN;
     explicit Buffers(int tokens)
-        : n(tokens), n16((tokens + 15) / 16 * 16), kT(D * n16), vT(D * n16), byRow(n16 * D8),
+        : n(tokens), n16((tokens + 15) / 16 * 16), kT(D * n16), vT(D * n16), byRow(n16 * D),
           rowsA(MR * n16), rowsB(MR * n16), dkN(n16 * D8), dvN(n16 * D8) {}
 
     void transpose(const float* x, std::vector<float>& xT) const {
@@ -94,7 +99,10 @@ struct Buffers {
     }
 
     void copy_rows(const float* x) {
-        for (int j = 0; j < n; ++j) std::memcpy(&byRow[j * D8], x + j * D, D * sizeof(float));
+        if constexpr (D == 4)
+            transpose(x, byRow);
+        else
+            std::memcpy(byRow.data(), x, sizeof(float) * n * D);
     }
 };
 
@@ -122,33 +130,58 @@ AVX2_FN inline void tile16(const float* const* a, const float* bT, int n16, int 
     }
 }
 
-// Calls f(r, at, score, real) for each group of 8 keys of the MR rows' scores scale * q_r . k_j:
-// `at` is the group's offset in an (MR, n16) row buffer and `real` masks the tokens past n.
+// Calls f(r, at, score, real) for each group of 8 keys of the MR rows' unscaled scores q_r . k_j:
+// `at` is the group's offset in an (MR, n16) row buffer and `real`
+// masks the tokens past n (all lanes but in the last tile).
 template <int D, typename F>
-AVX2_FN inline void for_scores(const float* const* qr, const Buffers<D>& B, float scale, F&& f) {
+AVX2_FN inline void for_scores(const float* const* qr, const Buffers<D>& B, F&& f) {
+    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     for (int j = 0; j < B.n16; j += 16) {
         __m256 acc[MR][2];
         tile16<D>(qr, B.kT.data(), B.n16, j, acc);
         for (int h = 0; h < 2; ++h) {
-            const __m256 real = tail_mask(j + 8 * h, B.n);
-            for (int r = 0; r < MR; ++r)
-                f(r, r * B.n16 + j + 8 * h, _mm256_mul_ps(acc[r][h], _mm256_set1_ps(scale)), real);
+            const __m256 real = j + 16 <= B.n ? all : tail_mask(j + 8 * h, B.n);
+            for (int r = 0; r < MR; ++r) f(r, r * B.n16 + j + 8 * h, acc[r][h], real);
         }
     }
 }
 
-// acc_r = sum_j w[r][j] * rows[j] over the n keys: an (MR, n) x (n, D8) product.
+// acc_r = sum_j w[r][j] * rows[j] over the n keys: an (MR, n) x (n, D) product, `rows` laid out as
+// Buffers::byRow, zero past n.
 template <int D>
 AVX2_FN inline void weighted_rows(const float* w, int n16, int n, const float* rows, __m256 (*acc)[Buffers<D>::V]) {
     constexpr int V = Buffers<D>::V;
-    for (int r = 0; r < MR; ++r)
-        for (int h = 0; h < V; ++h) acc[r][h] = _mm256_setzero_ps();
-    for (int j = 0; j < n; ++j) {
-        __m256 b[V];
-        for (int h = 0; h < V; ++h) b[h] = _mm256_loadu_ps(rows + j * Buffers<D>::D8 + 8 * h);
-        for (int r = 0; r < MR; ++r) {
-            const __m256 x = _mm256_set1_ps(w[r * n16 + j]);
-            for (int h = 0; h < V; ++h) acc[r][h] = _mm256_fmadd_ps(x, b[h], acc[r][h]);
+    if constexpr (D == 4) {
+        // Channel by channel along the keys, from the transposed rows (D, n16): 4 FMAs per 8 keys
+        // of a row, where a row zero-padded to 8 channels takes 8 and 8 broadcasts. Three rows at
+        // a time, so that the 12 sums stay in registers.
+        for (int r0 = 0; r0 < MR; r0 += 3) {
+            __m256 sum[3][4];
+            for (int r = 0; r < 3; ++r)
+                for (int c = 0; c < 4; ++c) sum[r][c] = _mm256_setzero_ps();
+            for (int j = 0; j < n; j += 8) {
+                __m256 col[4];
+                for (int c = 0; c < 4; ++c) col[c] = _mm256_loadu_ps(rows + c * n16 + j);
+                for (int r = 0; r < 3; ++r) {
+                    const __m256 w8 = _mm256_loadu_ps(w + (r0 + r) * n16 + j);
+                    for (int c = 0; c < 4; ++c) sum[r][c] = _mm256_fmadd_ps(w8, col[c], sum[r][c]);
+                }
+            }
+            for (int r = 0; r < 3; ++r) {
+                float o[8] = {hsum8(sum[r][0]), hsum8(sum[r][1]), hsum8(sum[r][2]), hsum8(sum[r][3])};
+                acc[r0 + r][0] = _mm256_loadu_ps(o);
+            }
+        }
+    } else {
+        for (int r = 0; r < MR; ++r)
+            for (int h = 0; h < V; ++h) acc[r][h] = _mm256_setzero_ps();
+        for (int j = 0; j < n; ++j) {
+            __m256 b[V];
+            for (int h = 0; h < V; ++h) b[h] = _mm256_loadu_ps(rows + j * D + 8 * h);
+            for (int r = 0; r < MR; ++r) {
+                const __m256 x = _mm256_set1_ps(w[r * n16 + j]);
+                for (int h = 0; h < V; ++h) acc[r][h] = _mm256_fmadd_ps(x, b[h], acc[r][h]);
+            }
         }
     }
 }
@@ -179,54 +212,55 @@ inline void block_rows(const float* base, int i0, int rows, int d, const float**
 }
 
 template <int D>
-AVX2_FN void forward_map(const float* q, const float* k, const float* v, float* out, float* lse, float scale,
+AVX2_FN void forward_map(const float* q, const float* k, const float* v, float* out, float* stats, float scale,
                          Buffers<D>& B) {
     constexpr int V = Buffers<D>::V;
     const int n = B.n, n16 = B.n16;
     B.transpose(k, B.kT);
     B.copy_rows(v);
     float* s = B.rowsA.data();
+    const __m256 base2 = _mm256_set1_ps(scale * LOG2E);
     for (int i0 = 0; i0 < n; i0 += MR) {
         const int rows = std::min(MR, n - i0);
         const float* qr[MR];
         block_rows(q, i0, rows, D, qr);
         __m256 vmax[MR];
         for (int r = 0; r < MR; ++r) vmax[r] = _mm256_set1_ps(-INFINITY);
-        for_scores<D>(qr, B, scale, [s, &vmax](int r, int at, __m256 score, __m256 real) AVX2_FN {
+        for_scores<D>(qr, B, [s, &vmax](int r, int at, __m256 score, __m256 real) AVX2_FN {
             score = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), score, real);
             vmax[r] = _mm256_max_ps(vmax[r], score);
             _mm256_storeu_ps(s + at, score);
         });
-        float mx[MR], sum[MR];
+        float mx[MR], inv[MR];
         for (int r = 0; r < MR; ++r) {
             mx[r] = hmax8(vmax[r]);
             __m256 total = _mm256_setzero_ps();
             const __m256 shift = _mm256_set1_ps(mx[r]);
             for (int j = 0; j < n16; j += 8) {
-                const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + r * n16 + j), shift));
+                const __m256 p = exp2_8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(s + r * n16 + j), shift), base2));
                 total = _mm256_add_ps(total, p);
                 _mm256_storeu_ps(s + r * n16 + j, p);
             }
-            sum[r] = hsum8(total);
+            inv[r] = 1.0f / hsum8(total);
         }
         __m256 acc[MR][V];
         weighted_rows<D>(s, n16, n, B.byRow.data(), acc);
         for (int r = 0; r < rows; ++r) {
             float o[Buffers<D>::D8];
-            const __m256 inv = _mm256_set1_ps(1.0f / sum[r]);
-            for (int h = 0; h < V; ++h) _mm256_storeu_ps(o + 8 * h, _mm256_mul_ps(acc[r][h], inv));
+            for (int h = 0; h < V; ++h) _mm256_storeu_ps(o + 8 * h, _mm256_mul_ps(acc[r][h], _mm256_set1_ps(inv[r])));
             std::memcpy(out + (i0 + r) * D, o, D * sizeof(float));
-            lse[i0 + r] = mx[r] + std::log(sum[r]);
+            stats[2 * (i0 + r)] = mx[r];
+            stats[2 * (i0 + r) + 1] = inv[r];
         }
     }
 }
 
 // The flash-attention backward pass, one block of MR query rows at a time, in five sweeps over
-// the keys: P from the recomputed scores and the saved log-sum-exp, dS = P (dP - delta),
+// the keys: P from the recomputed scores and the forward pass's row maxima and sums, dS = P (dP - delta),
 // dV += P^T dO, dK += dS^T Q, dQ = dS K; each sweep an MR-row register tile.
 template <int D>
 AVX2_FN void backward_map(const float* q, const float* k, const float* v, const float* out, const float* dout,
-                          const float* lse, float* dq, float* dk, float* dv, float scale, Buffers<D>& B) {
+                          const float* stats, float* dq, float* dk, float* dv, float scale, Buffers<D>& B) {
     constexpr int V = Buffers<D>::V, D8 = Buffers<D>::D8;
     const int n = B.n, n16 = B.n16;
     B.transpose(k, B.kT);
@@ -240,19 +274,21 @@ AVX2_FN void backward_map(const float* q, const float* k, const float* v, const 
         const float *qr[MR], *dor[MR];
         block_rows(q, i0, rows, D, qr);
         block_rows(dout, i0, rows, D, dor);
-        __m256 shift[MR], delta[MR], live[MR];
+        const __m256 base2 = _mm256_set1_ps(scale * LOG2E);
+        __m256 shift[MR], inv[MR], delta[MR], live[MR];
         for (int r = 0; r < MR; ++r) {
             const int i = i0 + std::min(r, rows - 1);
             float dsum = 0.0f;
             for (int c = 0; c < D; ++c) dsum += dout[i * D + c] * out[i * D + c];
-            shift[r] = _mm256_set1_ps(lse[i]);
+            shift[r] = _mm256_set1_ps(stats[2 * i]);
+            inv[r] = _mm256_set1_ps(stats[2 * i + 1]);
             delta[r] = _mm256_set1_ps(dsum);
             live[r] = _mm256_castsi256_ps(_mm256_set1_epi32(r < rows ? -1 : 0));  // repeated rows add nothing
         }
         // shift and live by value: captured by reference they stay in memory, and this pass ran
         // 1.5x slower (0.145 against 0.096 s for 128 maps of 784 tokens, d = 16)
-        for_scores<D>(qr, B, scale, [P, shift, live](int r, int at, __m256 score, __m256 real) AVX2_FN {
-            const __m256 p = exp8(_mm256_sub_ps(score, shift[r]));
+        for_scores<D>(qr, B, [P, shift, inv, base2, live](int r, int at, __m256 score, __m256 real) AVX2_FN {
+            const __m256 p = _mm256_mul_ps(exp2_8(_mm256_mul_ps(_mm256_sub_ps(score, shift[r]), base2)), inv[r]);
             _mm256_storeu_ps(P + at, _mm256_and_ps(_mm256_and_ps(p, real), live[r]));
         });
         for (int j = 0; j < n16; j += 16) {
@@ -282,7 +318,7 @@ AVX2_FN void backward_map(const float* q, const float* k, const float* v, const 
 }
 
 struct Problem {
-    const float *q, *k, *v, *out, *dout, *lse;
+    const float *q, *k, *v, *out, *dout, *stats;
     float *o, *l, *dq, *dk, *dv;
     long maps;
     int n, d;
@@ -296,9 +332,9 @@ void run_maps(const Problem& P, long first, long last, bool backward) {
     for (long m = first; m < last; ++m) {
         if (backward)
             backward_map<D>(P.q + m * md, P.k + m * md, P.v + m * md, P.out + m * md, P.dout + m * md,
-                            P.lse + m * P.n, P.dq + m * md, P.dk + m * md, P.dv + m * md, P.scale, B);
+                            P.stats + 2 * m * P.n, P.dq + m * md, P.dk + m * md, P.dv + m * md, P.scale, B);
         else
-            forward_map<D>(P.q + m * md, P.k + m * md, P.v + m * md, P.o + m * md, P.l + m * P.n, P.scale, B);
+            forward_map<D>(P.q + m * md, P.k + m * md, P.v + m * md, P.o + m * md, P.l + 2 * m * P.n, P.scale, B);
     }
 }
 
@@ -394,9 +430,9 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
 
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
-    {"forward", py_forward, METH_VARARGS, "forward(q, k, v, out, lse, maps, tokens, d, scale, threads)"},
+    {"forward", py_forward, METH_VARARGS, "forward(q, k, v, out, stats, maps, tokens, d, scale, threads)"},
     {"backward", py_backward, METH_VARARGS,
-     "backward(q, k, v, out, grad_out, lse, dq, dk, dv, maps, tokens, d, scale, threads)"},
+     "backward(q, k, v, out, grad_out, stats, dq, dk, dv, maps, tokens, d, scale, threads)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

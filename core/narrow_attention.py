@@ -52,23 +52,23 @@ def _call(name: str, *tensors: torch.Tensor, maps: int, tokens: int, d: int) -> 
 
 
 class _NarrowAttention(torch.autograd.Function):
-    """Keeps q, k, v, the output and each row's log-sum-exp for the backward pass (as flash
-    attention does), not the (N, N) maps."""
+    """Keeps q, k, v, the output and each row's softmax maximum and denominator for the backward
+    pass (as flash attention does), not the (N, N) maps."""
 
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         b, h, n, d = q.shape
         q, k, v = (x.contiguous() for x in (q, k, v))
         out = torch.empty_like(q)
-        lse = torch.empty(b, h, n, dtype=torch.float32)  # the kernels write fp32, whatever the default dtype
-        _call("forward", q, k, v, out, lse, maps=b * h, tokens=n, d=d)
-        ctx.save_for_backward(q, k, v, out, lse)
+        stats = torch.empty(b, h, n, 2, dtype=torch.float32)  # the kernels write fp32, whatever the default dtype
+        _call("forward", q, k, v, out, stats, maps=b * h, tokens=n, d=d)
+        ctx.save_for_backward(q, k, v, out, stats)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q, k, v, out, lse = ctx.saved_tensors
+        q, k, v, out, stats = ctx.saved_tensors
         b, h, n, d = q.shape
         dq, dk, dv = (torch.empty_like(x) for x in (q, k, v))
-        _call("backward", q, k, v, out, grad_out.float().contiguous(), lse, dq, dk, dv, maps=b * h, tokens=n, d=d)
+        _call("backward", q, k, v, out, grad_out.float().contiguous(), stats, dq, dk, dv, maps=b * h, tokens=n, d=d)
         return dq, dk, dv
