@@ -9,13 +9,16 @@ from setuptools.command.build_ext import build_ext
 
 OPENMP = {"msvc": ["/openmp"]}  # by compiler type; gcc and clang take -fopenmp
 OPTIMISE = {"msvc": ["/O2"]}
+# gcc and clang: Python's own CFLAGS carry -fwrapv, which stops the compiler from assuming that the
+# kernels' int index arithmetic never overflows; the kernels ran 7-15 % slower with it (2 AVX2 EPYC cores)
+GCC_OPTIMISE = ["-O3", "-fno-wrapv"]
 
 
 class BuildExt(build_ext):
     def build_extensions(self) -> None:
         kind = self.compiler.compiler_type
         for ext in self.extensions:
-            ext.extra_compile_args = OPTIMISE.get(kind, ["-O3"]) + OPENMP.get(kind, ["-fopenmp"])
+            ext.extra_compile_args = OPTIMISE.get(kind, GCC_OPTIMISE) + OPENMP.get(kind, ["-fopenmp"])
             ext.extra_link_args = [] if kind == "msvc" else ["-fopenmp"]
         super().build_extensions()
 

@@ -7,9 +7,12 @@
 // a block's scores never leaving a row buffer in the core's cache, and only the maximum and sum of
 // each query row kept for the backward pass.
 //
-// Layout: q, k, v, out, grads are (maps, tokens, d) contiguous fp32; stats is (maps, tokens, 2):
-// each query row's largest score (unscaled) and the reciprocal of its softmax denominator, which
-// the backward pass recomputes the probabilities from as the forward pass computed them.
+// Layout, all fp32: qkv is the input projection as nn.MultiheadAttention makes it, (batch, tokens,
+// 3, heads, d): queries, keys and values side by side in each token's row, so no copy separates
+// them; out and grad_out are (batch, tokens, heads, d), the output projection's input; dqkv is laid
+// out as qkv. stats is (batch, heads, tokens, 2): each query row's largest score (unscaled) and the
+// reciprocal of its softmax denominator, which the backward pass recomputes the probabilities
+// from as the forward pass computed them.
 // The module is plain CPython (no torch headers): core/narrow_attention.py passes data pointers
 // of contiguous CPU tensors, and the GIL is released while the threads run.
 
@@ -73,6 +76,16 @@ AVX2_FN inline float hmax8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+// The rows of one head's queries, keys, values or outputs: token j's d channels at p + j * stride.
+template <typename T>
+struct Rows {
+    T* p;
+    long stride;
+    T* operator[](int j) const { return p + j * stride; }
+};
+using In = Rows<const float>;
+using Out = Rows<float>;
+
 // Lanes of the key block j..j+8 that are real tokens (the rest are padding).
 AVX2_FN inline __m256 tail_mask(int j, int n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -93,16 +106,16 @@ struct Buffers {
         : n(tokens), n16((tokens + 15) / 16 * 16), kT(D * n16), vT(D * n16), byRow(n16 * D),
           rowsA(MR * n16), rowsB(MR * n16), dkN(n16 * D8), dvN(n16 * D8) {}
 
-    void transpose(const float* x, std::vector<float>& xT) const {
+    void transpose(In x, std::vector<float>& xT) const {
         for (int j = 0; j < n; ++j)
-            for (int c = 0; c < D; ++c) xT[c * n16 + j] = x[j * D + c];
+            for (int c = 0; c < D; ++c) xT[c * n16 + j] = x[j][c];
     }
 
-    void copy_rows(const float* x) {
+    void copy_rows(In x) {
         if constexpr (D == 4)
             transpose(x, byRow);
         else
-            std::memcpy(byRow.data(), x, sizeof(float) * n * D);
+            for (int j = 0; j < n; ++j) std::memcpy(&byRow[j * D], x[j], D * sizeof(float));
     }
 };
 
@@ -207,13 +220,12 @@ AVX2_FN inline void accumulate_rows(const float* w, int n16, int n, const float*
 }
 
 // Row pointers of the query block from i0; rows past the end repeat the last one.
-inline void block_rows(const float* base, int i0, int rows, int d, const float** out) {
-    for (int r = 0; r < MR; ++r) out[r] = base + (i0 + std::min(r, rows - 1)) * d;
+inline void block_rows(In x, int i0, int rows, const float** out) {
+    for (int r = 0; r < MR; ++r) out[r] = x[i0 + std::min(r, rows - 1)];
 }
 
 template <int D>
-AVX2_FN void forward_map(const float* q, const float* k, const float* v, float* out, float* stats, float scale,
-                         Buffers<D>& B) {
+AVX2_FN void forward_map(In q, In k, In v, Out out, float* stats, float scale, Buffers<D>& B) {
     constexpr int V = Buffers<D>::V;
     const int n = B.n, n16 = B.n16;
     B.transpose(k, B.kT);
@@ -223,7 +235,7 @@ AVX2_FN void forward_map(const float* q, const float* k, const float* v, float* 
     for (int i0 = 0; i0 < n; i0 += MR) {
         const int rows = std::min(MR, n - i0);
         const float* qr[MR];
-        block_rows(q, i0, rows, D, qr);
+        block_rows(q, i0, rows, qr);
         __m256 vmax[MR];
         for (int r = 0; r < MR; ++r) vmax[r] = _mm256_set1_ps(-INFINITY);
         for_scores<D>(qr, B, [s, &vmax](int r, int at, __m256 score, __m256 real) AVX2_FN {
@@ -248,7 +260,7 @@ AVX2_FN void forward_map(const float* q, const float* k, const float* v, float* 
         for (int r = 0; r < rows; ++r) {
             float o[Buffers<D>::D8];
             for (int h = 0; h < V; ++h) _mm256_storeu_ps(o + 8 * h, _mm256_mul_ps(acc[r][h], _mm256_set1_ps(inv[r])));
-            std::memcpy(out + (i0 + r) * D, o, D * sizeof(float));
+            std::memcpy(out[i0 + r], o, D * sizeof(float));
             stats[2 * (i0 + r)] = mx[r];
             stats[2 * (i0 + r) + 1] = inv[r];
         }
@@ -259,8 +271,8 @@ AVX2_FN void forward_map(const float* q, const float* k, const float* v, float* 
 // the keys: P from the recomputed scores and the forward pass's row maxima and sums, dS = P (dP - delta),
 // dV += P^T dO, dK += dS^T Q, dQ = dS K; each sweep an MR-row register tile.
 template <int D>
-AVX2_FN void backward_map(const float* q, const float* k, const float* v, const float* out, const float* dout,
-                          const float* stats, float* dq, float* dk, float* dv, float scale, Buffers<D>& B) {
+AVX2_FN void backward_map(In q, In k, In v, In out, In dout, const float* stats, Out dq, Out dk, Out dv, float scale,
+                          Buffers<D>& B) {
     constexpr int V = Buffers<D>::V, D8 = Buffers<D>::D8;
     const int n = B.n, n16 = B.n16;
     B.transpose(k, B.kT);
@@ -272,14 +284,14 @@ AVX2_FN void backward_map(const float* q, const float* k, const float* v, const 
     for (int i0 = 0; i0 < n; i0 += MR) {
         const int rows = std::min(MR, n - i0);
         const float *qr[MR], *dor[MR];
-        block_rows(q, i0, rows, D, qr);
-        block_rows(dout, i0, rows, D, dor);
+        block_rows(q, i0, rows, qr);
+        block_rows(dout, i0, rows, dor);
         const __m256 base2 = _mm256_set1_ps(scale * LOG2E);
         __m256 shift[MR], inv[MR], delta[MR], live[MR];
         for (int r = 0; r < MR; ++r) {
             const int i = i0 + std::min(r, rows - 1);
             float dsum = 0.0f;
-            for (int c = 0; c < D; ++c) dsum += dout[i * D + c] * out[i * D + c];
+            for (int c = 0; c < D; ++c) dsum += dout[i][c] * out[i][c];
             shift[r] = _mm256_set1_ps(stats[2 * i]);
             inv[r] = _mm256_set1_ps(stats[2 * i + 1]);
             delta[r] = _mm256_set1_ps(dsum);
@@ -307,34 +319,43 @@ AVX2_FN void backward_map(const float* q, const float* k, const float* v, const 
         for (int r = 0; r < rows; ++r) {
             float g[D8];
             for (int h = 0; h < V; ++h) _mm256_storeu_ps(g + 8 * h, _mm256_mul_ps(acc[r][h], _mm256_set1_ps(scale)));
-            std::memcpy(dq + (i0 + r) * D, g, D * sizeof(float));
+            std::memcpy(dq[i0 + r], g, D * sizeof(float));
         }
     }
     for (int j = 0; j < n; ++j)
         for (int c = 0; c < D; ++c) {
-            dk[j * D + c] = B.dkN[j * D8 + c] * scale;
-            dv[j * D + c] = B.dvN[j * D8 + c];
+            dk[j][c] = B.dkN[j * D8 + c] * scale;
+            dv[j][c] = B.dvN[j * D8 + c];
         }
 }
 
 struct Problem {
-    const float *q, *k, *v, *out, *dout, *stats;
-    float *o, *l, *dq, *dk, *dv;
-    long maps;
-    int n, d;
+    const float *qkv, *out, *dout;
+    float *o, *stats, *dqkv;
+    long batch;
+    int heads, n, d;
     float scale;
+
+    long maps() const { return batch * heads; }
+    // Head m % heads of sample m / heads: its rows in a (batch, tokens, parts, heads, d) tensor.
+    template <typename T>
+    Rows<T> rows(T* x, int parts, int part, long m) const {
+        const long width = static_cast<long>(heads) * d;
+        return {x + (m / heads) * n * parts * width + part * width + (m % heads) * d, parts * width};
+    }
 };
 
 template <int D>
 void run_maps(const Problem& P, long first, long last, bool backward) {
     Buffers<D> B(P.n);
-    const long md = static_cast<long>(P.n) * D;
     for (long m = first; m < last; ++m) {
+        const In q = P.rows(P.qkv, 3, 0, m), k = P.rows(P.qkv, 3, 1, m), v = P.rows(P.qkv, 3, 2, m);
+        float* stats = P.stats + 2 * m * P.n;
         if (backward)
-            backward_map<D>(P.q + m * md, P.k + m * md, P.v + m * md, P.out + m * md, P.dout + m * md,
-                            P.stats + 2 * m * P.n, P.dq + m * md, P.dk + m * md, P.dv + m * md, P.scale, B);
+            backward_map<D>(q, k, v, P.rows(P.out, 1, 0, m), P.rows(P.dout, 1, 0, m), stats, P.rows(P.dqkv, 3, 0, m),
+                            P.rows(P.dqkv, 3, 1, m), P.rows(P.dqkv, 3, 2, m), P.scale, B);
         else
-            forward_map<D>(P.q + m * md, P.k + m * md, P.v + m * md, P.o + m * md, P.l + 2 * m * P.n, P.scale, B);
+            forward_map<D>(q, k, v, P.rows(P.o, 1, 0, m), stats, P.scale, B);
     }
 }
 
@@ -350,11 +371,11 @@ void run_range(const Problem& P, long first, long last, bool backward) {
 // that torch has loaded, these are torch's own worker threads: a pool of our own would compete
 // with torch's workers, which spin for a while after each of torch's parallel ops.
 void run(const Problem& P, int threads, bool backward) {
-    threads = static_cast<int>(std::max(1L, std::min<long>(threads, P.maps)));
-    const long per = (P.maps + threads - 1) / threads;
+    threads = static_cast<int>(std::max(1L, std::min<long>(threads, P.maps())));
+    const long per = (P.maps() + threads - 1) / threads;
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
     for (int t = 0; t < threads; ++t) {
-        const long first = t * per, last = std::min(P.maps, first + per);
+        const long first = t * per, last = std::min(P.maps(), first + per);
         if (first < last) run_range(P, first, last, backward);
     }
 }
@@ -389,17 +410,18 @@ static PyObject* py_supported(PyObject*, PyObject*) {
 #endif
 }
 
+static float* pointer(unsigned long long address) { return reinterpret_cast<float*>(address); }
+
 static PyObject* py_forward(PyObject*, PyObject* args) {
-    unsigned long long q, k, v, o, l;
-    long maps;
-    int n, d, threads;
+    unsigned long long qkv, o, stats;
+    long batch;
+    int heads, n, d, threads;
     float scale;
-    if (!PyArg_ParseTuple(args, "KKKKKliifi", &q, &k, &v, &o, &l, &maps, &n, &d, &scale, &threads)) return nullptr;
+    if (!PyArg_ParseTuple(args, "KKKliiifi", &qkv, &o, &stats, &batch, &heads, &n, &d, &scale, &threads))
+        return nullptr;
     if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8 or 16, not %d", d);
 #ifdef NARROW_X86
-    Problem P{reinterpret_cast<const float*>(q), reinterpret_cast<const float*>(k), reinterpret_cast<const float*>(v),
-              nullptr, nullptr, nullptr, reinterpret_cast<float*>(o), reinterpret_cast<float*>(l),
-              nullptr, nullptr, nullptr, maps, n, d, scale};
+    const Problem P{pointer(qkv), nullptr, nullptr, pointer(o), pointer(stats), nullptr, batch, heads, n, d, scale};
     Py_BEGIN_ALLOW_THREADS run(P, threads, false);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 #else
@@ -408,19 +430,17 @@ static PyObject* py_forward(PyObject*, PyObject* args) {
 }
 
 static PyObject* py_backward(PyObject*, PyObject* args) {
-    unsigned long long q, k, v, o, g, l, dq, dk, dv;
-    long maps;
-    int n, d, threads;
+    unsigned long long qkv, out, dout, stats, dqkv;
+    long batch;
+    int heads, n, d, threads;
     float scale;
-    if (!PyArg_ParseTuple(args, "KKKKKKKKKliifi", &q, &k, &v, &o, &g, &l, &dq, &dk, &dv, &maps, &n, &d, &scale,
+    if (!PyArg_ParseTuple(args, "KKKKKliiifi", &qkv, &out, &dout, &stats, &dqkv, &batch, &heads, &n, &d, &scale,
                           &threads))
         return nullptr;
     if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8 or 16, not %d", d);
 #ifdef NARROW_X86
-    Problem P{reinterpret_cast<const float*>(q), reinterpret_cast<const float*>(k), reinterpret_cast<const float*>(v),
-              reinterpret_cast<const float*>(o), reinterpret_cast<const float*>(g), reinterpret_cast<const float*>(l),
-              nullptr, nullptr, reinterpret_cast<float*>(dq), reinterpret_cast<float*>(dk),
-              reinterpret_cast<float*>(dv), maps, n, d, scale};
+    const Problem P{pointer(qkv), pointer(out), pointer(dout), nullptr, pointer(stats), pointer(dqkv),
+                    batch, heads, n, d, scale};
     Py_BEGIN_ALLOW_THREADS run(P, threads, true);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 #else
@@ -430,9 +450,9 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
 
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
-    {"forward", py_forward, METH_VARARGS, "forward(q, k, v, out, stats, maps, tokens, d, scale, threads)"},
+    {"forward", py_forward, METH_VARARGS, "forward(qkv, out, stats, batch, heads, tokens, d, scale, threads)"},
     {"backward", py_backward, METH_VARARGS,
-     "backward(q, k, v, out, grad_out, stats, dq, dk, dv, maps, tokens, d, scale, threads)"},
+     "backward(qkv, out, grad_out, stats, dqkv, batch, heads, tokens, d, scale, threads)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -48,7 +48,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: Attention
     if impl == "tutorial":
         raise ValueError("attention_impl 'tutorial' is nn.MultiheadAttention's forward: only SelfAttention runs it")
     if impl == "narrow":
-        if narrow_attention.applies(q):
+        if narrow_attention.applies(q, q.shape[-1]):
             return narrow_attention.attention(q, k, v)
         impl = "sdpa" if q.dtype == torch.float32 else "auto"
     if impl == "auto":
@@ -61,6 +61,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: Attention
     b, h, n, d = q.shape
     flat = (x.reshape(b * h, n, d) for x in (q, k, v))
     return _ChunkedAttention.apply(*flat).view(b, h, n, d)
+
+
+def self_attention(qkv: torch.Tensor, heads: int, impl: AttentionImpl) -> torch.Tensor:
+    """(B, N, 3C) input projections as ``nn.MultiheadAttention`` makes them -> (B, N, C) attended
+    values, heads side by side; ``narrow`` takes them as they are (see
+    :func:`core.narrow_attention.self_attention`), the other kernels as (B, heads, N, d) views."""
+    b, n, c3 = qkv.shape
+    d = c3 // (3 * heads)
+    if impl == "narrow" and narrow_attention.applies(qkv, d):
+        return narrow_attention.self_attention(qkv, heads)
+    q, k, v = qkv.view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
+    return attention(q, k, v, impl).transpose(1, 2).reshape(b, n, heads * d)
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -35,40 +35,52 @@ def available() -> bool:
     return _kernels() is not None
 
 
-def applies(q: torch.Tensor) -> bool:
-    """Whether (B, heads, N, d) queries are the kernels' case: fp32 on the CPU, d of 4, 8 or 16."""
-    return (q.device.type == "cpu" and q.dtype == torch.float32 and q.shape[-1] in HEAD_WIDTHS
-            and available())
+def applies(x: torch.Tensor, d: int) -> bool:
+    """Whether attention over ``x`` (queries or projections) with heads of ``d`` channels is the
+    kernels' case: fp32 on the CPU, d of 4, 8 or 16."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and d in HEAD_WIDTHS and available()
+
+
+def self_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """Attention over (B, N, 3C) input projections as ``nn.MultiheadAttention`` makes them (queries,
+    keys and values side by side, each C = heads x d channels head after head) -> (B, N, C) attended
+    values with the heads side by side, the output projection's input: neither side is copied
+    into another layout, and the backward pass writes the projections' gradient as one tensor."""
+    return _NarrowAttention.apply(qkv.contiguous(), heads)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d)) v`` for (B, heads, N, d) tensors where :func:`applies`."""
-    return _NarrowAttention.apply(q, k, v)
+    b, h, n, d = q.shape
+    qkv = torch.stack((q, k, v)).permute(1, 3, 0, 2, 4).reshape(b, n, 3 * h * d)
+    return self_attention(qkv, h).view(b, n, h, d).transpose(1, 2)
 
 
-def _call(name: str, *tensors: torch.Tensor, maps: int, tokens: int, d: int) -> None:
-    getattr(_kernels(), name)(*(t.data_ptr() for t in tensors), maps, tokens, d, d ** -0.5,
+def _call(name: str, *tensors: torch.Tensor, batch: int, heads: int, tokens: int, d: int) -> None:
+    getattr(_kernels(), name)(*(t.data_ptr() for t in tensors), batch, heads, tokens, d, d ** -0.5,
                               torch.get_num_threads())
 
 
 class _NarrowAttention(torch.autograd.Function):
-    """Keeps q, k, v, the output and each row's softmax maximum and denominator for the backward
-    pass (as flash attention does), not the (N, N) maps."""
+    """Keeps the projections, the output and each row's softmax maximum and denominator for the
+    backward pass (as flash attention does), not the (N, N) maps."""
 
     @staticmethod
-    def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        b, h, n, d = q.shape
-        q, k, v = (x.contiguous() for x in (q, k, v))
-        out = torch.empty_like(q)
-        stats = torch.empty(b, h, n, 2, dtype=torch.float32)  # the kernels write fp32, whatever the default dtype
-        _call("forward", q, k, v, out, stats, maps=b * h, tokens=n, d=d)
-        ctx.save_for_backward(q, k, v, out, stats)
+    def forward(ctx: Any, qkv: torch.Tensor, heads: int) -> torch.Tensor:
+        b, n, c3 = qkv.shape
+        d = c3 // (3 * heads)
+        out = qkv.new_empty(b, n, heads * d)
+        stats = torch.empty(b, heads, n, 2, dtype=torch.float32)  # the kernels write fp32, whatever the default dtype
+        _call("forward", qkv, out, stats, batch=b, heads=heads, tokens=n, d=d)
+        ctx.save_for_backward(qkv, out, stats)
+        ctx.heads = heads
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q, k, v, out, stats = ctx.saved_tensors
-        b, h, n, d = q.shape
-        dq, dk, dv = (torch.empty_like(x) for x in (q, k, v))
-        _call("backward", q, k, v, out, grad_out.float().contiguous(), stats, dq, dk, dv, maps=b * h, tokens=n, d=d)
-        return dq, dk, dv
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        qkv, out, stats = ctx.saved_tensors
+        b, n, c3 = qkv.shape
+        dqkv = torch.empty_like(qkv)
+        _call("backward", qkv, out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=ctx.heads, tokens=n,
+              d=c3 // (3 * ctx.heads))
+        return dqkv, None

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionImpl, attention
+from .attention import AttentionImpl, self_attention
 from .config import GROUPS, UNET_OUT_CHANNELS, ModelParams
 
 
@@ -44,11 +44,8 @@ class SelfAttention(nn.MultiheadAttention):
         """(B, N, C) tokens -> (B, N, C)."""
         if self.impl == "tutorial":
             return super().forward(x, x, x)[0]
-        b, n, c = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        q, k, v = qkv.view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = attention(q, k, v, self.impl)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.out_proj(self_attention(qkv, self.num_heads, self.impl))
 
 
 class GroupNorm(nn.GroupNorm):
