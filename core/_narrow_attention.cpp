@@ -1,4 +1,4 @@
-// Exact softmax attention for narrow fp32 heads (4, 8 or 16 channels) on AVX2+FMA CPUs.
+// Exact softmax attention for narrow fp32 heads (4, 8, 16 or 32 channels) on AVX2+FMA CPUs.
 //
 // Why it exists: torch's fused CPU kernel (scaled_dot_product_attention) runs such heads far
 // below the arithmetic they need, above all in the backward pass and for 4-channel heads, which
@@ -98,6 +98,9 @@ template <int D>
 struct Buffers {
     static constexpr int D8 = D < 8 ? 8 : D;
     static constexpr int V = D8 / 8;  // registers per row of channels
+    // registers per pass of the row products: 16 channels at most, so that MR rows of them and the
+    // operand fit in the 16 AVX2 registers (32-channel heads take two passes)
+    static constexpr int C = V < 2 ? V : 2;
     int n, n16;
     // kT, vT: keys and values transposed, (D, n16); byRow: the right operand of weighted_rows, the
     // values in the forward pass and the keys in the backward pass, (n16, D) or for D = 4 (D, n16)
@@ -119,13 +122,13 @@ struct Buffers {
     }
 };
 
-// One row of D channels as V registers, zero past D.
+// Channels 8 h0 .. 8 (h0 + C) of a row as C registers, zero past D.
 template <int D>
-AVX2_FN inline void load_row(const float* x, __m256* out) {
+AVX2_FN inline void load_chunk(const float* x, int h0, __m256* out) {
     if constexpr (D < 8) {
         out[0] = _mm256_insertf128_ps(_mm256_setzero_ps(), _mm_loadu_ps(x), 0);
     } else {
-        for (int h = 0; h < D / 8; ++h) out[h] = _mm256_loadu_ps(x + 8 * h);
+        for (int h = 0; h < Buffers<D>::C; ++h) out[h] = _mm256_loadu_ps(x + 8 * (h0 + h));
     }
 }
 
@@ -186,15 +189,21 @@ AVX2_FN inline void weighted_rows(const float* w, int n16, int n, const float* r
             }
         }
     } else {
-        for (int r = 0; r < MR; ++r)
-            for (int h = 0; h < V; ++h) acc[r][h] = _mm256_setzero_ps();
-        for (int j = 0; j < n; ++j) {
-            __m256 b[V];
-            for (int h = 0; h < V; ++h) b[h] = _mm256_loadu_ps(rows + j * D + 8 * h);
-            for (int r = 0; r < MR; ++r) {
-                const __m256 x = _mm256_set1_ps(w[r * n16 + j]);
-                for (int h = 0; h < V; ++h) acc[r][h] = _mm256_fmadd_ps(x, b[h], acc[r][h]);
+        constexpr int C = Buffers<D>::C;
+        for (int h0 = 0; h0 < V; h0 += C) {
+            __m256 sum[MR][C];
+            for (int r = 0; r < MR; ++r)
+                for (int h = 0; h < C; ++h) sum[r][h] = _mm256_setzero_ps();
+            for (int j = 0; j < n; ++j) {
+                __m256 b[C];
+                load_chunk<D>(rows + j * D, h0, b);
+                for (int r = 0; r < MR; ++r) {
+                    const __m256 x = _mm256_set1_ps(w[r * n16 + j]);
+                    for (int h = 0; h < C; ++h) sum[r][h] = _mm256_fmadd_ps(x, b[h], sum[r][h]);
+                }
             }
+            for (int r = 0; r < MR; ++r)
+                for (int h = 0; h < C; ++h) acc[r][h0 + h] = sum[r][h];
         }
     }
 }
@@ -204,18 +213,20 @@ AVX2_FN inline void weighted_rows(const float* w, int n16, int n, const float* r
 // several keys at once and against a transposed (D, n16) accumulator: this is the fastest.)
 template <int D>
 AVX2_FN inline void accumulate_rows(const float* w, int n16, int n, const float* const* x, float* grad) {
-    constexpr int V = Buffers<D>::V;
-    __m256 xr[MR][V];
-    for (int r = 0; r < MR; ++r) load_row<D>(x[r], xr[r]);
-    for (int j = 0; j < n; ++j) {
-        float* g = grad + j * Buffers<D>::D8;
-        __m256 acc[V];
-        for (int h = 0; h < V; ++h) acc[h] = _mm256_loadu_ps(g + 8 * h);
-        for (int r = 0; r < MR; ++r) {
-            const __m256 s = _mm256_set1_ps(w[r * n16 + j]);
-            for (int h = 0; h < V; ++h) acc[h] = _mm256_fmadd_ps(s, xr[r][h], acc[h]);
+    constexpr int V = Buffers<D>::V, C = Buffers<D>::C;
+    for (int h0 = 0; h0 < V; h0 += C) {
+        __m256 xr[MR][C];
+        for (int r = 0; r < MR; ++r) load_chunk<D>(x[r], h0, xr[r]);
+        for (int j = 0; j < n; ++j) {
+            float* g = grad + j * Buffers<D>::D8 + 8 * h0;
+            __m256 acc[C];
+            for (int h = 0; h < C; ++h) acc[h] = _mm256_loadu_ps(g + 8 * h);
+            for (int r = 0; r < MR; ++r) {
+                const __m256 s = _mm256_set1_ps(w[r * n16 + j]);
+                for (int h = 0; h < C; ++h) acc[h] = _mm256_fmadd_ps(s, xr[r][h], acc[h]);
+            }
+            for (int h = 0; h < C; ++h) _mm256_storeu_ps(g + 8 * h, acc[h]);
         }
-        for (int h = 0; h < V; ++h) _mm256_storeu_ps(g + 8 * h, acc[h]);
     }
 }
 
@@ -363,7 +374,8 @@ void run_range(const Problem& P, long first, long last, bool backward) {
     switch (P.d) {
         case 4: run_maps<4>(P, first, last, backward); break;
         case 8: run_maps<8>(P, first, last, backward); break;
-        default: run_maps<16>(P, first, last, backward); break;
+        case 16: run_maps<16>(P, first, last, backward); break;
+        default: run_maps<32>(P, first, last, backward); break;
     }
 }
 
@@ -400,7 +412,7 @@ bool cpu_supported() {
 }  // namespace
 #endif  // NARROW_X86
 
-static bool valid_shape(int n, int d) { return n > 0 && (d == 4 || d == 8 || d == 16); }
+static bool valid_shape(int n, int d) { return n > 0 && (d == 4 || d == 8 || d == 16 || d == 32); }
 
 static PyObject* py_supported(PyObject*, PyObject*) {
 #ifdef NARROW_X86
@@ -419,7 +431,7 @@ static PyObject* py_forward(PyObject*, PyObject* args) {
     float scale;
     if (!PyArg_ParseTuple(args, "KKKliiifi", &qkv, &o, &stats, &batch, &heads, &n, &d, &scale, &threads))
         return nullptr;
-    if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8 or 16, not %d", d);
+    if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8, 16 or 32, not %d", d);
 #ifdef NARROW_X86
     const Problem P{pointer(qkv), nullptr, nullptr, pointer(o), pointer(stats), nullptr, batch, heads, n, d, scale};
     Py_BEGIN_ALLOW_THREADS run(P, threads, false);
@@ -437,7 +449,7 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
     if (!PyArg_ParseTuple(args, "KKKKKliiifi", &qkv, &out, &dout, &stats, &dqkv, &batch, &heads, &n, &d, &scale,
                           &threads))
         return nullptr;
-    if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8 or 16, not %d", d);
+    if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8, 16 or 32, not %d", d);
 #ifdef NARROW_X86
     const Problem P{pointer(qkv), pointer(out), pointer(dout), nullptr, pointer(stats), pointer(dqkv),
                     batch, heads, n, d, scale};

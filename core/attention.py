@@ -5,7 +5,7 @@ All four ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed 
 - ``naive``: the tutorial's way, the whole (B*heads, N, N) attention map in memory.
 - ``sdpa``: ``scaled_dot_product_attention``, fused kernels; the best on CUDA (narrow fp32 heads
   zero-padded on the CPU, see :func:`_sdpa`).
-- ``narrow``: fp32 heads of 4, 8 or 16 channels on an AVX2 CPU through our own compiled
+- ``narrow``: fp32 heads of 4 to 32 channels on an AVX2 CPU through our own compiled
   kernels (:mod:`core.narrow_attention`): 1.4x sdpa's speed forward+backward with 16-channel
   heads, 2.3x with 4-channel ones (784 tokens, 2 AVX2 EPYC cores). Other heads go as ``sdpa``
   in fp32 and as ``auto`` in bf16, the faster kernel for each there.

@@ -132,7 +132,7 @@ class TrainParams:
     attention: Literal["auto", "narrow", "chunked", "sdpa", "naive"] = _f(
         "auto",
         "Attention kernel: auto times the kernels on this machine at the start (once, then remembered) "
-        "and keeps the fastest; narrow (fp32 heads of 4-16 channels on AVX2 CPUs), chunked, sdpa and "
+        "and keeps the fastest; narrow (fp32 heads of 4-32 channels on AVX2 CPUs), chunked, sdpa and "
         "naive compute the same result at different speeds.",
     )
     compile: bool = _f(False, "Compile the model with torch.compile (falls back if it cannot).")

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-HEAD_WIDTHS = (4, 8, 16)
+HEAD_WIDTHS = (4, 8, 16, 32)
 
 
 @functools.cache
@@ -37,7 +37,7 @@ def available() -> bool:
 
 def applies(x: torch.Tensor, d: int) -> bool:
     """Whether attention over ``x`` (queries or projections) with heads of ``d`` channels is the
-    kernels' case: fp32 on the CPU, d of 4, 8 or 16."""
+    kernels' case: fp32 on the CPU, d in HEAD_WIDTHS."""
     return x.device.type == "cpu" and x.dtype == torch.float32 and d in HEAD_WIDTHS and available()
 
 

@@ -106,13 +106,13 @@ def test_narrow_kernels_match_float64_attention(n, d):
 def test_narrow_kernels_take_projections_as_they_are_and_leave_other_heads_to_torch():
     """Input projections as SelfAttention makes them, (B, N, 3C) with q, k and v side by side,
     give the attended values with heads side by side and the projections' gradient as the other
-    kernels do; heads the kernels do not take (32 channels, bf16) go to torch's kernels instead."""
+    kernels do; heads the kernels do not take (64 channels, bf16) go to torch's kernels instead."""
     qkv = torch.randn(2, 40, 3 * 2 * 16, requires_grad=True)
     grad = torch.randn(2, 40, 2 * 16)
     got, want = (attn.self_attention(qkv, 2, impl) for impl in ("narrow", "naive"))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(*(torch.autograd.grad(out, qkv, grad)[0] for out in (got, want)), rtol=1e-5, atol=1e-5)
-    assert not narrow_attention.applies(torch.randn(1, 8, 3 * 32), 32)
+    assert not narrow_attention.applies(torch.randn(1, 8, 3 * 64), 64)
     assert not narrow_attention.applies(torch.randn(1, 8, 3 * 16, dtype=torch.bfloat16), 16)
-    wide = [x.detach().float() for x in _qkv(n=30, d=32)]
+    wide = [x.detach().float() for x in _qkv(n=30, d=64)]
     torch.testing.assert_close(attn.attention(*wide, "narrow"), attn.attention(*wide, "naive"), rtol=1e-5, atol=1e-6)
