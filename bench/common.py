@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
@@ -55,6 +56,9 @@ def resolve_config(spec: str) -> Config:
 
 def setup(args: argparse.Namespace) -> torch.device:
     keep_freed_memory()  # as the app and the CLI do at start (see core.allocator)
+    # what autotune timed and chose, on stderr: a figure from an unexpected choice can be told apart
+    logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
+    logging.getLogger("core.autotune").setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     return pick_device(args.device)

@@ -274,6 +274,8 @@ def tune(model: torch.nn.Module, config: Config, device: torch.device, *, traini
             training=training, batch=batch, graphs=graphs))
     finally:
         model.train(was_training)
+    log.info("autotune: %s chosen; seconds per image: %s", _label(best),
+             ", ".join(f"{label} {cost:.4g}" for label, cost in costs.items()))
     if device.type != "cpu" or not machine_is_busy():
         write_cache(key, best)
     else:
