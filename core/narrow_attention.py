@@ -1,12 +1,13 @@
 """Exact attention for narrow fp32 heads on the CPU through DDPM Studio's own kernels.
 
-torch's fused CPU attention runs heads of 4 to 16 channels (the tutorial's network has 4 and 16)
+torch's fused CPU attention runs heads of 4 to 32 channels (the tutorial's network has 4 to 64)
 well below what the arithmetic needs, in the backward pass above all, and it can only run
 4-channel heads zero-padded to 16 (:func:`core.attention._sdpa`). ``core/_narrow_attention.cpp``
-computes the same flash-attention passes with AVX2 register tiles; on a 2-core AVX2 EPYC one
-784-token layer at batch 32 took 0.166 s forward+backward with 16-channel heads against sdpa's
-0.226 s, and 0.102 against 0.233 s with 4-channel heads; the tutorial's fp32 training step went
-from 5.4-5.7 to 4.0-4.2 s (README, "Speed").
+computes the same flash-attention passes with AVX2 register tiles, close to the limit of the
+cores' two FMA pipes; on a 2-core AVX2 EPYC one 784-token layer at batch 32 took 0.139 s
+forward+backward with 16-channel heads against sdpa's 0.230 s, and 0.075 against 0.235 s with
+4-channel heads, the inference pass at batch 100 0.134 against 0.193 s and 0.070 against 0.202 s
+(README, "Speed").
 
 The kernels are a compiled extension built at install time (``setup.py``); where it could not be
 built, or the CPU lacks AVX2 and FMA, :func:`available` is false and nothing here is used.
