@@ -1,8 +1,9 @@
-"""The optional native kernels (core/_narrow_attention.cpp); everything else about the package is in pyproject.toml.
+"""The optional native kernels (core/_narrow_attention.cpp, core/_norm_act.cpp); everything else
+about the package is in pyproject.toml.
 
-``core._narrow_attention`` is built with OpenMP so that its threads are torch's own (see the
-source). Where no compiler can build it (no compiler, or one without OpenMP, such as Apple's
-clang), the install goes on without it and the engine uses torch's kernels only.
+They are built with OpenMP so that their threads are torch's own (see the sources). Where no
+compiler can build them (no compiler, or one without OpenMP, such as Apple's clang), the install
+goes on without them and the engine uses torch's kernels only.
 """
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -24,6 +25,9 @@ class BuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension("core._narrow_attention", ["core/_narrow_attention.cpp"], language="c++", optional=True)],
+    ext_modules=[
+        Extension(f"core.{name}", [f"core/{name}.cpp"], depends=["core/_avx2.h"], language="c++", optional=True)
+        for name in ("_narrow_attention", "_norm_act")
+    ],
     cmdclass={"build_ext": BuildExt},
 )

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import norm_act
 from .attention import AttentionImpl, self_attention
 from .config import GROUPS, UNET_OUT_CHANNELS, ModelParams
 
@@ -108,9 +109,13 @@ class NormActConv(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         norm, _, conv = self
-        if (x.device.type == "cpu" and x.dtype == conv.weight.dtype == torch.float32 and torch.is_grad_enabled()
+        if (x.device.type == "cpu" and x.dtype == conv.weight.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu")):
-            return _NormActConv.apply(x, norm.weight, norm.bias, conv.weight, conv.bias, norm.num_groups, norm.eps)
+            if torch.is_grad_enabled():
+                return _NormActConv.apply(x, norm.weight, norm.bias, conv.weight, conv.bias, norm.num_groups,
+                                          norm.eps)
+            if norm_act.applies(x):
+                return conv(norm_act.forward(x, norm.weight, norm.bias, norm.num_groups, norm.eps))
         return super().forward(x)
 
 
@@ -123,7 +128,8 @@ class _NormActConv(torch.autograd.Function):
     tutorial's network keeps 0.23 GiB of activations per 16 images, of which this leaves out
     about half, and the CPU's fp32 training runs in parts of 16 or 32 images to fit in a quarter
     of the tutorial step's memory (README, "Memory of the whole process"). The kernels are
-    autograd's own, so the results are the same.
+    autograd's own, so the results are the same; on channels-last activations the norm and the
+    SiLU are :mod:`core.norm_act`'s fused kernels instead (torch's channels-last norm is slow).
     """
 
     @staticmethod
@@ -131,19 +137,32 @@ class _NormActConv(torch.autograd.Function):
                 bias: torch.Tensor | None, groups: int, eps: float) -> torch.Tensor:
         ctx.save_for_backward(x, gamma, beta, weight)
         ctx.groups, ctx.eps, ctx.has_bias = groups, eps, bias is not None
-        return F.conv2d(F.silu(_group_norm(x, gamma, beta, groups, eps)[0]), weight, bias, padding=1)
+        if norm_act.applies(x):
+            act = norm_act.forward(x, gamma, beta, groups, eps)
+        else:
+            act = F.silu(_group_norm(x, gamma, beta, groups, eps)[0])
+        return F.conv2d(act, weight, bias, padding=1)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, gamma, beta, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        y, mean, rstd = _group_norm(x, gamma, beta, ctx.groups, ctx.eps)
+        fused = norm_act.applies(x)
+        if fused:
+            act = norm_act.forward(x, gamma, beta, ctx.groups, ctx.eps)
+        else:
+            y, mean, rstd = _group_norm(x, gamma, beta, ctx.groups, ctx.eps)
+            act = F.silu(y)
         grad_act, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad, F.silu(y), weight, [weight.shape[0]] if ctx.has_bias else None,
+            grad, act, weight, [weight.shape[0]] if ctx.has_bias else None,
             [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, needs[3], needs[4]],
         )
-        grad_y = torch.ops.aten.silu_backward(grad_act, y)
-        grad_x, grad_gamma, grad_beta = _group_norm_backward(grad_y, x, mean, rstd, gamma, ctx.groups, needs[:3])
+        if fused:
+            grad_x, grad_gamma, grad_beta = norm_act.backward(x, gamma, beta, grad_act, ctx.groups, ctx.eps)
+        else:
+            grad_y = torch.ops.aten.silu_backward(grad_act, y)
+            grad_x, grad_gamma, grad_beta = _group_norm_backward(grad_y, x, mean, rstd, gamma, ctx.groups,
+                                                                 needs[:3])
         return grad_x, grad_gamma, grad_beta, grad_weight, grad_bias, None, None
 
 

@@ -151,7 +151,7 @@ def _self_test(args: argparse.Namespace, work: Path, started: float) -> dict[str
     try:
         import torch
 
-        from core import narrow_attention
+        from core import narrow_attention, norm_act
 
         steps = _train(app, window, _tiny_config(args.steps, args.device), work / "runs" / "self-test", args.timeout)
         grid, device = _sample_grid(work / "runs" / "self-test", work, args.device)
@@ -168,7 +168,8 @@ def _self_test(args: argparse.Namespace, work: Path, started: float) -> dict[str
         "cuda": torch.version.cuda, "qt_platform": app.platformName(),
         "start_to_window_s": round(to_window, 2), "start_to_engine_s": round(to_engine, 2),
         "resources": resources, "python": platform.python_version(), "platform": sys.platform,
-        "narrow_attention": narrow_attention.available(),  # false: built without the compiled kernels, or no AVX2
+        # false: built without the compiled kernels, or no AVX2
+        "narrow_attention": narrow_attention.available(), "norm_act": norm_act.available(),
     }
 
 

@@ -1,10 +1,6 @@
 """Every attention kernel computes the same softmax attention, forward and backward."""
 from __future__ import annotations
 
-import platform
-import shutil
-import sys
-
 import pytest
 import torch
 
@@ -12,12 +8,9 @@ from core import attention as attn
 from core import narrow_attention
 from core.device import onednn_bf16
 
-# The narrow kernels are built by every install on x86-64 Linux that has a C++ compiler (gcc has
-# OpenMP and AVX2 intrinsics): there, a missing build is a failure, not a skip. A fresh machine
-# without one installs and runs without them (setup.py), and these tests skip.
-NARROW_MUST_BUILD = (sys.platform == "linux" and platform.machine() == "x86_64"
-                     and any(shutil.which(c) for c in ("c++", "g++")))
-needs_narrow = pytest.mark.skipif(not narrow_attention.available() and not NARROW_MUST_BUILD,
+from tests.native_kernels import MUST_BUILD
+
+needs_narrow = pytest.mark.skipif(not narrow_attention.available() and not MUST_BUILD,
                                   reason="no narrow attention kernels for this platform or CPU")
 
 

@@ -1,11 +1,14 @@
 """The UNet is the tutorial's function: same parameters, same outputs for the same weights."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from core import norm_act
 from core.config import Config, load_config
 from core.presets import list_presets, load_preset
 from core.unet import GroupNorm, NormActConv, UNet, count_parameters
@@ -83,7 +86,8 @@ def test_narrow_group_norm_in_fp32_has_the_reference_gradients():
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_norm_act_conv_keeps_one_activation_and_gives_autograds_gradients(channels_last):
     """fp32 training on the CPU keeps the norm's input only, and its outputs and gradients are
-    bit for bit those of autograd through the three layers."""
+    those of autograd through the three layers: bit for bit in NCHW memory, within fp32 rounding
+    in channels-last memory, where the norm and the SiLU are core.norm_act's fused kernels."""
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     layer = NormActConv(16, 32).to(memory_format=fmt)
@@ -96,9 +100,11 @@ def test_norm_act_conv_keeps_one_activation_and_gives_autograds_gradients(channe
     activations = [t for t in saved if t.shape == x.shape]  # autograd through the three keeps 3
     assert out.grad_fn.name() == "_NormActConvBackward" and len(activations) == 1
     want_out = torch.nn.Sequential.forward(layer, x)
-    assert torch.equal(out, want_out)
+    fused = channels_last and norm_act.available()
+    same = functools.partial(torch.allclose, rtol=1e-4, atol=1e-5) if fused else torch.equal
+    assert same(out, want_out)
     for got, want in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(want_out, inputs, grad)):
-        assert torch.equal(got, want)
+        assert same(got, want)
 
 
 def test_norm_act_conv_runs_as_the_tutorials_layers_under_autocast():

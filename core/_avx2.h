@@ -1,0 +1,78 @@
+// What the compiled kernels (core/_narrow_attention.cpp, core/_norm_act.cpp) share: the x86-64
+// detection, the AVX2+FMA target attribute, the run-time CPU check and the vector math helpers.
+// Each kernel file is built for the baseline ISA; only functions marked AVX2_FN use AVX2, and they
+// run only where avx2_fma_supported() said yes.
+#pragma once
+
+#include <cmath>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define CORE_X86 1
+#include <immintrin.h>
+#ifdef _MSC_VER
+#include <intrin.h>
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define AVX2_FN __attribute__((target("avx2,fma")))
+#else
+#define AVX2_FN
+#endif
+#endif
+
+#ifdef CORE_X86
+namespace {
+
+constexpr float LOG2E = 1.44269504088896341f;  // e^x = 2^(x log2 e)
+
+// 2^x in fp32 for x < 127 (callers clamp larger inputs): a degree-6 polynomial on the fraction
+// (relative error 1e-7, fitted to 2^r on [-1/2, 1/2]) with the integer part added to the exponent
+// bits; inputs below -126 give 0 or a denormal. 11 vector ops against the 18 of a natural exp with
+// its two-part range reduction, which attention's 4-channel heads spend most of their time in.
+AVX2_FN inline __m256 exp2_8(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
+    const __m256 whole = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 r = _mm256_sub_ps(x, whole);
+    __m256 y = _mm256_set1_ps(1.5345809515565634e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3399932067841291e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(9.618489071726799e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.550328642129898e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(2.4022646248340607e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(6.931471824645996e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(whole), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(y), e));
+}
+
+AVX2_FN inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2_FN inline float hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+inline bool avx2_fma_supported() {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(_MSC_VER)
+    // AVX2 and FMA by CPUID, and the OS saving the YMM registers (OSXSAVE, then XCR0 bits 1-2)
+    int info[4];
+    __cpuid(info, 1);
+    const bool fma = info[2] & (1 << 12), osxsave = info[2] & (1 << 27);
+    if (!fma || !osxsave || (_xgetbv(0) & 6) != 6) return false;
+    __cpuidex(info, 7, 0);
+    return info[1] & (1 << 5);
+#else
+    return false;
+#endif
+}
+
+}  // namespace
+#endif  // CORE_X86
