@@ -4,6 +4,8 @@
 // run only where avx2_fma_supported() said yes.
 #pragma once
 
+#include <Python.h>
+
 #include <cmath>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -76,3 +78,14 @@ inline bool avx2_fma_supported() {
 
 }  // namespace
 #endif  // CORE_X86
+
+// The Python side of both modules: "supported" and the data pointers Python passes as integers.
+static PyObject* py_supported(PyObject*, PyObject*) {
+#ifdef CORE_X86
+    return PyBool_FromLong(avx2_fma_supported());
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static float* pointer(unsigned long long address) { return reinterpret_cast<float*>(address); }

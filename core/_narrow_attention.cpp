@@ -352,16 +352,6 @@ void run(const Problem& P, int threads, bool backward) {
 
 static bool valid_shape(int n, int d) { return n > 0 && (d == 4 || d == 8 || d == 16 || d == 32); }
 
-static PyObject* py_supported(PyObject*, PyObject*) {
-#ifdef CORE_X86
-    return PyBool_FromLong(avx2_fma_supported());
-#else
-    Py_RETURN_FALSE;
-#endif
-}
-
-static float* pointer(unsigned long long address) { return reinterpret_cast<float*>(address); }
-
 static PyObject* py_forward(PyObject*, PyObject* args) {
     unsigned long long qkv, o, stats;
     long batch;

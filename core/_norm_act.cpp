@@ -203,18 +203,8 @@ void run(const Problem& P, int threads, bool backward) {
 }  // namespace
 #endif  // CORE_X86
 
-static float* pointer(unsigned long long address) { return reinterpret_cast<float*>(address); }
-
 static bool valid_shape(long n, int pixels, int channels, int groups) {
     return n > 0 && pixels > 0 && channels > 0 && channels % 8 == 0 && groups > 0 && channels % groups == 0;
-}
-
-static PyObject* py_supported(PyObject*, PyObject*) {
-#ifdef CORE_X86
-    return PyBool_FromLong(avx2_fma_supported());
-#else
-    Py_RETURN_FALSE;
-#endif
 }
 
 static PyObject* py_forward(PyObject*, PyObject* args) {

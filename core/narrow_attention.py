@@ -14,26 +14,18 @@ built, or the CPU lacks AVX2 and FMA, :func:`available` is false and nothing her
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 
+from . import native
+
 HEAD_WIDTHS = (4, 8, 16, 32)
-
-
-@functools.cache
-def _kernels() -> Any:
-    try:
-        from . import _narrow_attention
-    except ImportError:
-        return None
-    return _narrow_attention if _narrow_attention.supported() else None
 
 
 def available() -> bool:
     """Whether this install and this CPU run the kernels."""
-    return _kernels() is not None
+    return native.kernels("_narrow_attention") is not None
 
 
 def applies(x: torch.Tensor, d: int) -> bool:
@@ -58,7 +50,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
 
 def _call(name: str, *tensors: torch.Tensor, batch: int, heads: int, tokens: int, d: int) -> None:
-    getattr(_kernels(), name)(*(t.data_ptr() for t in tensors), batch, heads, tokens, d, d ** -0.5,
+    getattr(native.kernels("_narrow_attention"), name)(*(t.data_ptr() for t in tensors), batch, heads, tokens, d, d ** -0.5,
                               torch.get_num_threads())
 
 

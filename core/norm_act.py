@@ -12,24 +12,14 @@ built, or the CPU lacks AVX2 and FMA, :func:`available` is false and nothing her
 """
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 import torch
 
-
-@functools.cache
-def _kernels() -> Any:
-    try:
-        from . import _norm_act
-    except ImportError:
-        return None
-    return _norm_act if _norm_act.supported() else None
+from . import native
 
 
 def available() -> bool:
     """Whether this install and this CPU run the kernels."""
-    return _kernels() is not None
+    return native.kernels("_norm_act") is not None
 
 
 def applies(x: torch.Tensor) -> bool:
@@ -62,4 +52,4 @@ def _weight(w: torch.Tensor) -> torch.Tensor:
 
 def _call(name: str, *tensors: torch.Tensor, x: torch.Tensor, groups: int, eps: float) -> None:
     n, c, h, w = x.shape
-    getattr(_kernels(), name)(*(t.data_ptr() for t in tensors), n, h * w, c, groups, eps, torch.get_num_threads())
+    getattr(native.kernels("_norm_act"), name)(*(t.data_ptr() for t in tensors), n, h * w, c, groups, eps, torch.get_num_threads())
