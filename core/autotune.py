@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 """Environment variable naming another cache folder (tests, portable installs)."""
 # 2: rounds timed for ROUND_SECONDS; choices from fewer passes are timed again. 3: the narrow kernel
-CACHE_VERSION = 3
+# 4: the fused channels-last norm (core.norm_act), which makes channels_last worth timing again
+CACHE_VERSION = 4
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left
