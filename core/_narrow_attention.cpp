@@ -350,7 +350,12 @@ void run(const Problem& P, int threads, bool backward) {
 }  // namespace
 #endif  // CORE_X86
 
-static bool valid_shape(int n, int d) { return n > 0 && (d == 4 || d == 8 || d == 16 || d == 32); }
+// Whether the kernels take this shape; if not, a ValueError is set.
+static bool valid_shape(int n, int d) {
+    if (n > 0 && (d == 4 || d == 8 || d == 16 || d == 32)) return true;
+    PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8, 16 or 32, not %d", d);
+    return false;
+}
 
 static PyObject* py_forward(PyObject*, PyObject* args) {
     unsigned long long qkv, o, stats;
@@ -359,7 +364,7 @@ static PyObject* py_forward(PyObject*, PyObject* args) {
     float scale;
     if (!PyArg_ParseTuple(args, "KKKliiifi", &qkv, &o, &stats, &batch, &heads, &n, &d, &scale, &threads))
         return nullptr;
-    if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8, 16 or 32, not %d", d);
+    if (!valid_shape(n, d)) return nullptr;
 #ifdef CORE_X86
     const Problem P{pointer(qkv), nullptr, nullptr, pointer(o), pointer(stats), nullptr, batch, heads, n, d, scale};
     Py_BEGIN_ALLOW_THREADS run(P, threads, false);
@@ -377,7 +382,7 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
     if (!PyArg_ParseTuple(args, "KKKKKliiifi", &qkv, &out, &dout, &stats, &dqkv, &batch, &heads, &n, &d, &scale,
                           &threads))
         return nullptr;
-    if (!valid_shape(n, d)) return PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8, 16 or 32, not %d", d);
+    if (!valid_shape(n, d)) return nullptr;
 #ifdef CORE_X86
     const Problem P{pointer(qkv), pointer(out), pointer(dout), nullptr, pointer(stats), pointer(dqkv),
                     batch, heads, n, d, scale};

@@ -203,8 +203,11 @@ void run(const Problem& P, int threads, bool backward) {
 }  // namespace
 #endif  // CORE_X86
 
+// Whether the kernels take this shape; if not, a ValueError is set.
 static bool valid_shape(long n, int pixels, int channels, int groups) {
-    return n > 0 && pixels > 0 && channels > 0 && channels % 8 == 0 && groups > 0 && channels % groups == 0;
+    if (n > 0 && pixels > 0 && channels > 0 && channels % 8 == 0 && groups > 0 && channels % groups == 0) return true;
+    PyErr_SetString(PyExc_ValueError, "norm_act: channels must be a multiple of 8 and of the groups");
+    return false;
 }
 
 static PyObject* py_forward(PyObject*, PyObject* args) {
@@ -215,8 +218,7 @@ static PyObject* py_forward(PyObject*, PyObject* args) {
     if (!PyArg_ParseTuple(args, "KKKKliiifi", &x, &gamma, &beta, &out, &n, &pixels, &channels, &groups, &eps,
                           &threads))
         return nullptr;
-    if (!valid_shape(n, pixels, channels, groups))
-        return PyErr_Format(PyExc_ValueError, "norm_act: channels must be a multiple of 8 and of the groups");
+    if (!valid_shape(n, pixels, channels, groups)) return nullptr;
 #ifdef CORE_X86
     const Problem P{{n, pixels, channels, groups, eps}, pointer(x), pointer(gamma), pointer(beta), nullptr,
                     pointer(out), nullptr, nullptr, nullptr};
@@ -235,8 +237,7 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
     if (!PyArg_ParseTuple(args, "KKKKKKKliiifi", &x, &gamma, &beta, &dout, &dx, &dgamma, &dbeta, &n, &pixels,
                           &channels, &groups, &eps, &threads))
         return nullptr;
-    if (!valid_shape(n, pixels, channels, groups))
-        return PyErr_Format(PyExc_ValueError, "norm_act: channels must be a multiple of 8 and of the groups");
+    if (!valid_shape(n, pixels, channels, groups)) return nullptr;
 #ifdef CORE_X86
     const Problem P{{n, pixels, channels, groups, eps}, pointer(x), pointer(gamma), pointer(beta), pointer(dout),
                     nullptr, pointer(dx), pointer(dgamma), pointer(dbeta)};

@@ -50,8 +50,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
 
 def _call(name: str, *tensors: torch.Tensor, batch: int, heads: int, tokens: int, d: int) -> None:
-    getattr(native.kernels("_narrow_attention"), name)(*(t.data_ptr() for t in tensors), batch, heads, tokens, d, d ** -0.5,
-                              torch.get_num_threads())
+    kernel = getattr(native.kernels("_narrow_attention"), name)
+    kernel(*(t.data_ptr() for t in tensors), batch, heads, tokens, d, d ** -0.5, torch.get_num_threads())
 
 
 class _NarrowAttention(torch.autograd.Function):

@@ -52,4 +52,5 @@ def _weight(w: torch.Tensor) -> torch.Tensor:
 
 def _call(name: str, *tensors: torch.Tensor, x: torch.Tensor, groups: int, eps: float) -> None:
     n, c, h, w = x.shape
-    getattr(native.kernels("_norm_act"), name)(*(t.data_ptr() for t in tensors), n, h * w, c, groups, eps, torch.get_num_threads())
+    kernel = getattr(native.kernels("_norm_act"), name)
+    kernel(*(t.data_ptr() for t in tensors), n, h * w, c, groups, eps, torch.get_num_threads())

@@ -137,11 +137,7 @@ class _NormActConv(torch.autograd.Function):
                 bias: torch.Tensor | None, groups: int, eps: float) -> torch.Tensor:
         ctx.save_for_backward(x, gamma, beta, weight)
         ctx.groups, ctx.eps, ctx.has_bias = groups, eps, bias is not None
-        if norm_act.applies(x):
-            act = norm_act.forward(x, gamma, beta, groups, eps)
-        else:
-            act = F.silu(_group_norm(x, gamma, beta, groups, eps)[0])
-        return F.conv2d(act, weight, bias, padding=1)
+        return F.conv2d(_norm_silu(x, gamma, beta, groups, eps), weight, bias, padding=1)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -164,6 +160,13 @@ class _NormActConv(torch.autograd.Function):
             grad_x, grad_gamma, grad_beta = _group_norm_backward(grad_y, x, mean, rstd, gamma, ctx.groups,
                                                                  needs[:3])
         return grad_x, grad_gamma, grad_beta, grad_weight, grad_bias, None, None
+
+
+def _norm_silu(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
+    """SiLU of the group norm: :mod:`core.norm_act`'s fused kernel where it applies, else torch's."""
+    if norm_act.applies(x):
+        return norm_act.forward(x, gamma, beta, groups, eps)
+    return F.silu(_group_norm(x, gamma, beta, groups, eps)[0])
 
 
 def _group_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int,
