@@ -1,5 +1,5 @@
-"""The optional native kernels (core/_narrow_attention.cpp, core/_norm_act.cpp); everything else
-about the package is in pyproject.toml.
+"""The optional native kernels (core/_narrow_attention.cpp, core/_norm_act.cpp, core/_winograd.cpp);
+everything else about the package is in pyproject.toml.
 
 They are built with OpenMP so that their threads are torch's own (see the sources). Where no
 compiler can build them (no compiler, or one without OpenMP, such as Apple's clang), the install
@@ -27,7 +27,7 @@ class BuildExt(build_ext):
 setup(
     ext_modules=[
         Extension(f"core.{name}", [f"core/{name}.cpp"], depends=["core/_avx2.h"], language="c++", optional=True)
-        for name in ("_narrow_attention", "_norm_act")
+        for name in ("_narrow_attention", "_norm_act", "_winograd")
     ],
     cmdclass={"build_ext": BuildExt},
 )

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import narrow_attention
+from . import narrow_attention, winograd
 from .atomic import atomic_write_text
 from .config import Config
 from .cuda_graphs import GraphedNetwork
@@ -40,7 +40,8 @@ CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 """Environment variable naming another cache folder (tests, portable installs)."""
 # 2: rounds timed for ROUND_SECONDS; choices from fewer passes are timed again. 3: the narrow kernel
 # 4: the fused channels-last norm (core.norm_act), which makes channels_last worth timing again
-CACHE_VERSION = 4
+# 5: Winograd convolutions (core.winograd)
+CACHE_VERSION = 5
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left
@@ -73,6 +74,7 @@ class Choice:
     attention: str  # a kernel of core.attention
     channels_last: bool
     micro_batch_size: int | None = None  # images per pass in training; None: sampling, whole batch
+    winograd: bool = False  # 3x3 convs through core.winograd where it applies
 
     def describe(self, device: torch.device) -> str:
         """One line for the window and the log, e.g. 'cpu · 2 threads · fp32 · sdpa'."""
@@ -82,6 +84,8 @@ class Choice:
         parts += [self.precision, self.attention]
         if not self.channels_last:
             parts.append("NCHW")
+        if self.winograd:
+            parts.append("winograd")
         if self.micro_batch_size:
             parts.append(f"parts of {self.micro_batch_size}")
         return " · ".join(parts)
@@ -91,6 +95,7 @@ class Choice:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         for model in models:
             model.set_attention_impl(self.attention)  # type: ignore[operator]
+            model.set_winograd(self.winograd)  # type: ignore[operator]
             model.to(memory_format=fmt)
         return pick_precision(self.precision, device)
 
@@ -165,7 +170,8 @@ def _time_round(candidates: list[Choice], measure: Callable[[Choice], Callable[[
 
 
 def _label(c: Choice) -> str:
-    return f"{c.precision}/{c.attention}/{'nhwc' if c.channels_last else 'nchw'}/{c.micro_batch_size or 'all'}"
+    layout = ("nhwc" if c.channels_last else "nchw") + ("+winograd" if c.winograd else "")
+    return f"{c.precision}/{c.attention}/{layout}/{c.micro_batch_size or 'all'}"
 
 
 # -- what to search: the config's fixed values and the device's options --------------------------
@@ -185,19 +191,24 @@ def options(config: Config, device: torch.device, *, training: bool, batch: int,
     attention = attention if attention != "auto" else tp.attention
     auto_precision = pick_precision(tp.precision, device).name
     part = micro_batches(batch, tp.micro_batch_size, device)[0]
+    precisions = ("bf16", "fp32") if tp.precision == "auto" and auto_precision == "bf16" else (auto_precision,)
     start = Choice(
         precision=auto_precision,
         attention=attention if attention != "auto" else attention_kernels(device)[0],
         channels_last=memory_format(device) == torch.channels_last,
         micro_batch_size=(part.stop - part.start) if training else None,
+        # fp32 only
+        winograd=device.type == "cpu" and "fp32" in precisions and winograd.available(),
     )
     found: dict[str, Sequence[Any]] = {}
-    if tp.precision == "auto" and auto_precision == "bf16":
-        found["precision"] = ("bf16", "fp32")
+    if len(precisions) > 1:
+        found["precision"] = precisions
     if attention == "auto":
         found["attention"] = attention_kernels(device)
     if device.type in ("cpu", "cuda"):
         found["channels_last"] = (True, False)
+    if start.winograd:
+        found["winograd"] = (True, False)
     if training and tp.micro_batch_size is None and device.type == "cpu" and start.micro_batch_size > 8:
         found["micro_batch_size"] = (start.micro_batch_size, start.micro_batch_size // 2)
     return start, found

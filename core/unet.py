@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import norm_act
+from . import norm_act, winograd
 from .attention import AttentionImpl, self_attention
 from .config import GROUPS, UNET_OUT_CHANNELS, ModelParams
 
@@ -102,21 +102,38 @@ class _Fp32GroupNorm(torch.autograd.Function):
 
 class NormActConv(nn.Sequential):
     """GroupNorm, SiLU, 3x3 conv: the tutorial's ``nn.Sequential`` (the same ``0.*``/``2.*``
-    keys), which fp32 training on the CPU runs through :class:`_NormActConv`."""
+    keys), which fp32 training on the CPU runs through :class:`_NormActConv`. With ``winograd``
+    set (:meth:`UNet.set_winograd`) the conv is :mod:`core.winograd`'s where that applies."""
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(GroupNorm(GROUPS, cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1))
+        self.winograd = False
+        self._sampling_weights = winograd.WeightCache()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, shift: torch.Tensor | None = None,  # type: ignore[override]
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's output plus ``shift`` (B, C_out) per image and channel (a ResNet's time
+        embedding) and ``residual`` (shaped like the output); Winograd adds them as it writes."""
         norm, _, conv = self
         if (x.device.type == "cpu" and x.dtype == conv.weight.dtype == torch.float32
                 and not torch.is_autocast_enabled("cpu")):
             if torch.is_grad_enabled():
-                return _NormActConv.apply(x, norm.weight, norm.bias, conv.weight, conv.bias, norm.num_groups,
-                                          norm.eps)
+                out = _NormActConv.apply(x, norm.weight, norm.bias, conv.weight, conv.bias, norm.num_groups,
+                                         norm.eps, self.winograd)
+                return _added(out, shift, residual)
             if norm_act.applies(x):
-                return conv(norm_act.forward(x, norm.weight, norm.bias, norm.num_groups, norm.eps))
-        return super().forward(x)
+                act = norm_act.forward(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
+                if self.winograd and winograd.applies(act, conv.weight):
+                    bias = conv.bias if shift is None else shift + conv.bias
+                    return winograd.conv3x3(act, self._sampling_weights.get(conv.weight), bias, residual)
+                return _added(conv(act), shift, residual)
+        return _added(super().forward(x), shift, residual)
+
+
+def _added(out: torch.Tensor, shift: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
+    if shift is not None:
+        out = out + shift[:, :, None, None]
+    return out if residual is None else out + residual
 
 
 class _NormActConv(torch.autograd.Function):
@@ -134,10 +151,13 @@ class _NormActConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
-                bias: torch.Tensor | None, groups: int, eps: float) -> torch.Tensor:
+                bias: torch.Tensor | None, groups: int, eps: float, use_winograd: bool = False) -> torch.Tensor:
         ctx.save_for_backward(x, gamma, beta, weight)
-        ctx.groups, ctx.eps, ctx.has_bias = groups, eps, bias is not None
-        return F.conv2d(_norm_silu(x, gamma, beta, groups, eps), weight, bias, padding=1)
+        ctx.groups, ctx.eps, ctx.has_bias, ctx.winograd = groups, eps, bias is not None, use_winograd
+        act = _norm_silu(x, gamma, beta, groups, eps)
+        if use_winograd and winograd.applies(act, weight):
+            return winograd.conv3x3(act, winograd.transform_weight(weight), bias)
+        return F.conv2d(act, weight, bias, padding=1)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -149,17 +169,21 @@ class _NormActConv(torch.autograd.Function):
         else:
             y, mean, rstd = _group_norm(x, gamma, beta, ctx.groups, ctx.eps)
             act = F.silu(y)
+        # the input's gradient is the transposed convolution of grad, which Winograd can compute too
+        transposed = ctx.winograd and winograd.applies(grad, weight.transpose(0, 1))
         grad_act, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
             grad, act, weight, [weight.shape[0]] if ctx.has_bias else None,
-            [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, needs[3], needs[4]],
+            [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [not transposed, needs[3], needs[4]],
         )
+        if transposed:
+            grad_act = winograd.conv3x3(grad, winograd.transform_weight(weight, transposed=True))
         if fused:
             grad_x, grad_gamma, grad_beta = norm_act.backward(x, gamma, beta, grad_act, ctx.groups, ctx.eps)
         else:
             grad_y = torch.ops.aten.silu_backward(grad_act, y)
             grad_x, grad_gamma, grad_beta = _group_norm_backward(grad_y, x, mean, rstd, gamma, ctx.groups,
                                                                  needs[:3])
-        return grad_x, grad_gamma, grad_beta, grad_weight, grad_bias, None, None
+        return grad_x, grad_gamma, grad_beta, grad_weight, grad_bias, None, None, None
 
 
 def _norm_silu(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
@@ -215,10 +239,8 @@ class ResAttnStack(nn.Module):
         self.residual_input_conv = nn.ModuleList(nn.Conv2d(c, cout, 1) for c in ins)
 
     def resnet(self, i: int, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
-        out = self.resnet_conv_first[i](x)
-        out = out + self.t_emb_layers[i](t_emb)[:, :, None, None]
-        out = self.resnet_conv_second[i](out)
-        return out + self.residual_input_conv[i](x)
+        out = self.resnet_conv_first[i](x, shift=self.t_emb_layers[i](t_emb))
+        return self.resnet_conv_second[i](out, residual=self.residual_input_conv[i](x))
 
     def attend(self, i: int, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -322,6 +344,13 @@ class UNet(nn.Module):
         for m in self.modules():
             if isinstance(m, SelfAttention):
                 m.impl = impl
+
+    def set_winograd(self, on: bool) -> None:
+        """Run the 3x3 convs that :mod:`core.winograd` takes through it, or all through torch
+        (core.autotune times both on the model)."""
+        for m in self.modules():
+            if isinstance(m, NormActConv):
+                m.winograd = on
 
     @property
     def num_classes(self) -> int:

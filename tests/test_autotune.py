@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from core import autotune, narrow_attention
+from core import autotune, narrow_attention, winograd
 from core import trainer as tr
 from core.autotune import Choice
 from core.config import Config
@@ -21,11 +21,12 @@ START = Choice(precision="bf16", attention="chunked", channels_last=True, micro_
 
 
 def fake_measure(costs: dict[tuple, float], raises: set[tuple] = frozenset()):
-    """A ``measure`` for search(): each choice costs what the table says, keyed by its fields."""
+    """A ``measure`` for search(): each choice costs what the table says, keyed by its fields
+    (the last, ``winograd``, only where it is on)."""
     calls: list[Choice] = []
 
     def measure(choice: Choice):
-        key = dataclasses.astuple(choice)
+        key = dataclasses.astuple(choice)[: None if choice.winograd else -1]
         calls.append(choice)
         if key in raises:
             raise RuntimeError("no such kernel here")
@@ -139,7 +140,8 @@ def test_auto_searches_attention_and_cpu_micro_batches():
     cfg = _config(precision="fp32", batch_size=64)
     start, found = autotune.options(cfg, CPU, training=True, batch=64)
     kernels = ("narrow", "chunked", "sdpa") if narrow_attention.available() else ("chunked", "sdpa")
-    assert start == Choice("fp32", kernels[0], True, 32)
+    assert start == Choice("fp32", kernels[0], True, 32, winograd=winograd.available())
+    assert found.get("winograd") == ((True, False) if winograd.available() else None)
     assert found["attention"] == kernels
     assert found["micro_batch_size"] == (32, 16)
     assert "precision" not in found  # fp32 asked for
@@ -254,8 +256,20 @@ def test_nothing_to_search_measures_nothing(tmp_path, monkeypatch):
     assert not autotune.cache_path().exists()
 
 
+def test_winograd_is_searched_only_where_fp32_may_run(monkeypatch):
+    """Its kernels are fp32: a configured bf16 leaves it out, an auto precision keeps it in."""
+    monkeypatch.setattr(autotune.winograd, "available", lambda: True)
+    _, found = autotune.options(_config(precision="bf16"), CPU, training=True, batch=8)
+    assert "winograd" not in found
+    start, found = autotune.options(_config(precision="fp32"), CPU, training=False, batch=8)
+    assert start.winograd and found["winograd"] == (True, False)
+    assert start.describe(CPU).endswith(" · winograd")
+
+
 @pytest.mark.parametrize("choice", [
     Choice("fp32", "chunked", True, 8), Choice("fp32", "sdpa", True, 8),
+    pytest.param(Choice("fp32", "narrow", True, 8, winograd=True),
+                 marks=pytest.mark.skipif(not winograd.available(), reason="no winograd kernels")),
     Choice("fp32", "sdpa", False, 4), Choice("fp32", "chunked", False, 4),
 ])
 def test_every_candidate_computes_the_tutorial_step(tmp_path, choice):

@@ -1,0 +1,276 @@
+// The tile transforms of a Winograd F(4x4, 3x3) convolution for channels-last fp32 activations on
+// AVX2+FMA CPUs; core/winograd.py runs the 36 matrix products between them through torch.bmm.
+//
+// Why it exists: on an AVX2 CPU the 3x3 convolutions are half of a sampling step of the
+// tutorial's network, and torch's (oneDNN's) direct convolutions already run them at the matmul
+// peak; oneDNN's Winograd kernels are AVX-512 only. F(4x4, 3x3) computes each 4x4 output tile
+// from a 6x6 input tile with 36 multiplications per channel pair instead of 144, so the products
+// are a quarter of the direct convolution's where the image is a multiple of 4 (7x7: a third).
+//
+// The transforms (Lavin & Gray 2016, points 0, +-1, +-2, infinity): V = B^T d B for each 6x6
+// input tile d, and Y = A^T M A for each 6x6 product tile M; the weights' G g G^T is computed once
+// in Python. Both transforms are adds and multiplies by small constants, vectorised along the
+// channels, which channels-last memory keeps contiguous.
+//
+// Layout: x (images, h, w, c) and y (images, h, w, k) contiguous fp32; v (36, tiles, c) and
+// m (36, tiles, k) with tiles numbered (image, tile row, tile column), ceil(h/4) x ceil(w/4)
+// tiles per image; c and k multiples of 8. Zero padding of 1 on every side, stride 1. The module
+// is plain CPython: core/winograd.py passes data pointers, and the GIL is released while the
+// threads run.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+
+#include "_avx2.h"
+
+#ifdef CORE_X86
+namespace {
+
+struct Shape {
+    long images;
+    int h, w, channels;
+    int tile_rows() const { return (h + 3) / 4; }
+    int tile_cols() const { return (w + 3) / 4; }
+    long tiles() const { return images * tile_rows() * tile_cols(); }
+};
+
+// B^T applied to six vectors (a column or a row of a 6x6 tile): B^T is
+//   [4  0 -5  0  1  0]
+//   [0 -4 -4  1  1  0]
+//   [0  4 -4 -1  1  0]
+//   [0 -2 -1  2  1  0]
+//   [0  2 -1 -2  1  0]
+//   [0  4  0 -5  0  1]
+AVX2_FN inline void bt6(const __m256 d[6], __m256 out[6]) {
+    const __m256 four = _mm256_set1_ps(4.0f), minus5 = _mm256_set1_ps(-5.0f), two = _mm256_set1_ps(2.0f);
+    const __m256 a = _mm256_fmadd_ps(minus5, d[2], d[4]);           // d4 - 5 d2
+    const __m256 b = _mm256_fnmadd_ps(four, d[2], d[4]);            // d4 - 4 d2
+    const __m256 c = _mm256_fnmadd_ps(four, d[1], d[3]);            // d3 - 4 d1
+    const __m256 e = _mm256_sub_ps(d[4], d[2]);                      // d4 - d2
+    const __m256 f = _mm256_mul_ps(two, _mm256_sub_ps(d[3], d[1]));  // 2 (d3 - d1)
+    out[0] = _mm256_fmadd_ps(four, d[0], a);
+    out[1] = _mm256_add_ps(b, c);
+    out[2] = _mm256_sub_ps(b, c);
+    out[3] = _mm256_add_ps(e, f);
+    out[4] = _mm256_sub_ps(e, f);
+    out[5] = _mm256_fmadd_ps(four, d[1], _mm256_fmadd_ps(minus5, d[3], d[5]));
+}
+
+// A^T applied to six vectors: A^T is
+//   [1  1  1  1  1  0]
+//   [0  1 -1  2 -2  0]
+//   [0  1  1  4  4  0]
+//   [0  1 -1  8 -8  1]
+AVX2_FN inline void at6(const __m256 m[6], __m256 out[4]) {
+    const __m256 s12 = _mm256_add_ps(m[1], m[2]), d12 = _mm256_sub_ps(m[1], m[2]);
+    const __m256 s34 = _mm256_add_ps(m[3], m[4]), d34 = _mm256_sub_ps(m[3], m[4]);
+    out[0] = _mm256_add_ps(_mm256_add_ps(m[0], s12), s34);
+    out[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), d34, d12);
+    out[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), s34, s12);
+    out[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), d34, d12), m[5]);
+}
+
+// One input tile, 8 channels from c: the 6x6 patch at (row, col) (its top-left corner, which may
+// lie in the padding) becomes 36 vectors of v, one per transform position.
+AVX2_FN inline void input_tile(const Shape& s, const float* image, int row, int col, int c, float* v, long stride) {
+    __m256 t[6][6];  // t = B^T d, column by column
+    for (int j = 0; j < 6; ++j) {
+        __m256 d[6];
+        const int x = col + j;
+        for (int i = 0; i < 6; ++i) {
+            const int y = row + i;
+            d[i] = (y >= 0 && y < s.h && x >= 0 && x < s.w)
+                       ? _mm256_loadu_ps(image + (static_cast<long>(y) * s.w + x) * s.channels + c)
+                       : _mm256_setzero_ps();
+        }
+        __m256 col_out[6];
+        bt6(d, col_out);
+        for (int i = 0; i < 6; ++i) t[i][j] = col_out[i];
+    }
+    for (int i = 0; i < 6; ++i) {
+        __m256 out[6];
+        bt6(t[i], out);
+        for (int j = 0; j < 6; ++j) _mm256_storeu_ps(v + (i * 6 + j) * stride + c, out[j]);
+    }
+}
+
+// x (images, h, w, c) -> v (36, tiles, c), tiles split over OpenMP threads (torch's own, see
+// core/_narrow_attention.cpp).
+void input_transform(const Shape& s, const float* x, float* v, int threads) {
+    const int tr = s.tile_rows(), tc = s.tile_cols();
+    const long tiles = s.tiles(), stride = tiles * s.channels;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < tiles; ++t) {
+        const long image = t / (tr * tc);
+        const int row = static_cast<int>(t / tc % tr) * 4 - 1, col = static_cast<int>(t % tc) * 4 - 1;
+        const float* src = x + image * s.h * s.w * s.channels;
+        for (int c = 0; c < s.channels; c += 8) input_tile(s, src, row, col, c, v + t * s.channels, stride);
+    }
+}
+
+// What the output transform adds to A^T M A: a bias per channel, for every image alike or each
+// its own (the network's time embedding), and a tensor shaped like the output (a residual).
+struct Addends {
+    const float* bias;  // (channels,) or (images, channels); or null
+    long bias_stride;   // 0: one bias for every image; channels: one per image
+    const float* residual;  // like y; or null
+};
+
+// One output tile, 8 channels from k: A^T M A plus the addends, the 4x4 outputs that lie inside
+// the image written to y. `at` is the image's first element in y (and the residual).
+AVX2_FN inline void output_tile(const Shape& s, const float* m, long stride, const Addends& add, long image,
+                                float* y, int row, int col, int k) {
+    __m256 t[4][6];  // t = A^T M, column by column
+    for (int j = 0; j < 6; ++j) {
+        __m256 in[6], out[4];
+        for (int i = 0; i < 6; ++i) in[i] = _mm256_loadu_ps(m + (i * 6 + j) * stride + k);
+        at6(in, out);
+        for (int i = 0; i < 4; ++i) t[i][j] = out[i];
+    }
+    const __m256 b = add.bias ? _mm256_loadu_ps(add.bias + image * add.bias_stride + k) : _mm256_setzero_ps();
+    const long first = image * s.h * s.w * s.channels;
+    for (int i = 0; i < 4 && row + i < s.h; ++i) {
+        __m256 out[4];
+        at6(t[i], out);
+        for (int j = 0; j < 4 && col + j < s.w; ++j) {
+            const long at = first + (static_cast<long>(row + i) * s.w + col + j) * s.channels + k;
+            __m256 v = _mm256_add_ps(out[j], b);
+            if (add.residual) v = _mm256_add_ps(v, _mm256_loadu_ps(add.residual + at));
+            _mm256_storeu_ps(y + at, v);
+        }
+    }
+}
+
+// m (36, tiles, k) -> y (images, h, w, k), with s.channels = k.
+void output_transform(const Shape& s, const float* m, const Addends& add, float* y, int threads) {
+    const int tr = s.tile_rows(), tc = s.tile_cols();
+    const long tiles = s.tiles(), stride = tiles * s.channels;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < tiles; ++t) {
+        const long image = t / (tr * tc);
+        const int row = static_cast<int>(t / tc % tr) * 4, col = static_cast<int>(t % tc) * 4;
+        for (int k = 0; k < s.channels; k += 8) output_tile(s, m + t * s.channels, stride, add, image, y, row, col, k);
+    }
+}
+
+// G applied to three vectors (a row or a column of a 3x3 kernel): G is
+//   [ 1/4     0     0 ]
+//   [-1/6  -1/6  -1/6 ]
+//   [-1/6   1/6  -1/6 ]
+//   [1/24  1/12   1/6 ]
+//   [1/24 -1/12   1/6 ]
+//   [   0     0     1 ]
+AVX2_FN inline void g3(const __m256 a[3], __m256 out[6]) {
+    const __m256 s = _mm256_add_ps(a[0], a[2]);
+    const __m256 big = _mm256_fmadd_ps(_mm256_set1_ps(1.0f / 24), a[0], _mm256_mul_ps(_mm256_set1_ps(1.0f / 6), a[2]));
+    const __m256 mid = _mm256_mul_ps(_mm256_set1_ps(1.0f / 12), a[1]);
+    out[0] = _mm256_mul_ps(_mm256_set1_ps(0.25f), a[0]);
+    out[1] = _mm256_mul_ps(_mm256_set1_ps(-1.0f / 6), _mm256_add_ps(s, a[1]));
+    out[2] = _mm256_mul_ps(_mm256_set1_ps(-1.0f / 6), _mm256_sub_ps(s, a[1]));
+    out[3] = _mm256_add_ps(big, mid);
+    out[4] = _mm256_sub_ps(big, mid);
+    out[5] = a[2];
+}
+
+// The 3x3 kernels of out (rows, cols, 3, 3) -> u (36, cols, rows): G g G^T per kernel, 8 rows at a
+// time (gathered: a row's kernels are 9 floats apart). With `turned`, the kernel of the
+// transposed convolution, g turned by 180 degrees: out (cols, rows, 3, 3) -> u (36, cols, rows),
+// the roles of the two channel counts swapped (see core/winograd.py).
+AVX2_FN void weight_transform(const float* w, float* u, int rows, int cols, bool turned, int threads) {
+    // the element (r, c, tap) of the kernels in the order u wants them
+    const long r_step = turned ? 9 : 9L * cols, c_step = turned ? 9L * rows : 9;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int c = 0; c < cols; ++c)
+        for (int r = 0; r < rows; r += 8) {
+            const __m256i at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                  _mm256_set1_epi32(static_cast<int>(r_step)));
+            const float* base = w + r * r_step + c * c_step;
+            __m256 t[6][3];  // G g, column by column
+            for (int b = 0; b < 3; ++b) {
+                __m256 col[3], out[6];
+                for (int a = 0; a < 3; ++a) {
+                    const int tap = turned ? 8 - (3 * a + b) : 3 * a + b;
+                    col[a] = _mm256_i32gather_ps(base + tap, at, 4);
+                }
+                g3(col, out);
+                for (int i = 0; i < 6; ++i) t[i][b] = out[i];
+            }
+            for (int i = 0; i < 6; ++i) {
+                __m256 out[6];
+                g3(t[i], out);
+                for (int j = 0; j < 6; ++j) _mm256_storeu_ps(u + ((i * 6 + j) * static_cast<long>(cols) + c) * rows + r, out[j]);
+            }
+        }
+}
+
+}  // namespace
+#endif  // CORE_X86
+
+// Whether the kernels take this shape; if not, a ValueError is set.
+static bool valid_shape(long images, int h, int w, int channels) {
+    if (images > 0 && h > 0 && w > 0 && channels > 0 && channels % 8 == 0) return true;
+    PyErr_SetString(PyExc_ValueError, "winograd: channels must be a positive multiple of 8");
+    return false;
+}
+
+static PyObject* py_input(PyObject*, PyObject* args) {
+    unsigned long long x, v;
+    long images;
+    int h, w, channels, threads;
+    if (!PyArg_ParseTuple(args, "KKliiii", &x, &v, &images, &h, &w, &channels, &threads)) return nullptr;
+    if (!valid_shape(images, h, w, channels)) return nullptr;
+#ifdef CORE_X86
+    const Shape s{images, h, w, channels};
+    Py_BEGIN_ALLOW_THREADS input_transform(s, pointer(x), pointer(v), threads);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "winograd needs an x86-64 CPU");
+#endif
+}
+
+static PyObject* py_output(PyObject*, PyObject* args) {
+    unsigned long long m, bias, residual, y;
+    long images, bias_stride;
+    int h, w, channels, threads;
+    if (!PyArg_ParseTuple(args, "KKlKKliiii", &m, &bias, &bias_stride, &residual, &y, &images, &h, &w, &channels,
+                          &threads))
+        return nullptr;
+    if (!valid_shape(images, h, w, channels)) return nullptr;
+#ifdef CORE_X86
+    const Shape s{images, h, w, channels};
+    const Addends add{bias ? pointer(bias) : nullptr, bias_stride, residual ? pointer(residual) : nullptr};
+    Py_BEGIN_ALLOW_THREADS output_transform(s, pointer(m), add, pointer(y), threads);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "winograd needs an x86-64 CPU");
+#endif
+}
+
+static PyObject* py_weights(PyObject*, PyObject* args) {
+    unsigned long long w, u;
+    int rows, cols, turned, threads;
+    if (!PyArg_ParseTuple(args, "KKiipi", &w, &u, &rows, &cols, &turned, &threads)) return nullptr;
+    if (!valid_shape(1, 1, 1, rows) || !valid_shape(1, 1, 1, cols)) return nullptr;
+#ifdef CORE_X86
+    Py_BEGIN_ALLOW_THREADS weight_transform(pointer(w), pointer(u), rows, cols, turned, threads);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "winograd needs an x86-64 CPU");
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
+    {"input", py_input, METH_VARARGS, "input(x, v, images, h, w, channels, threads)"},
+    {"output", py_output, METH_VARARGS,
+     "output(m, bias or 0, bias_stride, residual or 0, y, images, h, w, channels, threads)"},
+    {"weights", py_weights, METH_VARARGS, "weights(w, u, rows, cols, turned, threads)"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_winograd", "Winograd F(4x4, 3x3) tile transforms.", -1,
+                             methods, nullptr, nullptr, nullptr, nullptr};
+
+PyMODINIT_FUNC PyInit__winograd(void) { return PyModule_Create(&module); }

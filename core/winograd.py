@@ -1,0 +1,116 @@
+"""3x3 convolutions with a quarter of the multiplications: Winograd F(4x4, 3x3) on the CPU.
+
+On an AVX2 CPU torch's direct convolutions already run at the matmul peak, and they are half of
+a sampling step of the tutorial's network; oneDNN's Winograd kernels are AVX-512 only. This
+computes each 4x4 output tile from a 6x6 input tile: the input tiles and the weights are
+transformed (``core/_winograd.cpp``, and :func:`transform_weight` here), multiplied as 36
+matrix products (``torch.bmm``, at the matmul peak), and the products transformed back. On 2
+AVX2 cores a 256-channel 7x7 layer at batch 100 takes 14 ms against 28, a 64-channel 28x28 one
+19 against 29.
+
+It rounds differently from a direct convolution: its largest errors were 3-8x torch's fp32 ones
+(about 4e-5 on outputs of size 6), far below what bf16 does, and autotune chooses it only where
+it is faster (:class:`core.autotune.Choice`). Layers with fewer than :data:`MIN_CHANNELS`
+channels in or out stay torch's: their products are too small to gain.
+
+The transforms are a compiled extension built at install time (``setup.py``); where it could not
+be built, or the CPU lacks AVX2 and FMA, :func:`available` is false and nothing here is used.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import native
+
+MIN_CHANNELS = 32  # 16-channel layers ran slower (2.7 against 2.1 ms at 28x28, batch 100)
+# Images per round of transforms and products: as many as keep the two tile buffers within this
+# many bytes, so that they stay in the cache (a 64-channel 28x28 layer at batch 100: 19 ms in
+# rounds of 4-16 images, 31 ms in one round of 100)
+ROUND_BYTES = 32_000_000
+TILE = 4  # outputs per tile side; inputs per tile side are TILE + 2
+
+def available() -> bool:
+    """Whether this install and this CPU run the transforms."""
+    return native.kernels("_winograd") is not None
+
+
+def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a 3x3, stride 1, padding 1 convolution of ``x`` by ``weight`` is this module's case:
+    fp32 on the CPU, ``x`` in channels-last memory, channels in and out multiples of 8 and at
+    least :data:`MIN_CHANNELS`."""
+    cout, cin = weight.shape[:2]
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.dim() == 4
+            and weight.shape[2:] == (3, 3) and x.shape[1] == cin
+            and min(cin, cout) >= MIN_CHANNELS and cin % 8 == 0 and cout % 8 == 0
+            and x.is_contiguous(memory_format=torch.channels_last) and available())
+
+
+def transform_weight(weight: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+    """(C_out, C_in, 3, 3) weights as the 36 (C_in, C_out) matrices G g G^T that :func:`conv3x3`
+    takes, for weights where :func:`applies`.
+
+    ``transposed``: those of the transposed convolution (the input's gradient), whose kernel is
+    the weights turned by 180 degrees with inputs and outputs swapped: (36, C_out, C_in).
+    """
+    w = weight.detach().float().contiguous()
+    cout, cin = w.shape[:2]
+    rows, cols = (cin, cout) if transposed else (cout, cin)
+    u = torch.empty((36, cols, rows))
+    native.kernels("_winograd").weights(w.data_ptr(), u.data_ptr(), rows, cols, transposed, torch.get_num_threads())
+    return u
+
+
+def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
+            residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv2d(x, weight, padding=1) + bias + residual`` for ``x`` where :func:`applies`, with ``u``
+    from :func:`transform_weight`; channels-last like ``x``.
+
+    ``bias`` is (C_out,), or (N, C_out) for one per image (the network adds its time embedding
+    so); ``residual`` is shaped like the output. Both are added as the tiles are written, which
+    saves a pass over the output each.
+    """
+    n, cin, h, w = x.shape
+    cout = u.shape[2]
+    kernels = native.kernels("_winograd")
+    threads = torch.get_num_threads()
+    tiles_per_image = ((h + TILE - 1) // TILE) * ((w + TILE - 1) // TILE)
+    images = max(1, min(n, ROUND_BYTES // (36 * tiles_per_image * (cin + cout) * 4)))
+    out = torch.empty((n, cout, h, w), memory_format=torch.channels_last)
+    if bias is not None:
+        bias = bias.detach().float().contiguous()
+    bias_per_image = bias is not None and bias.dim() == 2
+    if residual is not None:
+        residual = residual.contiguous(memory_format=torch.channels_last)
+    for first in range(0, n, images):
+        count = min(images, n - first)
+        if first == 0 or count < images:
+            rows = count * tiles_per_image
+            tiles, products = torch.empty((36, rows, cin)), torch.empty((36, rows, cout))
+        kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, threads)
+        torch.bmm(tiles, u, out=products)
+        kernels.output(products.data_ptr(), _address(bias, first if bias_per_image else 0),
+                       cout if bias_per_image else 0, _address(residual, first), out[first].data_ptr(),
+                       count, h, w, cout, threads)
+    return out
+
+
+def _address(t: torch.Tensor | None, first: int) -> int:
+    """Where ``t[first]`` starts (0 for no tensor), as the kernels take it."""
+    return 0 if t is None else t[first].data_ptr()
+
+
+class WeightCache:
+    """One layer's transformed weights for sampling, where the same weights serve every step:
+    made again only when the weights change (in place or for other ones). Training transforms
+    them in every pass instead, since they change every step and keeping them would add 36/9 of
+    the weights' size per layer."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int] | None = None
+        self._u: torch.Tensor | None = None
+
+    def get(self, weight: torch.Tensor) -> torch.Tensor:
+        key = (weight.data_ptr(), weight._version)
+        if self._u is None or key != self._key:
+            self._key, self._u = key, transform_weight(weight)
+        return self._u

@@ -1,0 +1,129 @@
+"""Winograd F(4x4, 3x3) convolutions compute what torch's 3x3 convolutions compute."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core import winograd
+from core.unet import NormActConv
+from tests.native_kernels import MUST_BUILD
+
+needs_kernels = pytest.mark.skipif(not winograd.available() and not MUST_BUILD,
+                                   reason="no winograd kernels for this platform or CPU")
+# Largest error allowed, relative to the largest output: F(4x4, 3x3)'s transforms multiply by up
+# to 8 and divide by 24, so it rounds 3-8x worse than a direct fp32 convolution (measured 5e-6 to
+# 8e-6 of the output's scale); a wrong tile, transform entry or padding is off by O(1).
+RELATIVE_ERROR = 3e-5
+
+
+def _channels_last(*shape: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=gen).contiguous(memory_format=torch.channels_last)
+
+
+def _error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want).abs().max() / want.abs().max())
+
+
+@needs_kernels
+@pytest.mark.parametrize("n,cin,cout,h,w", [
+    (3, 32, 64, 7, 7),  # 7x7: the last tile row and column half outside the image
+    (5, 64, 32, 9, 13),  # sizes off the tile
+    (2, 40, 48, 28, 28),
+    (2, 32, 32, 1, 1),  # a single pixel: every input of its tile but the centre is padding
+    (4, 256, 256, 8, 8),
+])
+def test_convolution_and_its_transpose_match_float64(n, cin, cout, h, w):
+    """The convolution (with and without bias) and the transposed convolution that gives the
+    input's gradient, against float64, channels-last out."""
+    assert winograd.available(), "core._winograd was not built or does not load"
+    gen = torch.Generator().manual_seed(0)
+    x = _channels_last(n, cin, h, w, gen=gen)
+    weight = torch.randn(cout, cin, 3, 3, generator=gen) / (9 * cin) ** 0.5
+    bias = torch.randn(cout, generator=gen)
+    assert winograd.applies(x, weight)
+    u = winograd.transform_weight(weight)
+    for b in (bias, None):
+        want = F.conv2d(x.double(), weight.double(), None if b is None else b.double(), padding=1)
+        got = winograd.conv3x3(x, u, b)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert _error(got, want) < RELATIVE_ERROR
+    grad = _channels_last(n, cout, h, w, gen=gen)
+    want = F.conv_transpose2d(grad.double(), weight.double(), padding=1)
+    got = winograd.conv3x3(grad, winograd.transform_weight(weight, transposed=True))
+    assert _error(got, want) < RELATIVE_ERROR
+
+
+@needs_kernels
+def test_batches_split_into_rounds_give_the_same_images(monkeypatch):
+    """Rounds of one image and a short last round (7 images in rounds of 3) match one round."""
+    gen = torch.Generator().manual_seed(1)
+    x = _channels_last(7, 32, 6, 10, gen=gen)
+    u = winograd.transform_weight(torch.randn(32, 32, 3, 3, generator=gen) / 17)
+    whole = winograd.conv3x3(x, u)
+    per_image = 36 * 2 * 3 * (32 + 32) * 4
+    for images in (1, 3):
+        monkeypatch.setattr(winograd, "ROUND_BYTES", images * per_image)
+        assert torch.equal(winograd.conv3x3(x, u), whole)
+
+
+@needs_kernels
+def test_takes_only_its_case():
+    """NCHW memory, fewer than MIN_CHANNELS channels in or out, channels off 8, other dtypes and
+    other kernel sizes go to torch."""
+    x = torch.randn(2, 32, 5, 5)
+    w = torch.randn(32, 32, 3, 3)
+    assert winograd.applies(x.contiguous(memory_format=torch.channels_last), w)
+    assert not winograd.applies(x, w)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert not winograd.applies(cl, torch.randn(16, 32, 3, 3))
+    assert not winograd.applies(cl, torch.randn(36, 32, 3, 3))
+    assert not winograd.applies(cl.double(), w.double())
+    assert not winograd.applies(cl, torch.randn(32, 32, 1, 1))
+    assert not winograd.applies(torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last),
+                                torch.randn(32, 16, 3, 3))
+
+
+@needs_kernels
+def test_norm_act_conv_through_winograd_trains_and_samples_like_torch():
+    """Output and every gradient of a layer with ``winograd`` set match the layer without it; in
+    sampling the transformed weights are remade after the weights change in place."""
+    torch.manual_seed(0)
+    layer = NormActConv(32, 64).to(memory_format=torch.channels_last)
+    x = torch.randn(3, 32, 9, 11).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(3, 64, 9, 11).contiguous(memory_format=torch.channels_last)
+    results = {}
+    for on in (False, True):
+        layer.winograd = on
+        layer.zero_grad()
+        x.grad = None
+        out = layer(x)
+        out.backward(grad)
+        results[on] = [out.detach(), x.grad, *(p.grad for p in layer.parameters())]
+    for want, got in zip(results[False], results[True]):
+        assert _error(got, want) < RELATIVE_ERROR
+    with torch.no_grad():
+        assert _error(layer(x), results[False][0]) < RELATIVE_ERROR
+        layer[2].weight.mul_(-2)
+        layer.winograd = False
+        want = layer(x)
+        layer.winograd = True
+        assert _error(layer(x), want) < RELATIVE_ERROR
+
+
+@needs_kernels
+def test_a_bias_per_image_and_a_residual_are_added_as_tiles_are_written():
+    """conv3x3 with (N, C_out) biases and a residual, and a sampling layer given a time shift and a
+    residual, against computing them apart."""
+    gen = torch.Generator().manual_seed(2)
+    x = _channels_last(3, 32, 7, 9, gen=gen)
+    weight = torch.randn(48, 32, 3, 3, generator=gen) / 17
+    shift, residual = torch.randn(3, 48, generator=gen), _channels_last(3, 48, 7, 9, gen=gen)
+    want = F.conv2d(x.double(), weight.double(), padding=1) + shift.double()[:, :, None, None] + residual.double()
+    got = winograd.conv3x3(x, winograd.transform_weight(weight), shift, residual)
+    assert _error(got, want) < RELATIVE_ERROR
+    layer = NormActConv(32, 48).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = layer(x) + shift[:, :, None, None] + residual
+        layer.winograd = True
+        assert _error(layer(x, shift=shift, residual=residual), want.double()) < RELATIVE_ERROR
