@@ -156,7 +156,8 @@ class _NormActConv(torch.autograd.Function):
         ctx.groups, ctx.eps, ctx.has_bias, ctx.winograd = groups, eps, bias is not None, use_winograd
         act = _norm_silu(x, gamma, beta, groups, eps)
         if use_winograd and winograd.applies(act, weight):
-            return winograd.conv3x3(act, winograd.transform_weight(weight), bias)
+            return winograd.conv3x3(act, winograd.transform_weight(weight), bias,
+                                    round_bytes=winograd.TRAINING_ROUND_BYTES)
         return F.conv2d(act, weight, bias, padding=1)
 
     @staticmethod
@@ -176,7 +177,8 @@ class _NormActConv(torch.autograd.Function):
             [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [not transposed, needs[3], needs[4]],
         )
         if transposed:
-            grad_act = winograd.conv3x3(grad, winograd.transform_weight(weight, transposed=True))
+            grad_act = winograd.conv3x3(grad, winograd.transform_weight(weight, transposed=True),
+                                        round_bytes=winograd.TRAINING_ROUND_BYTES)
         if fused:
             grad_x, grad_gamma, grad_beta = norm_act.backward(x, gamma, beta, grad_act, ctx.groups, ctx.eps)
         else:

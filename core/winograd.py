@@ -24,9 +24,14 @@ from . import native
 
 MIN_CHANNELS = 32  # 16-channel layers ran slower (2.7 against 2.1 ms at 28x28, batch 100)
 # Images per round of transforms and products: as many as keep the two tile buffers within this
-# many bytes, so that they stay in the cache (a 64-channel 28x28 layer at batch 100: 19 ms in
-# rounds of 4-16 images, 31 ms in one round of 100)
+# many bytes. In sampling, so that they stay in the cache (a 64-channel 28x28 layer at batch 100:
+# 19 ms in rounds of 4-16 images, 31 ms in one round of 100) while the 7x7 layers' products keep
+# enough rows to run at the matmul peak (a 256-channel one: 14.3 ms in one round of 100 images,
+# 16.1 in rounds of 16). In training, smaller: there the rounds' buffers come and go between the
+# activations kept for the backward pass, and with 32 MB the glibc heap grew a whole `ddpm train`
+# process's peak from 1.17 to 1.36 GiB (the tutorial's config, 2 cores), at the same speed.
 ROUND_BYTES = 32_000_000
+TRAINING_ROUND_BYTES = 4_000_000
 TILE = 4  # outputs per tile side; inputs per tile side are TILE + 2
 
 def available() -> bool:
@@ -61,20 +66,20 @@ def transform_weight(weight: torch.Tensor, transposed: bool = False) -> torch.Te
 
 
 def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
-            residual: torch.Tensor | None = None) -> torch.Tensor:
+            residual: torch.Tensor | None = None, round_bytes: int = ROUND_BYTES) -> torch.Tensor:
     """``conv2d(x, weight, padding=1) + bias + residual`` for ``x`` where :func:`applies`, with ``u``
     from :func:`transform_weight`; channels-last like ``x``.
 
     ``bias`` is (C_out,), or (N, C_out) for one per image (the network adds its time embedding
     so); ``residual`` is shaped like the output. Both are added as the tiles are written, which
-    saves a pass over the output each.
+    saves a pass over the output each. ``round_bytes``: see :data:`ROUND_BYTES`.
     """
     n, cin, h, w = x.shape
     cout = u.shape[2]
     kernels = native.kernels("_winograd")
     threads = torch.get_num_threads()
     tiles_per_image = ((h + TILE - 1) // TILE) * ((w + TILE - 1) // TILE)
-    images = max(1, min(n, ROUND_BYTES // (36 * tiles_per_image * (cin + cout) * 4)))
+    images = max(1, min(n, round_bytes // (36 * tiles_per_image * (cin + cout) * 4)))
     out = torch.empty((n, cout, h, w), memory_format=torch.channels_last)
     if bias is not None:
         bias = bias.detach().float().contiguous()
