@@ -5,7 +5,7 @@ GroupNorm kernels are 2-7x slower than its NCHW ones (a 32-channel 28x28 norm at
 against 0.14 ms on 2 AVX2 cores), which cancelled the convolutions' gain: with them, autotune
 found the two layouts even. ``core/_norm_act.cpp`` computes the norm and the SiLU after it in
 one pass per sample, forward and backward. :class:`core.unet.NormActConv` uses it where
-:func:`applies`; the norms without a SiLU after them (before attention) keep torch's kernel.
+:func:`applies`, and :class:`core.unet.GroupNorm` without the SiLU (the norms before attention).
 
 The kernels are a compiled extension built at install time (``setup.py``); where it could not be
 built, or the CPU lacks AVX2 and FMA, :func:`available` is false and nothing here is used.
@@ -29,20 +29,23 @@ def applies(x: torch.Tensor) -> bool:
             and x.is_contiguous(memory_format=torch.channels_last) and available())
 
 
-def forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
-    """``silu(group_norm(x))`` for ``x`` where :func:`applies`, channels-last like ``x``."""
+def forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int, eps: float,
+            silu: bool = True) -> torch.Tensor:
+    """``silu(group_norm(x))`` (``group_norm(x)`` without ``silu``) for ``x`` where :func:`applies`,
+    channels-last like ``x``."""
     out = torch.empty_like(x, memory_format=torch.channels_last)
-    _call("forward", x, _weight(gamma), _weight(beta), out, x=x, groups=groups, eps=eps)
+    _call("forward", x, _weight(gamma), _weight(beta), out, x=x, groups=groups, eps=eps, silu=silu)
     return out
 
 
 def backward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, grad: torch.Tensor, groups: int,
-             eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             eps: float, silu: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of :func:`forward` for ``x``, ``gamma`` and ``beta`` given the output's ``grad``."""
     grad = grad.contiguous(memory_format=torch.channels_last)
     dx = torch.empty_like(x, memory_format=torch.channels_last)
     dgamma, dbeta = torch.empty_like(gamma, dtype=torch.float32), torch.empty_like(beta, dtype=torch.float32)
-    _call("backward", x, _weight(gamma), _weight(beta), grad, dx, dgamma, dbeta, x=x, groups=groups, eps=eps)
+    _call("backward", x, _weight(gamma), _weight(beta), grad, dx, dgamma, dbeta, x=x, groups=groups, eps=eps,
+          silu=silu)
     return dx, dgamma.to(gamma.dtype), dbeta.to(beta.dtype)
 
 
@@ -50,7 +53,7 @@ def _weight(w: torch.Tensor) -> torch.Tensor:
     return w.detach().float().contiguous()
 
 
-def _call(name: str, *tensors: torch.Tensor, x: torch.Tensor, groups: int, eps: float) -> None:
+def _call(name: str, *tensors: torch.Tensor, x: torch.Tensor, groups: int, eps: float, silu: bool) -> None:
     n, c, h, w = x.shape
     kernel = getattr(native.kernels("_norm_act"), name)
-    kernel(*(t.data_ptr() for t in tensors), n, h * w, c, groups, eps, torch.get_num_threads())
+    kernel(*(t.data_ptr() for t in tensors), n, h * w, c, groups, eps, silu, torch.get_num_threads())

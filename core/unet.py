@@ -61,11 +61,15 @@ class GroupNorm(nn.GroupNorm):
     group it is 4-20x slower than the fp32 one (forward+backward at batch 64 on 2 Zen 4 cores:
     32 channels at 28x28 9.1 ms in bf16, 2.2 ms through fp32; 128 channels at 14x14 0.6 ms
     against 1.5 ms), so narrow groups go through :class:`_Fp32GroupNorm`. Either way only the
-    output is rounded to bf16, like every other layer's.
+    output is rounded to bf16, like every other layer's. In fp32 the CPU's channels-last kernel
+    is 2-7x slower than its NCHW one, and :mod:`core.norm_act`'s kernel (without its SiLU) runs
+    such norms instead (:class:`_ChannelsLastGroupNorm`).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == self.weight.dtype:
+            if norm_act.applies(x) and not torch.is_autocast_enabled("cpu"):
+                return _ChannelsLastGroupNorm.apply(x, self.weight, self.bias, self.num_groups, self.eps)
             return super().forward(x)
         if x.device.type == "cpu":
             narrow = self.num_channels // self.num_groups < 16
@@ -98,6 +102,22 @@ class _Fp32GroupNorm(torch.autograd.Function):
         dx, dw, db = _group_norm_backward(grad.float(), x.float(), mean, rstd, weight, ctx.groups,
                                           ctx.needs_input_grad[:3])
         return (dx.to(x.dtype) if dx is not None else None), dw, db, None, None
+
+
+class _ChannelsLastGroupNorm(torch.autograd.Function):
+    """Group norm of channels-last fp32 activations by :mod:`core.norm_act`, keeping its input."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
+                eps: float) -> torch.Tensor:
+        ctx.save_for_backward(x, weight, bias)
+        ctx.groups, ctx.eps = groups, eps
+        return norm_act.forward(x, weight, bias, groups, eps, silu=False)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, bias = ctx.saved_tensors
+        return *norm_act.backward(x, weight, bias, grad, ctx.groups, ctx.eps, silu=False), None, None
 
 
 class NormActConv(nn.Sequential):

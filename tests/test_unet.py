@@ -83,6 +83,25 @@ def test_narrow_group_norm_in_fp32_has_the_reference_gradients():
         torch.testing.assert_close(g.float(), w.float(), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.skipif(not norm_act.available(), reason="no norm_act kernels for this platform or CPU")
+def test_channels_last_fp32_group_norm_runs_the_fused_kernel_with_torchs_gradients():
+    """The norm before attention, fp32 channels-last: core.norm_act's kernel without the SiLU."""
+    torch.manual_seed(0)
+    norm = GroupNorm(8, 32)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(4, 32, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(4, 32, 6, 6)
+    out = norm(x)
+    assert out.grad_fn.name() == "_ChannelsLastGroupNormBackward"
+    ref_out = F.group_norm(x, 8, norm.weight, norm.bias)
+    torch.testing.assert_close(out, ref_out)
+    got = torch.autograd.grad(out, (x, norm.weight, norm.bias), grad)
+    want = torch.autograd.grad(ref_out, (x, norm.weight, norm.bias), grad)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_norm_act_conv_keeps_one_activation_and_gives_autograds_gradients(channels_last):
     """fp32 training on the CPU keeps the norm's input only, and its outputs and gradients are
