@@ -167,6 +167,8 @@ class _NormActConv(torch.autograd.Function):
     of the tutorial step's memory (README, "Memory of the whole process"). The kernels are
     autograd's own, so the results are the same; on channels-last activations the norm and the
     SiLU are :mod:`core.norm_act`'s fused kernels instead (torch's channels-last norm is slow).
+    With ``use_winograd`` the conv and the input's gradient (the transposed conv) are
+    :mod:`core.winograd`'s where it applies; the weights' gradient stays torch's.
     """
 
     @staticmethod
