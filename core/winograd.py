@@ -115,7 +115,9 @@ class WeightCache:
         self._u: torch.Tensor | None = None
 
     def get(self, weight: torch.Tensor) -> torch.Tensor:
-        key = (weight.data_ptr(), weight._version)
+        # weights made under torch.inference_mode() have no version counter; they cannot change
+        # outside it
+        key = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)
         if self._u is None or key != self._key:
             self._key, self._u = key, transform_weight(weight)
         return self._u

@@ -126,3 +126,14 @@ def test_a_bias_per_image_and_a_residual_are_added_as_tiles_are_written():
         want = layer(x) + shift[:, :, None, None] + residual
         layer.winograd = True
         assert _error(layer(x, shift=shift, residual=residual), want.double()) < RELATIVE_ERROR
+
+
+@needs_kernels
+def test_a_layer_made_under_inference_mode_samples_through_winograd():
+    """Its weights are inference tensors, which have no version counter to key the cache on."""
+    with torch.inference_mode():
+        layer = NormActConv(32, 32).to(memory_format=torch.channels_last)
+        x = torch.randn(2, 32, 8, 8).contiguous(memory_format=torch.channels_last)
+        want = layer(x)
+        layer.winograd = True
+        assert _error(layer(x), want.double()) < RELATIVE_ERROR
