@@ -3,8 +3,8 @@
 On an AVX2 CPU torch's direct convolutions already run at the matmul peak, and they are half of
 a sampling step of the tutorial's network; oneDNN's Winograd kernels are AVX-512 only. This
 computes each 4x4 output tile from a 6x6 input tile: the input tiles and the weights are
-transformed (``core/_winograd.cpp``, and :func:`transform_weight` here), multiplied as 36
-matrix products (``torch.bmm``, at the matmul peak), and the products transformed back. On 2
+transformed (``core/_winograd.cpp``), multiplied as 36 matrix products (``torch.bmm``, at the
+matmul peak), and the products transformed back. On 2
 AVX2 cores a 256-channel 7x7 layer at batch 100 takes 14 ms against 28, a 64-channel 28x28 one
 19 against 29.
 
@@ -33,6 +33,7 @@ MIN_CHANNELS = 32  # 16-channel layers ran slower (2.7 against 2.1 ms at 28x28, 
 ROUND_BYTES = 32_000_000
 TRAINING_ROUND_BYTES = 4_000_000
 TILE = 4  # outputs per tile side; inputs per tile side are TILE + 2
+
 
 def available() -> bool:
     """Whether this install and this CPU run the transforms."""
