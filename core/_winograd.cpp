@@ -1,5 +1,6 @@
-// The tile transforms of a Winograd F(4x4, 3x3) convolution for channels-last fp32 activations on
-// AVX2+FMA CPUs; core/winograd.py runs the 36 matrix products between them through torch.bmm.
+// The tile and weight transforms of a Winograd F(4x4, 3x3) convolution for channels-last fp32
+// activations on AVX2+FMA CPUs; core/winograd.py runs the 36 matrix products between them through
+// torch.bmm.
 //
 // Why it exists: on an AVX2 CPU the 3x3 convolutions are half of a sampling step of the
 // tutorial's network, and torch's (oneDNN's) direct convolutions already run them at the matmul
@@ -8,9 +9,9 @@
 // are a quarter of the direct convolution's where the image is a multiple of 4 (7x7: a third).
 //
 // The transforms (Lavin & Gray 2016, points 0, +-1, +-2, infinity): V = B^T d B for each 6x6
-// input tile d, and Y = A^T M A for each 6x6 product tile M; the weights' G g G^T is computed once
-// in Python. Both transforms are adds and multiplies by small constants, vectorised along the
-// channels, which channels-last memory keeps contiguous.
+// input tile d, Y = A^T M A for each 6x6 product tile M, and U = G g G^T for each 3x3 kernel g
+// (once per sampling run, in every pass in training). All are adds and multiplies by small
+// constants, vectorised along the channels, which channels-last memory keeps contiguous.
 //
 // Layout: x (images, h, w, c) and y (images, h, w, k) contiguous fp32; v (36, tiles, c) and
 // m (36, tiles, k) with tiles numbered (image, tile row, tile column), ceil(h/4) x ceil(w/4)
@@ -118,8 +119,8 @@ struct Addends {
     const float* residual;  // like y; or null
 };
 
-// One output tile, 8 channels from k: A^T M A plus the addends, the 4x4 outputs that lie inside
-// the image written to y. `at` is the image's first element in y (and the residual).
+// One output tile of the image-th image, 8 channels from k: A^T M A plus the addends, the 4x4
+// outputs that lie inside the image written to y.
 AVX2_FN inline void output_tile(const Shape& s, const float* m, long stride, const Addends& add, long image,
                                 float* y, int row, int col, int k) {
     __m256 t[4][6];  // t = A^T M, column by column
@@ -174,10 +175,9 @@ AVX2_FN inline void g3(const __m256 a[3], __m256 out[6]) {
     out[5] = a[2];
 }
 
-// The 3x3 kernels of out (rows, cols, 3, 3) -> u (36, cols, rows): G g G^T per kernel, 8 rows at a
-// time (gathered: a row's kernels are 9 floats apart). With `turned`, the kernel of the
-// transposed convolution, g turned by 180 degrees: out (cols, rows, 3, 3) -> u (36, cols, rows),
-// the roles of the two channel counts swapped (see core/winograd.py).
+// The 3x3 kernels w (rows, cols, 3, 3) -> u (36, cols, rows): G g G^T per kernel, 8 rows at a
+// time, gathered. With `turned`, those of the transposed convolution: w (cols, rows, 3, 3), each
+// kernel turned by 180 degrees, -> u (36, cols, rows) (see core/winograd.py).
 AVX2_FN void weight_transform(const float* w, float* u, int rows, int cols, bool turned, int threads) {
     // the element (r, c, tap) of the kernels in the order u wants them
     const long r_step = turned ? 9 : 9L * cols, c_step = turned ? 9L * rows : 9;
