@@ -28,8 +28,9 @@ MIN_CHANNELS = 32  # 16-channel layers ran slower (2.7 against 2.1 ms at 28x28, 
 # 19 ms in rounds of 4-16 images, 31 ms in one round of 100) while the 7x7 layers' products keep
 # enough rows to run at the matmul peak (a 256-channel one: 14.3 ms in one round of 100 images,
 # 16.1 in rounds of 16). In training, smaller: there the rounds' buffers come and go between the
-# activations kept for the backward pass, and with 32 MB the glibc heap grew a whole `ddpm train`
-# process's peak from 1.17 to 1.36 GiB (the tutorial's config, 2 cores), at the same speed.
+# activations kept for the backward pass, and with 32 MB the glibc heap grew the training step's
+# peak RSS from 1.17 to 1.36 GiB (`bench/train_step.py --paths fast`, the tutorial's config, 2
+# cores), at the same speed.
 ROUND_BYTES = 32_000_000
 TRAINING_ROUND_BYTES = 4_000_000
 TILE = 4  # outputs per tile side; inputs per tile side are TILE + 2
