@@ -197,7 +197,7 @@ def options(config: Config, device: torch.device, *, training: bool, batch: int,
         attention=attention if attention != "auto" else attention_kernels(device)[0],
         channels_last=memory_format(device) == torch.channels_last,
         micro_batch_size=(part.stop - part.start) if training else None,
-        # fp32 only
+        # its kernels are fp32: worth timing only where fp32 may be chosen
         winograd=device.type == "cpu" and "fp32" in precisions and winograd.available(),
     )
     found: dict[str, Sequence[Any]] = {}

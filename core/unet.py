@@ -151,6 +151,8 @@ class NormActConv(nn.Sequential):
 
 
 def _added(out: torch.Tensor, shift: torch.Tensor | None, residual: torch.Tensor | None) -> torch.Tensor:
+    """The shift and residual added after the layer, where Winograd did not add them as it wrote
+    (in the order the tutorial's ResNet adds them)."""
     if shift is not None:
         out = out + shift[:, :, None, None]
     return out if residual is None else out + residual
