@@ -7,6 +7,7 @@ import torch
 from core import attention as attn
 from core import narrow_attention
 from core.device import onednn_bf16
+from core.unet import SelfAttention
 
 from tests.native_kernels import MUST_BUILD
 
@@ -109,3 +110,33 @@ def test_narrow_kernels_take_projections_as_they_are_and_leave_other_heads_to_to
     assert not narrow_attention.applies(torch.randn(1, 8, 3 * 16, dtype=torch.bfloat16), 16)
     wide = [x.detach().float() for x in _qkv(n=30, d=64)]
     torch.testing.assert_close(attn.attention(*wide, "narrow"), attn.attention(*wide, "naive"), rtol=1e-5, atol=1e-6)
+
+
+def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_and_to_sdpa_over_long_ones(monkeypatch):
+    """Short maps are cheaper written out than through torch's fused kernel (attn.NAIVE_MAX_TOKENS)."""
+    calls = []
+    monkeypatch.setattr(attn, "_sdpa", lambda q, k, v: calls.append(q.shape[-2]) or attn.attention(q, k, v, "naive"))
+    for n in (attn.NAIVE_MAX_TOKENS, attn.NAIVE_MAX_TOKENS + 1):
+        attn.attention(*_qkv(n=n, d=64, dtype=torch.float32), "narrow")
+    assert calls == [attn.NAIVE_MAX_TOKENS + 1]
+
+
+@needs_narrow
+@pytest.mark.parametrize("channels", [16, 64])  # 4- and 16-channel heads
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_narrow_inference_adds_the_projection_biases_and_the_residual_as_the_tutorial_does(channels, memory_format):
+    """In inference the kernels add the input projection's bias and the output projection adds
+    onto the residual (SelfAttention.add_into): with every bias and weight random, the result is
+    the tutorial's ``residual + attention(x)``."""
+    gen = torch.Generator().manual_seed(0)
+    ours, tutorial = SelfAttention(channels, 4, impl="narrow"), SelfAttention(channels, 4, impl="tutorial")
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    tutorial.load_state_dict(ours.state_dict())
+    residual = torch.randn(2, channels, 7, 6, generator=gen).contiguous(memory_format=memory_format)
+    tokens = torch.randn(2, 42, channels, generator=gen)
+    with torch.inference_mode():
+        want = residual + tutorial(tokens).transpose(1, 2).reshape(residual.shape)
+        got = ours.add_into(tokens, residual.clone())
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
