@@ -190,15 +190,6 @@ inline void block_rows(In x, int i0, int rows, const float** out) {
     for (int r = 0; r < MR; ++r) out[r] = x[i0 + std::min(r, rows - 1)];
 }
 
-// The MR query rows plus the query bias bq, copied into `biased`.
-template <int D>
-void add_bias(const float** qr, const float* bq, float (*biased)[D]) {
-    for (int r = 0; r < MR; ++r) {
-        for (int c = 0; c < D; ++c) biased[r][c] = qr[r][c] + bq[c];
-        qr[r] = biased[r];
-    }
-}
-
 // e^(scale (s - m)) as 2^(s b - m b), b = scale log2(e), one FMA with a single rounding: as exact
 // as scaling the difference and one operation fewer. (Scaling the queries instead saves the FMA
 // pipes one more multiplication, but rounds large scores before the maximum is taken off: twice
@@ -207,25 +198,18 @@ AVX2_FN inline __m256 scaled_exp(__m256 score, __m256 base2, __m256 shifted) {
     return exp2_8(_mm256_fmadd_ps(score, base2, shifted));
 }
 
-// bq and bv: the head's query and value biases when the input projection left them out (inference),
-// else null. The key bias needs no adding: it moves each query's scores by one constant, which
-// the softmax takes out again; the value bias comes out of the weighted sum unchanged, as each
-// row of weights sums to 1. Added here they save a pass over the projections.
 template <int D>
-AVX2_FN void forward_map(In q, In k, In v, Out out, float* stats, float scale, const float* bq, const float* bv,
-                         Buffers<D>& B) {
+AVX2_FN void forward_map(In q, In k, In v, Out out, float* stats, float scale, Buffers<D>& B) {
     constexpr int V = Buffers<D>::V;
     const int n = B.n, n16 = B.n16;
     B.transpose(k, B.kT);
     B.copy_rows(v);
     float* s = B.rowsA.data();
     const __m256 base2 = _mm256_set1_ps(scale * LOG2E);
-    float biased[MR][D];
     for (int i0 = 0; i0 < n; i0 += MR) {
         const int rows = std::min(MR, n - i0);
         const float* qr[MR];
         block_rows(q, i0, rows, qr);
-        if (bq) add_bias<D>(qr, bq, biased);
         __m256 vmax[MR];
         for (int r = 0; r < MR; ++r) vmax[r] = _mm256_set1_ps(-INFINITY);
         for_scores<D>(qr, B, [s, &vmax](int r, int at, __m256 score, __m256 real) AVX2_FN {
@@ -250,8 +234,6 @@ AVX2_FN void forward_map(In q, In k, In v, Out out, float* stats, float scale, c
         for (int r = 0; r < rows; ++r) {
             float o[Buffers<D>::D8];
             for (int h = 0; h < V; ++h) _mm256_storeu_ps(o + 8 * h, _mm256_mul_ps(acc[r][h], _mm256_set1_ps(inv[r])));
-            if (bv)
-                for (int c = 0; c < D; ++c) o[c] += bv[c];
             std::memcpy(out[i0 + r], o, D * sizeof(float));
             stats[2 * (i0 + r)] = mx[r];
             stats[2 * (i0 + r) + 1] = inv[r];
@@ -322,16 +304,13 @@ AVX2_FN void backward_map(In q, In k, In v, In out, In dout, const float* stats,
 }
 
 struct Problem {
-    const float *qkv, *bias, *out, *dout;  // bias: (3, heads, d) or null, forward only (see forward_map)
+    const float *qkv, *out, *dout;
     float *o, *stats, *dqkv;
     long batch;
     int heads, n, d;
     float scale;
 
     long maps() const { return batch * heads; }
-    const float* head_bias(int part, long m) const {
-        return bias ? bias + (static_cast<long>(part) * heads + m % heads) * d : nullptr;
-    }
     // Head m % heads of sample m / heads: its rows in a (batch, tokens, parts, heads, d) tensor.
     template <typename T>
     Rows<T> rows(T* x, int parts, int part, long m) const {
@@ -350,7 +329,7 @@ void run_maps(const Problem& P, long first, long last, bool backward) {
             backward_map<D>(q, k, v, P.rows(P.out, 1, 0, m), P.rows(P.dout, 1, 0, m), stats, P.rows(P.dqkv, 3, 0, m),
                             P.rows(P.dqkv, 3, 1, m), P.rows(P.dqkv, 3, 2, m), P.scale, B);
         else
-            forward_map<D>(q, k, v, P.rows(P.o, 1, 0, m), stats, P.scale, P.head_bias(0, m), P.head_bias(2, m), B);
+            forward_map<D>(q, k, v, P.rows(P.o, 1, 0, m), stats, P.scale, B);
     }
 }
 
@@ -387,16 +366,15 @@ static bool valid_shape(int n, int d) {
 }
 
 static PyObject* py_forward(PyObject*, PyObject* args) {
-    unsigned long long qkv, bias, o, stats;
+    unsigned long long qkv, o, stats;
     long batch;
     int heads, n, d, threads;
     float scale;
-    if (!PyArg_ParseTuple(args, "KKKKliiifi", &qkv, &bias, &o, &stats, &batch, &heads, &n, &d, &scale, &threads))
+    if (!PyArg_ParseTuple(args, "KKKliiifi", &qkv, &o, &stats, &batch, &heads, &n, &d, &scale, &threads))
         return nullptr;
     if (!valid_shape(n, d)) return nullptr;
 #ifdef CORE_X86
-    const Problem P{pointer(qkv), pointer(bias), nullptr, nullptr, pointer(o), pointer(stats), nullptr,
-                    batch, heads, n, d, scale};
+    const Problem P{pointer(qkv), nullptr, nullptr, pointer(o), pointer(stats), nullptr, batch, heads, n, d, scale};
     Py_BEGIN_ALLOW_THREADS run(P, threads, false);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 #else
@@ -414,7 +392,7 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
         return nullptr;
     if (!valid_shape(n, d)) return nullptr;
 #ifdef CORE_X86
-    const Problem P{pointer(qkv), nullptr, pointer(out), pointer(dout), nullptr, pointer(stats), pointer(dqkv),
+    const Problem P{pointer(qkv), pointer(out), pointer(dout), nullptr, pointer(stats), pointer(dqkv),
                     batch, heads, n, d, scale};
     Py_BEGIN_ALLOW_THREADS run(P, threads, true);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
@@ -425,7 +403,7 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
 
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
-    {"forward", py_forward, METH_VARARGS, "forward(qkv, bias or 0, out, stats, batch, heads, tokens, d, scale, threads)"},
+    {"forward", py_forward, METH_VARARGS, "forward(qkv, out, stats, batch, heads, tokens, d, scale, threads)"},
     {"backward", py_backward, METH_VARARGS,
      "backward(qkv, out, grad_out, stats, dqkv, batch, heads, tokens, d, scale, threads)"},
     {nullptr, nullptr, 0, nullptr},

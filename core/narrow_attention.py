@@ -42,24 +42,6 @@ def self_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     return _NarrowAttention.apply(qkv.contiguous(), heads)
 
 
-def biased_self_attention(qkv: torch.Tensor, bias: torch.Tensor, heads: int) -> torch.Tensor:
-    """:func:`self_attention` over projections made without their (3C,) ``bias``, which the kernel
-    adds as it reads them, for inference only (no gradient): a projection with its bias first
-    copies the bias into every row of its output and then adds the product to it, a pass over the
-    largest tensor of the step (60 MB at 28x28, batch 100)."""
-    return _forward(qkv.contiguous(), bias.contiguous(), heads)[0]
-
-
-def _forward(qkv: torch.Tensor, bias: torch.Tensor | None, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attended values and each query row's softmax statistics (see _NarrowAttention)."""
-    b, n, c3 = qkv.shape
-    d = c3 // (3 * heads)
-    out = qkv.new_empty(b, n, heads * d)
-    stats = torch.empty(b, heads, n, 2, dtype=torch.float32)  # the kernels write fp32, whatever the default dtype
-    _call("forward", qkv, bias, out, stats, batch=b, heads=heads, tokens=n, d=d)
-    return out, stats
-
-
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d)) v`` for (B, heads, N, d) tensors where :func:`applies`."""
     b, h, n, d = q.shape
@@ -67,11 +49,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return self_attention(qkv, h).view(b, n, h, d).transpose(1, 2)
 
 
-def _call(name: str, *tensors: torch.Tensor | None, batch: int, heads: int, tokens: int, d: int) -> None:
-    """The kernel ``name`` over ``tensors`` (None: a null pointer), contiguous fp32 CPU tensors."""
+def _call(name: str, *tensors: torch.Tensor, batch: int, heads: int, tokens: int, d: int) -> None:
     kernel = getattr(native.kernels("_narrow_attention"), name)
-    pointers = (0 if t is None else t.data_ptr() for t in tensors)
-    kernel(*pointers, batch, heads, tokens, d, d ** -0.5, torch.get_num_threads())
+    kernel(*(t.data_ptr() for t in tensors), batch, heads, tokens, d, d ** -0.5, torch.get_num_threads())
 
 
 class _NarrowAttention(torch.autograd.Function):
@@ -80,7 +60,11 @@ class _NarrowAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, qkv: torch.Tensor, heads: int) -> torch.Tensor:
-        out, stats = _forward(qkv, None, heads)
+        b, n, c3 = qkv.shape
+        d = c3 // (3 * heads)
+        out = qkv.new_empty(b, n, heads * d)
+        stats = torch.empty(b, heads, n, 2, dtype=torch.float32)  # the kernels write fp32, whatever the default dtype
+        _call("forward", qkv, out, stats, batch=b, heads=heads, tokens=n, d=d)
         ctx.save_for_backward(qkv, out, stats)
         ctx.heads = heads
         return out

@@ -7,7 +7,6 @@ import torch
 from core import attention as attn
 from core import narrow_attention
 from core.device import onednn_bf16
-from core.unet import SelfAttention
 
 from tests.native_kernels import MUST_BUILD
 
@@ -120,23 +119,3 @@ def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_and_to_sdpa_over_l
         attn.attention(*_qkv(n=n, d=64, dtype=torch.float32), "narrow")
     assert calls == [attn.NAIVE_MAX_TOKENS + 1]
 
-
-@needs_narrow
-@pytest.mark.parametrize("channels", [16, 64])  # 4- and 16-channel heads
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_narrow_inference_adds_the_projection_biases_and_the_residual_as_the_tutorial_does(channels, memory_format):
-    """In inference the kernels add the input projection's bias and the output projection adds
-    onto the residual (SelfAttention.add_into): with every bias and weight random, the result is
-    the tutorial's ``residual + attention(x)``."""
-    gen = torch.Generator().manual_seed(0)
-    ours, tutorial = SelfAttention(channels, 4, impl="narrow"), SelfAttention(channels, 4, impl="tutorial")
-    with torch.no_grad():
-        for p in ours.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    tutorial.load_state_dict(ours.state_dict())
-    residual = torch.randn(2, channels, 7, 6, generator=gen).contiguous(memory_format=memory_format)
-    tokens = torch.randn(2, 42, channels, generator=gen)
-    with torch.inference_mode():
-        want = residual + tutorial(tokens).transpose(1, 2).reshape(residual.shape)
-        got = ours.add_into(tokens, residual.clone())
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
