@@ -111,11 +111,14 @@ def test_narrow_kernels_take_projections_as_they_are_and_leave_other_heads_to_to
     torch.testing.assert_close(attn.attention(*wide, "narrow"), attn.attention(*wide, "naive"), rtol=1e-5, atol=1e-6)
 
 
-def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_and_to_sdpa_over_long_ones(monkeypatch):
-    """Short maps are cheaper written out than through torch's fused kernel (attn.NAIVE_MAX_TOKENS)."""
+def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_in_inference_and_to_sdpa_otherwise(monkeypatch):
+    """Short maps are cheaper written out than through torch's fused kernel, but only in inference
+    does that cost no memory (attn.NAIVE_MAX_TOKENS)."""
     calls = []
-    monkeypatch.setattr(attn, "_sdpa", lambda q, k, v: calls.append(q.shape[-2]) or attn.attention(q, k, v, "naive"))
-    for n in (attn.NAIVE_MAX_TOKENS, attn.NAIVE_MAX_TOKENS + 1):
-        attn.attention(*_qkv(n=n, d=64, dtype=torch.float32), "narrow")
-    assert calls == [attn.NAIVE_MAX_TOKENS + 1]
+    monkeypatch.setattr(attn, "_sdpa", lambda q, k, v: calls.append((q.shape[-2], q.requires_grad)) or q)
+    short, long = attn.NAIVE_MAX_TOKENS, attn.NAIVE_MAX_TOKENS + 1
+    for n, grad in ((short, False), (long, False), (short, True)):
+        qkv = [x.detach().requires_grad_(grad) for x in _qkv(n=n, d=64, dtype=torch.float32)]
+        attn.attention(*qkv, "narrow")
+    assert calls == [(long, False), (short, True)]
 
