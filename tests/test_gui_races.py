@@ -107,6 +107,7 @@ def test_modules_imported_after_start_up_are_frozen_out_of_collections(qtbot):
         assert after >= frozen + 1000
         junk = [[i] for i in range(1000)]  # noqa: F841 - young objects, no new module
         collector.check()  # nothing new imported: nothing more frozen
-        assert gc.get_freeze_count() == after
+        # (frozen objects that other threads let go of leave the count: CI once saw it fall by 2)
+        assert gc.get_freeze_count() <= after
     finally:
         del sys.modules["ddpm_late_import"]
