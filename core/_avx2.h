@@ -29,9 +29,9 @@ constexpr float LOG2E = 1.44269504088896341f;  // e^x = 2^(x log2 e)
 // 2^x in fp32 for x < 127 (callers clamp larger inputs): a degree-5 polynomial on the fraction
 // (fitted to 2^r on [-1/2, 1/2] with 2^0 exactly 1: relative error 1.9e-7 evaluated in fp32,
 // against 1.0e-7 at degree 6, which took one FMA more) with the integer part added to the
-// exponent bits; inputs below -126 give 0 or a denormal. 10 vector ops against the 18 of a
-// natural exp with its two-part range reduction, which attention's 4-channel heads spend most of
-// their time in.
+// exponent bits; inputs below -126, -infinity included, give 2^-126. 10 vector ops against the
+// 18 of a natural exp with its two-part range reduction, which attention's 4-channel heads spend
+// most of their time in.
 AVX2_FN inline __m256 exp2_8(__m256 x) {
     x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
     const __m256 whole = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

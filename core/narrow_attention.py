@@ -42,7 +42,7 @@ def self_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 
     Over one token the softmax is exactly 1 and the values are the output: taken as they are, as
     torch's kernels give them, where the kernels' exponent (``scaled_exp``) comes within an ulp."""
-    b, n, c3 = qkv.shape
+    n, c3 = qkv.shape[1:]
     if n == 1:
         return qkv[..., 2 * c3 // 3:]
     return _NarrowAttention.apply(qkv.contiguous(), heads)
