@@ -1,4 +1,4 @@
-// Exact softmax attention for narrow fp32 heads (4, 8, 16 or 32 channels) on AVX2+FMA CPUs.
+// Exact softmax attention for narrow fp32 heads (4, 8, 16, 32 or 64 channels) on AVX2+FMA CPUs.
 //
 // Why it exists: torch's fused CPU kernel (scaled_dot_product_attention) runs such heads far
 // below the arithmetic they need, above all in the backward pass and for 4-channel heads, which
@@ -54,7 +54,7 @@ struct Buffers {
     static constexpr int D8 = D < 8 ? 8 : D;
     static constexpr int V = D8 / 8;  // registers per row of channels
     // registers per pass of the row products: 16 channels at most, so that MR rows of them and the
-    // operand fit in the 16 AVX2 registers (32-channel heads take two passes)
+    // operand fit in the 16 AVX2 registers (32- and 64-channel heads take two and four passes)
     static constexpr int C = V < 2 ? V : 2;
     int n, n16;
     // kT, vT: keys and values transposed, (D, n16); byRow: the right operand of weighted_rows, the
@@ -354,7 +354,8 @@ void run(const Problem& P, int threads, bool backward) {
         case 4: run_maps<4>(P, threads, backward); break;
         case 8: run_maps<8>(P, threads, backward); break;
         case 16: run_maps<16>(P, threads, backward); break;
-        default: run_maps<32>(P, threads, backward); break;
+        case 32: run_maps<32>(P, threads, backward); break;
+        default: run_maps<64>(P, threads, backward); break;
     }
 }
 
@@ -363,8 +364,8 @@ void run(const Problem& P, int threads, bool backward) {
 
 // Whether the kernels take this shape; if not, a ValueError is set.
 static bool valid_shape(int n, int d) {
-    if (n > 0 && (d == 4 || d == 8 || d == 16 || d == 32)) return true;
-    PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8, 16 or 32, not %d", d);
+    if (n > 0 && (d == 4 || d == 8 || d == 16 || d == 32 || d == 64)) return true;
+    PyErr_Format(PyExc_ValueError, "narrow attention: d must be 4, 8, 16, 32 or 64, not %d", d);
     return false;
 }
 

@@ -5,7 +5,7 @@ All four ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed 
 - ``naive``: the tutorial's way, the whole (B*heads, N, N) attention map in memory.
 - ``sdpa``: ``scaled_dot_product_attention``, fused kernels; the best on CUDA (narrow fp32 heads
   zero-padded on the CPU, see :func:`_sdpa`).
-- ``narrow``: fp32 heads of 4 to 32 channels on an AVX2 CPU through our own compiled
+- ``narrow``: fp32 heads of 4 to 64 channels on an AVX2 CPU through our own compiled
   kernels (:mod:`core.narrow_attention`): 1.4x sdpa's speed forward+backward with 16-channel
   heads, 2.3x with 4-channel ones (784 tokens, 2 AVX2 EPYC cores). Other heads go as ``sdpa``
   in fp32 (``naive`` over maps of at most NAIVE_MAX_TOKENS tokens in inference) and as ``auto`` in
@@ -40,11 +40,12 @@ AttentionImpl = Literal["auto", "narrow", "chunked", "sdpa", "naive", "tutorial"
 SLICE_ELEMENTS = 1_250_000
 # Rows at least this long go through oneDNN's softmax (see _softmax).
 ONEDNN_MIN_TOKENS = 512
-# In inference, maps of at most this many tokens are small enough for the explicit product to beat
-# torch's fused kernel: a 7x7 layer (49 tokens, 64-channel heads) at batch 100 took 3.7 ms naive
-# against 6.9 ms sdpa (2 AVX2 EPYC cores, fp32). Training keeps sdpa: the maps and copies the
-# explicit product keeps for the backward pass raised a training step's peak RSS by 35 MB (1.311 and
-# 1.316 against 1.277 and 1.281 GiB), where the goal (1/4 of the tutorial's, 1.32 GiB) leaves none.
+# For heads ``narrow`` does not take, in inference, maps of at most this many tokens are small
+# enough for the explicit product to beat torch's fused kernel: a 7x7 layer (49 tokens, 64-channel
+# heads, before ``narrow`` took them) at batch 100 took 3.7 ms naive against 6.9 ms sdpa (2 AVX2
+# EPYC cores, fp32). Training keeps sdpa: the maps and copies the explicit product keeps for the
+# backward pass raised a training step's peak RSS by 35 MB (1.311 and 1.316 against 1.277 and
+# 1.281 GiB), where the goal (1/4 of the tutorial's, 1.32 GiB) leaves none.
 NAIVE_MAX_TOKENS = 64
 # Narrower fp32 heads are zero-padded to this width for torch's fused CPU kernel (see _sdpa).
 SDPA_CPU_HEAD = 16

@@ -101,15 +101,15 @@ def test_narrow_kernels_match_float64_attention(n, d):
 def test_narrow_kernels_take_projections_as_they_are_and_leave_other_heads_to_torch():
     """Input projections as SelfAttention makes them, (B, N, 3C) with q, k and v side by side,
     give the attended values with heads side by side and the projections' gradient as the other
-    kernels do; heads the kernels do not take (64 channels, bf16) go to torch's kernels instead."""
+    kernels do; heads the kernels do not take (128 channels, bf16) go to torch's kernels instead."""
     qkv = torch.randn(2, 40, 3 * 2 * 16, requires_grad=True)
     grad = torch.randn(2, 40, 2 * 16)
     got, want = (attn.self_attention(qkv, 2, impl) for impl in ("narrow", "naive"))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(*(torch.autograd.grad(out, qkv, grad)[0] for out in (got, want)), rtol=1e-5, atol=1e-5)
-    assert not narrow_attention.applies(torch.randn(1, 8, 3 * 64), 64)
+    assert not narrow_attention.applies(torch.randn(1, 8, 3 * 128), 128)
     assert not narrow_attention.applies(torch.randn(1, 8, 3 * 16, dtype=torch.bfloat16), 16)
-    wide = [x.detach().float() for x in _qkv(n=30, d=64)]
+    wide = [x.detach().float() for x in _qkv(n=30, d=128)]
     torch.testing.assert_close(attn.attention(*wide, "narrow"), attn.attention(*wide, "naive"), rtol=1e-5, atol=1e-6)
 
 
@@ -120,7 +120,7 @@ def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_in_inference_and_t
     monkeypatch.setattr(attn, "_sdpa", lambda q, k, v: calls.append((q.shape[-2], q.requires_grad)) or q)
     short, long = attn.NAIVE_MAX_TOKENS, attn.NAIVE_MAX_TOKENS + 1
     for n, grad in ((short, False), (long, False), (short, True)):
-        qkv = [x.detach().requires_grad_(grad) for x in _qkv(n=n, d=64, dtype=torch.float32)]
+        qkv = [x.detach().requires_grad_(grad) for x in _qkv(n=n, d=128, dtype=torch.float32)]
         attn.attention(*qkv, "narrow")
     assert calls == [(long, False), (short, True)]
 
