@@ -11,6 +11,14 @@ its effect can: the controller times each step at the thread count it runs, keep
 memory of each count's recent step time, runs the fastest, and now and then tries the others
 for a couple of steps to notice when the machine has freed up (or filled up).
 
+From more threads to fewer, such a try can only win when other programs take our cores, and
+that shows without a try: the process then gets less CPU time than its threads x the step's
+wall time. On an idle machine a sampling step of the tutorial's network at 2 threads used 0.99
+of that, beside one CPU-bound program 0.60-0.67; every try of one thread on the idle machine
+cost a step at 2.15-2.19 s instead of 1.1-1.3 s, twice, about 5% of the time at the rate the
+tries' payback allows. So tries of fewer threads wait for steps that ran below
+:data:`MIN_CPU_SHARE` of their threads' time (where the CPU time is known).
+
 Those tries must stay cheap when they lose. Beside another multi-threaded program (a second
 training run, measured on 2 cores), a step at 2 threads took 4-7 s where one thread took
 0.15 s: trying 2 threads for 2 steps of every 14 made the two runs' steps 5.6 times slower
@@ -30,6 +38,7 @@ PROBE_STEPS = 2  # steps each try lasts
 WINDOW = 3  # a count's estimate: the median of its last steps, so one hiccup moves nothing
 SLOWDOWN = 1.5  # an estimate this much above the stay's best sets off a try at once (more threads only)
 MAX_TRY_SHARE = 0.05  # losing tries cost at most this share of the time between them
+MIN_CPU_SHARE = 0.85  # steps that got less of their threads' time were preempted: fewer may win
 
 
 class ThreadController:
@@ -43,13 +52,15 @@ class ThreadController:
 
     def __init__(self, counts: tuple[int, ...] | None = None, *,
                  set_threads: Callable[[int], None] = torch.set_num_threads,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 cpu_clock: Callable[[], float] = time.process_time) -> None:
         self.initial = torch.get_num_threads()
         self.counts = counts or tuple(sorted({self.initial, 1}, reverse=True))
-        self._set_threads, self._clock = set_threads, clock
+        self._set_threads, self._clock, self._cpu_clock = set_threads, clock, cpu_clock
         self.current = self.counts[0]
         self.estimate: dict[int, float] = {}
         self._recent: list[float] = []  # this stay's last step times at ``current``
+        self._recent_share: list[float] = []  # their CPU time over threads x wall time, where known
         self._stay_best = float("inf")
         self._since_probe = 0
         self._since_probe_s = 0.0  # seconds of steps since the last try
@@ -57,9 +68,12 @@ class ThreadController:
         self._to_try: list[int] | None = None  # while trying the other counts: those still to try
         self._incumbent_s = 0.0  # during a try: the step time of the count it may replace
 
-    def record(self, seconds: float) -> int:
-        """Take the time of the step just run at :attr:`current`; return the count for the next."""
+    def record(self, seconds: float, cpu_seconds: float | None = None) -> int:
+        """Take the time of the step just run at :attr:`current` (and the process's CPU time in
+        it, where known); return the count for the next."""
         self._recent = [*self._recent, seconds][-WINDOW:]
+        if cpu_seconds is not None and seconds > 0:
+            self._recent_share = [*self._recent_share, cpu_seconds / (seconds * self.current)][-WINDOW:]
         estimate = self.estimate[self.current] = sorted(self._recent)[(len(self._recent) - 1) // 2]
         self._stay_best = min(self._stay_best, estimate)
         self._since_probe += 1
@@ -83,16 +97,25 @@ class ThreadController:
         return self.current != min(self.counts) and estimate > SLOWDOWN * self._stay_best
 
     def _try_due(self) -> bool:
-        """Time to look around: enough steps since the last try, and its cost paid back."""
-        return self._since_probe >= PROBE_EVERY and MAX_TRY_SHARE * self._since_probe_s >= self._try_cost
+        """Time to look around: enough steps since the last try, its cost paid back, and above
+        the fewest threads, the steps preempted."""
+        if self._since_probe < PROBE_EVERY or MAX_TRY_SHARE * self._since_probe_s < self._try_cost:
+            return False
+        return self.current == min(self.counts) or self._preempted()
+
+    def _preempted(self) -> bool:
+        """Whether this stay's steps got less CPU time than their threads could use (True where
+        their CPU time is unknown)."""
+        shares = self._recent_share
+        return not shares or sorted(shares)[(len(shares) - 1) // 2] < MIN_CPU_SHARE
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:
         """Run the enclosed step at the chosen thread count and learn from its time."""
         self._set_threads(self.current)
-        start = self._clock()
+        start, cpu_start = self._clock(), self._cpu_clock()
         yield
-        self.record(self._clock() - start)
+        self.record(self._clock() - start, self._cpu_clock() - cpu_start)
 
     def restore(self) -> None:
         """Give the process back the thread count it had: the next user starts from that."""
@@ -113,7 +136,7 @@ class ThreadController:
 
     def _switch(self, count: int) -> None:
         if count != self.current:
-            self.current, self._recent, self._stay_best = count, [], float("inf")
+            self.current, self._recent, self._recent_share, self._stay_best = count, [], [], float("inf")
 
 
 def for_device(device: torch.device) -> ThreadController:

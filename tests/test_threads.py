@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core import threads
-from core.threads import MAX_TRY_SHARE, PROBE_EVERY, PROBE_STEPS, ThreadController
+from core.threads import MAX_TRY_SHARE, MIN_CPU_SHARE, PROBE_EVERY, PROBE_STEPS, ThreadController
 
 
 class Machine:
@@ -28,12 +28,17 @@ class BusyMachine(Machine):
     loaded_times = {1: 2.0, 2: 60.0}
 
 
-def drive(controller: ThreadController, machine: Machine, steps: int) -> list[int]:
-    """Run ``steps`` steps; the thread count each ran at."""
+def drive(controller: ThreadController, machine: Machine, steps: int, cpu_share: float | None = None) -> list[int]:
+    """Run ``steps`` steps; the thread count each ran at. With ``cpu_share``, each step at more
+    than one thread also reports the process's CPU time: that share of its threads x its time
+    (one thread always gets its core's whole time)."""
     used = []
     for _ in range(steps):
-        used.append(controller.current)
-        controller.record(machine.time(controller.current))
+        n = controller.current
+        used.append(n)
+        seconds = machine.time(n)
+        cpu = None if cpu_share is None else seconds * n * (cpu_share if n > 1 else 1.0)
+        controller.record(seconds, cpu)
     return used
 
 
@@ -43,6 +48,22 @@ def test_idle_machine_keeps_all_threads_apart_from_brief_tries():
     assert used[0] == 2
     assert used.count(1) <= 60 // PROBE_EVERY * PROBE_STEPS + PROBE_STEPS  # only the tries
     assert min(c.estimate, key=c.estimate.get) == 2
+
+
+def test_where_the_threads_get_their_cores_it_never_tries_fewer():
+    """Steps that used their threads' whole time were not preempted: one thread cannot win."""
+    c, m = ThreadController((2, 1), set_threads=lambda n: None), Machine()
+    assert set(drive(c, m, 200, cpu_share=0.99)) == {2}
+
+
+def test_preempted_steps_let_the_periodic_try_find_one_thread():
+    """Loaded from the start, no step looks slower than the stay's best, but their CPU time
+    shows the preemption and the periodic try goes ahead."""
+    c, m = ThreadController((2, 1), set_threads=lambda n: None), Machine()
+    m.loaded = True
+    used = drive(c, m, PROBE_EVERY + PROBE_STEPS + 1, cpu_share=MIN_CPU_SHARE - 0.2)
+    assert used[:PROBE_EVERY] == [2] * PROBE_EVERY
+    assert c.current == 1
 
 
 def test_a_competitor_sends_it_to_one_thread_at_once_and_the_cost_stays_fair():
