@@ -156,6 +156,15 @@ class Timer:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
+def at_threads(count: int, step: Callable[[], None]) -> Callable[[], None]:
+    """The tutorial's way: every step at torch's thread count, whatever the app's paths set
+    (the app's thread controller leaves the count where its last step had it)."""
+    def run() -> None:
+        torch.set_num_threads(count)
+        step()
+    return run
+
+
 def alternate(steppers: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, dict]:
     """Warm every path up, then time one step of each in turn for ``repeats`` rounds.
 

@@ -26,7 +26,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from bench.common import add_common_args, compare, emit, memory_child, resolve_config, setup
+from bench.common import add_common_args, at_threads, compare, emit, memory_child, resolve_config, setup
 from core.config import Config
 from core.device import pick_precision
 from core.sampling import SamplingModel
@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     makers = {"naive": naive_steps, "naive-attention_kernel": functools.partial(naive_steps, attention="naive"),
               "fast": functools.partial(fast_steps, chosen=chosen)}
 
+    threads = torch.get_num_threads()
+
     def make(name: str) -> Callable[[], None]:
-        return stepper(makers[name](config, device, args.batch), device)
+        step = stepper(makers[name](config, device, args.batch), device)
+        return step if name == "fast" else at_threads(threads, step)
 
     if args.memory_of:
         memory_child(make(args.memory_of), args.warmup, device)
