@@ -28,6 +28,7 @@ waits until the steps since have taken 1 / MAX_TRY_SHARE times that cost.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections.abc import Callable, Iterator
 
@@ -74,7 +75,7 @@ class ThreadController:
         self._recent = [*self._recent, seconds][-WINDOW:]
         if cpu_seconds is not None and seconds > 0:
             self._recent_share = [*self._recent_share, cpu_seconds / (seconds * self.current)][-WINDOW:]
-        estimate = self.estimate[self.current] = sorted(self._recent)[(len(self._recent) - 1) // 2]
+        estimate = self.estimate[self.current] = statistics.median_low(self._recent)
         self._stay_best = min(self._stay_best, estimate)
         self._since_probe += 1
         if self._to_try is not None:
@@ -107,7 +108,7 @@ class ThreadController:
         """Whether this stay's steps got less CPU time than their threads could use (True where
         their CPU time is unknown)."""
         shares = self._recent_share
-        return not shares or sorted(shares)[(len(shares) - 1) // 2] < MIN_CPU_SHARE
+        return not shares or statistics.median_low(shares) < MIN_CPU_SHARE
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:
