@@ -1,13 +1,19 @@
 """What every benchmark here shares: config lookup, machine facts, statistics and peak memory.
 
-Benchmarks compare the tutorial's way of running the model with the app's in one process, step
-by step in alternation, so that load from other programs on the machine hits both alike; their
-ratio is the figure to quote. Peak resident memory is a whole-process property, so each path
-is measured again alone in a fresh subprocess.
+Benchmarks compare the tutorial's way of running the model with the app's step by step in
+alternation, so that load from other programs on the machine hits both alike; their ratio is
+the figure to quote. Each way runs in its own process, set up as its own program would be: the
+app's keeps freed memory (:mod:`core.allocator`, as the app and the CLI do at start), the
+tutorial's keeps glibc's defaults, as the tutorial's script runs. One process for both gave the
+tutorial's way the app's allocator: its sampling step at batch 100 then took 1.2 million page
+faults instead of 1.4 million, and 4.53-4.65 s instead of 4.66-5.08 s (2 AVX2 cores, README).
+Peak resident memory is a whole-process property, so each path is measured again alone in a
+fresh subprocess.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -19,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,6 +48,9 @@ def add_common_args(parser: argparse.ArgumentParser, *, batch: int, repeats: int
     )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-path memory subprocesses")
+    # internal, for the child processes compare() starts: one path's memory, or its timed steps
+    parser.add_argument("--memory-of", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", metavar="PATH", help=argparse.SUPPRESS)
 
 
 def resolve_config(spec: str) -> Config:
@@ -54,8 +64,15 @@ def resolve_config(spec: str) -> Config:
     return load_config(spec)
 
 
+def is_tutorial_path(name: str) -> bool:
+    """Paths named ``naive`` or ``naive-...`` are the tutorial's way; the others are the app's."""
+    return name == "naive" or name.startswith("naive-")
+
+
 def setup(args: argparse.Namespace) -> torch.device:
-    keep_freed_memory()  # as the app and the CLI do at start (see core.allocator)
+    path = args.serve or args.memory_of
+    if not (path and is_tutorial_path(path)):
+        keep_freed_memory()  # as the app and the CLI do at start (see core.allocator)
     # what autotune timed and chose, on stderr: a figure from an unexpected choice can be told apart
     logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
     logging.getLogger("core.autotune").setLevel(logging.INFO)
@@ -166,40 +183,129 @@ def at_threads(count: int, step: Callable[[], None]) -> Callable[[], None]:
 
 
 def alternate(steppers: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, dict]:
-    """Warm every path up, then time one step of each in turn for ``repeats`` rounds.
+    """Warm every path up, then time one step of each in turn for ``repeats`` rounds, all in
+    this process.
 
     Taking turns spreads outside load over all paths alike, so their ratio stays meaningful.
     ``steppers`` must leave the device synchronised when they return.
     """
-    for step in steppers.values():
+    return _rounds({n: functools.partial(_timed, step) for n, step in steppers.items()}, warmup, repeats)
+
+
+def _timed(step: Callable[[], None]) -> tuple[float, float]:
+    with Timer() as t:
+        step()
+    return t.wall, t.cpu
+
+
+def _rounds(timed: dict[str, Callable[[], tuple[float, float]]], warmup: int, repeats: int) -> dict[str, dict]:
+    """:func:`alternate`'s schedule over steps that time themselves, (wall, CPU) seconds each."""
+    for run in timed.values():
         for _ in range(warmup):
-            step()
-    wall: dict[str, list[float]] = {n: [] for n in steppers}
-    cpu: dict[str, list[float]] = {n: [] for n in steppers}
+            run()
+    wall: dict[str, list[float]] = {n: [] for n in timed}
+    cpu: dict[str, list[float]] = {n: [] for n in timed}
     for _ in range(repeats):
-        for n, step in steppers.items():
-            with Timer() as t:
-                step()
-            wall[n].append(t.wall)
-            cpu[n].append(t.cpu)
-    return {n: {"step_s": summarize(wall[n]), "cpu_s": summarize(cpu[n])} for n in steppers}
+        for n, run in timed.items():
+            w, c = run()
+            wall[n].append(w)
+            cpu[n].append(c)
+    return {n: {"step_s": summarize(wall[n]), "cpu_s": summarize(cpu[n])} for n in timed}
+
+
+@dataclass(frozen=True)
+class BenchPath:
+    """One way of running a step as a benchmark's process builds it: ``step`` runs one (leaving
+    the device synchronised); ``info`` says afterwards what the path chose or met on the way."""
+
+    step: Callable[[], None]
+    info: Callable[[], dict] = dict
+
+
+class PathProcess:
+    """One path in a process of its own (``python -m module ... --serve name``, see :func:`serve`),
+    stepped from this one; started only when the previous path's process is built, so that
+    autotune's timings in one never overlap the start-up of another."""
+
+    def __init__(self, module: str, argv: list[str], name: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *argv, "--serve", name], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._reply()  # built
+
+    def _reply(self) -> dict:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} path's process ended (exit {self.proc.wait()}); its error is above")
+        return json.loads(line)
+
+    def step(self) -> tuple[float, float]:
+        """One step there: its wall and CPU seconds, as that process timed them."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        reply = self._reply()
+        return reply["wall"], reply["cpu"]
+
+    def finish(self) -> dict:
+        """Its path's ``info`` and allocator setting, the process ended."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        info = self._reply()
+        self.proc.wait()
+        return info
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def serve(path: BenchPath, name: str) -> None:
+    """The ``--serve`` side of :func:`compare`: one timed step per line read from stdin, a JSON
+    line back for each; at the end of input, the path's info. Anything else written to stdout
+    (a library's print) goes to stderr, so that the replies stay readable."""
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+    def reply(obj: dict) -> None:
+        replies.write(json.dumps(obj) + "\n")
+        replies.flush()
+
+    reply({"ready": name})
+    for _ in sys.stdin:
+        wall, cpu = _timed(path.step)
+        reply({"wall": wall, "cpu": cpu})
+    reply(path.info() | {"malloc_tuned": not is_tutorial_path(name) and keep_freed_memory()})
 
 
 def compare(
     bench: str, args: argparse.Namespace, device: torch.device, names: list[str],
-    make: Callable[[str], Callable[[], None]], settings: dict,
+    settings: dict,
 ) -> dict:
-    """The shared body of a benchmark: memory per path in subprocesses, then alternating timing.
+    """The shared body of a benchmark ``bench.<bench>``: memory per path in subprocesses, then
+    timing by turns, each path in its own process (built there by ``make``, see :func:`child`).
 
-    ``make(name)`` builds a path and returns its step function. The result holds every path's
-    figures, their ratios to the ``naive`` path, the settings and the machine.
+    The result holds every path's figures, their ratios to the ``naive`` path, each path's
+    ``info`` (under ``path_info``), the settings and the machine.
     """
     facts = machine(device)
     # memory first, in subprocesses started while this process is still small (see peak_memory)
     memory = {} if args.no_memory else {n: memory_in_subprocess(f"bench.{bench}", forward_argv(args), n) for n in names}
-    rows = alternate({n: make(n) for n in names}, args.warmup, args.repeats)
+    servers: list[PathProcess] = []
+    try:
+        for n in names:
+            servers.append(PathProcess(f"bench.{bench}", forward_argv(args), n))
+        rows = _rounds({s.name: s.step for s in servers}, args.warmup, args.repeats)
+        info = {s.name: s.finish() for s in servers}
+    finally:
+        for s in servers:
+            s.kill()
     for n, row in rows.items():
         row["images_per_s"] = args.batch / row["step_s"]["median"]
+        row["malloc_tuned"] = info[n].pop("malloc_tuned")
         row.update(memory.get(n, {}))
     base = rows.get("naive")
     if base:
@@ -211,10 +317,20 @@ def compare(
     facts["loadavg_end"] = os.getloadavg()
     return {"bench": bench, "machine": facts, "settings": {
         "config": args.config, "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, **settings,
-    }, "paths": rows}
+    }, "paths": rows, "path_info": info}
 
 
-def memory_child(step: Callable[[], None], warmup: int, device: torch.device) -> None:
+def child(args: argparse.Namespace, make: Callable[[str], BenchPath], device: torch.device) -> bool:
+    """Play this process's part if :func:`compare` started it (one path's memory, or its steps);
+    False in the benchmark's own process."""
+    if args.memory_of:
+        _memory_child(make(args.memory_of).step, args.warmup, device)
+    elif args.serve:
+        serve(make(args.serve), args.serve)
+    return bool(args.memory_of or args.serve)
+
+
+def _memory_child(step: Callable[[], None], warmup: int, device: torch.device) -> None:
     """The ``--memory-of`` side of :func:`compare`: run one path a few steps, print its peaks."""
     for _ in range(warmup + 1):
         step()

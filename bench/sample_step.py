@@ -1,12 +1,13 @@
-"""Sampling-step benchmark: the tutorial's reverse loop against the app's sampler, in one process.
+"""Sampling-step benchmark: the tutorial's reverse loop against the app's sampler, step by step.
 
 The naive path is the tutorial's ``sample()``: ``nn.MultiheadAttention``'s own forward as the
 tutorial calls it (``naive-attention_kernel``: the explicit softmax kernel instead), fp32, NCHW, under
 ``torch.no_grad``, one ancestral step (:meth:`NoiseSchedule.step`) per timestep. The fast path is
 :func:`core.samplers.sample` as the app calls it: the attention kernel, precision and memory
 format :mod:`core.autotune` picks by timing them here, inference mode. Both take the same DDPM
-steps from t = T-1 down, one step of each in alternation, so outside load hits both alike.
-Weights are random: the cost of a step does not depend on them.
+steps from t = T-1 down, one step of each in alternation, so outside load hits both alike, each
+in a process of its own (:mod:`bench.common`). Weights are random: the cost of a step does not
+depend on them.
 
     .venv/bin/python bench/sample_step.py [--device cpu] [--batch 100] [--repeats 10] [--config default]
 
@@ -26,7 +27,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from bench.common import add_common_args, at_threads, compare, emit, memory_child, resolve_config, setup
+from bench.common import BenchPath, add_common_args, child, compare, emit, resolve_config, setup
 from core.config import Config
 from core.device import pick_precision
 from core.sampling import SamplingModel
@@ -76,7 +77,6 @@ def stepper(steps: Iterator[None], device: torch.device) -> Callable[[], None]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, batch=100, repeats=10)
-    parser.add_argument("--memory-of", choices=PATHS, help=argparse.SUPPRESS)  # internal: one path's memory
     args = parser.parse_args(argv)
     device = setup(args)
     config = resolve_config(args.config)
@@ -84,17 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     makers = {"naive": naive_steps, "naive-attention_kernel": functools.partial(naive_steps, attention="naive"),
               "fast": functools.partial(fast_steps, chosen=chosen)}
 
-    threads = torch.get_num_threads()
+    def make(name: str) -> BenchPath:
+        return BenchPath(stepper(makers[name](config, device, args.batch), device), lambda: dict(chosen))
 
-    def make(name: str) -> Callable[[], None]:
-        step = stepper(makers[name](config, device, args.batch), device)
-        return step if name == "fast" else at_threads(threads, step)
-
-    if args.memory_of:
-        memory_child(make(args.memory_of), args.warmup, device)
+    if child(args, make, device):
         return
-    result = compare("sample_step", args, device, list(PATHS), make, {})
-    result["settings"].update(chosen)
+    result = compare("sample_step", args, device, list(PATHS), {})
+    result["settings"].update(result["path_info"]["fast"])
     emit(result)
 
 

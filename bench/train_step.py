@@ -1,4 +1,4 @@
-"""Training-step benchmark: the tutorial's way against the app's fast path, in one process.
+"""Training-step benchmark: the tutorial's way against the app's fast path, step by step.
 
 Both paths run :meth:`core.trainer.Trainer._train_step`, the step the app runs (eps-MSE, Adam,
 EMA update, one ``loss.item()``), so they differ only in the levers listed in :class:`TrainPath`.
@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +40,7 @@ if __package__ in (None, ""):
 import torch
 import yaml
 
-from bench.common import ROOT, add_common_args, compare, emit, memory_child, resolve_config, setup
+from bench.common import ROOT, BenchPath, add_common_args, child, compare, emit, resolve_config, setup
 from core.config import Config
 from core.cuda_graphs import GraphedNetwork
 from core.trainer import Trainer
@@ -119,6 +118,12 @@ class Runner:
             self.trainer._train_step(self.model, self.images)
         self.trainer.step += 1
 
+    def info(self) -> dict:
+        """What the path resolved to and met: precision, setup, compile and CUDA-graph errors."""
+        return {"resolved_precision": self.trainer.precision.name, "compile_error": self.compile_error,
+                "cuda_graphs_used": isinstance(self.model, GraphedNetwork),
+                "cuda_graphs_errors": getattr(self.model, "errors", None), "setup": self.trainer.setup}
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -127,31 +132,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ablate", action="store_true", help="also run the fast path with each lever undone")
     parser.add_argument("--whole-process", type=int, metavar="STEPS",
                         help="also run `ddpm train` for STEPS steps and report its peak RSS")
-    parser.add_argument("--memory-of", choices=PATHS, help=argparse.SUPPRESS)  # internal: one path's memory
     args = parser.parse_args(argv)
     device = setup(args)
     config = resolve_config(args.config)
     names = args.paths.split(",") + ([p.name for p in ABLATIONS] if args.ablate else [])
-    # First, while this process is small: a child's ru_maxrss starts from its parent's resident set.
-    whole = whole_process(config, args) if args.whole_process and not args.memory_of else None
-    runners: dict[str, Runner] = {}
+    unknown = sorted(set(names) - set(PATHS))
+    if unknown:
+        parser.error(f"unknown path {', '.join(unknown)}: choose from {', '.join(PATHS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        def make(name: str) -> Callable[[], None]:
-            runners[name] = Runner(config, PATHS[name], device, args.batch, Path(tmp))
-            return runners[name].step
+        def make(name: str) -> BenchPath:
+            runner = Runner(config, PATHS[name], device, args.batch, Path(tmp))
+            return BenchPath(runner.step, runner.info)
 
-        if args.memory_of:
-            memory_child(make(args.memory_of), args.warmup, device)
+        if child(args, make, device):
             return
-        result = compare("train_step", args, device, names, make, {})
-    result["settings"]["paths"] = {
-        n: dataclasses.asdict(PATHS[n]) | {"resolved_precision": r.trainer.precision.name,
-                                           "compile_error": r.compile_error,
-                                           "cuda_graphs_used": isinstance(r.model, GraphedNetwork),
-                                           "cuda_graphs_errors": getattr(r.model, "errors", None),
-                                           "setup": r.trainer.setup}
-        for n, r in runners.items()
-    }
+    # First, while this process is small: a child's ru_maxrss starts from its parent's resident set.
+    whole = whole_process(config, args) if args.whole_process else None
+    result = compare("train_step", args, device, names, {})
+    result["settings"]["paths"] = {n: dataclasses.asdict(PATHS[n]) | result["path_info"][n] for n in names}
     if whole:
         naive = result["paths"].get("naive", {}).get("peak_rss_gib")
         result["whole_process"] = whole | ({"peak_rss_over_naive_step": whole["peak_rss_gib"] / naive} if naive else {})

@@ -9,9 +9,11 @@ cores); more than that is time lost to threads waiting on a preempted partner.
 
 The competitor is a Python busy loop that ends by itself after ``--seconds`` and is killed
 when the benchmark ends, whichever is first. Paths take turns step by step within each phase,
-so outside load hits all alike. ``--niceness 10`` runs the paths as the window runs its training
-child (``ddpm_gui.workers.NICENESS``), below the competitor, which keeps the nice the benchmark
-started with: the case of a user working in another program while the app trains.
+so outside load hits all alike. They share this process, and its allocator is the app's
+(:mod:`core.allocator`): each path is compared with itself only, loaded against idle.
+``--niceness 10`` runs the paths as the window runs its training child
+(``ddpm_gui.workers.NICENESS``), below the competitor, which keeps the nice the benchmark started
+with: the case of a user working in another program while the app trains.
 
     .venv/bin/python bench/under_load.py [--batch 32] [--sample-batch 50] [--repeats 4] [--seconds 300] [--niceness 0]
 
