@@ -1,4 +1,5 @@
-"""The speed benchmarks run each path in a process of its own, set up as its own program is."""
+"""The speed benchmarks run each path in a process of its own, set up as its own program is, and
+take turns step by step."""
 from __future__ import annotations
 
 import json
@@ -54,3 +55,12 @@ def test_train_step_names_an_unknown_path(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "bench.train_step", "--config", str(config), "--paths", "naive,fastest"],
                           cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "unknown path fastest" in done.stderr
+
+
+def test_alternate_in_one_process_takes_turns() -> None:
+    from bench.common import alternate
+
+    calls: list[str] = []
+    rows = alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # each path warmed up, then one step of each in turn
+    assert rows["a"]["step_s"]["n"] == rows["b"]["cpu_s"]["n"] == 3
