@@ -281,10 +281,7 @@ def serve(path: BenchPath, name: str) -> None:
     reply(path.info() | {"malloc_tuned": not is_tutorial_path(name) and keep_freed_memory()})
 
 
-def compare(
-    bench: str, args: argparse.Namespace, device: torch.device, names: list[str],
-    settings: dict,
-) -> dict:
+def compare(bench: str, args: argparse.Namespace, device: torch.device, names: list[str], settings: dict) -> dict:
     """The shared body of a benchmark ``bench.<bench>``: memory per path in subprocesses, then
     timing by turns, each path in its own process (built there by ``make``, see :func:`child`).
 
