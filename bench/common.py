@@ -69,10 +69,15 @@ def is_tutorial_path(name: str) -> bool:
     return name == "naive" or name.startswith("naive-")
 
 
+def own_allocator(path: str | None) -> bool:
+    """Set this process's allocator as the program of ``path`` (None: the app) has it: the app and
+    the CLI keep freed memory from the start (:mod:`core.allocator`), the tutorial's script keeps
+    glibc's defaults. True where freed memory is kept; calling again changes nothing."""
+    return not (path and is_tutorial_path(path)) and keep_freed_memory()
+
+
 def setup(args: argparse.Namespace) -> torch.device:
-    path = args.serve or args.memory_of
-    if not (path and is_tutorial_path(path)):
-        keep_freed_memory()  # as the app and the CLI do at start (see core.allocator)
+    own_allocator(args.serve or args.memory_of)
     # what autotune timed and chose, on stderr: a figure from an unexpected choice can be told apart
     logging.basicConfig(stream=sys.stderr, format="%(name)s: %(message)s")
     logging.getLogger("core.autotune").setLevel(logging.INFO)
@@ -173,15 +178,6 @@ class Timer:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def at_threads(count: int, step: Callable[[], None]) -> Callable[[], None]:
-    """The tutorial's way: every step at torch's thread count, whatever the app's paths set
-    (the app's thread controller leaves the count where its last step had it)."""
-    def run() -> None:
-        torch.set_num_threads(count)
-        step()
-    return run
-
-
 def alternate(steppers: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, dict]:
     """Warm every path up, then time one step of each in turn for ``repeats`` rounds, all in
     this process.
@@ -278,7 +274,7 @@ def serve(path: BenchPath, name: str) -> None:
     for _ in sys.stdin:
         wall, cpu = _timed(path.step)
         reply({"wall": wall, "cpu": cpu})
-    reply(path.info() | {"malloc_tuned": not is_tutorial_path(name) and keep_freed_memory()})
+    reply(path.info() | {"malloc_tuned": own_allocator(name)})
 
 
 def compare(bench: str, args: argparse.Namespace, device: torch.device, names: list[str], settings: dict) -> dict:

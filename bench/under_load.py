@@ -37,7 +37,7 @@ if __package__ in (None, ""):
 
 import torch
 
-from bench.common import add_common_args, alternate, at_threads, emit, machine, resolve_config, setup
+from bench.common import add_common_args, alternate, emit, machine, resolve_config, setup
 from bench.sample_step import fast_steps, naive_steps, stepper
 from bench.train_step import FAST, NAIVE, Runner
 from core.threads import ThreadController
@@ -62,6 +62,15 @@ def competitor(seconds: float) -> Iterator[Callable[[], None]]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def at_threads(count: int, step: Callable[[], None]) -> Callable[[], None]:
+    """The tutorial's way: every step at torch's thread count, whatever the app's paths set
+    (the app's thread controller leaves the count where its last step had it)."""
+    def run() -> None:
+        torch.set_num_threads(count)
+        step()
+    return run
 
 
 def adapted(controller: ThreadController, step: Callable[[], None]) -> Callable[[], None]:
