@@ -3,8 +3,8 @@
 Benchmarks compare the tutorial's way of running the model with the app's step by step in
 alternation, so that load from other programs on the machine hits both alike; their ratio is
 the figure to quote. Each way runs in its own process, set up as its own program would be: the
-app's keeps freed memory (:mod:`core.allocator`, as the app and the CLI do at start), the
-tutorial's keeps glibc's defaults, as the tutorial's script runs. One process for both gave the
+app's keeps freed memory and starts with glibc's tcache off (:mod:`core.allocator`, as the app
+and the CLI do), the tutorial's keeps glibc's defaults, as the tutorial's script runs. One process for both gave the
 tutorial's way the app's allocator: its sampling step at batch 100 then took 1.2 million page
 faults instead of 1.4 million, and 4.53-4.65 s instead of 4.66-5.08 s (2 AVX2 cores, README).
 Peak resident memory is a whole-process property, so each path is measured again alone in a
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from core.allocator import keep_freed_memory
+from core.allocator import NO_TCACHE, TUNABLES_ENV, keep_freed_memory, tuned_environment
 from core.config import Config, load_config
 from core.device import cpu_has_bf16, cpu_model, onednn_bf16, pick_device
 
@@ -67,6 +67,17 @@ def resolve_config(spec: str) -> Config:
 def is_tutorial_path(name: str) -> bool:
     """Paths named ``naive`` or ``naive-...`` are the tutorial's way; the others are the app's."""
     return name == "naive" or name.startswith("naive-")
+
+
+def path_environment(path: str) -> dict[str, str]:
+    """The environment ``path``'s process starts in: the app's processes that train start with
+    glibc's tunables (:func:`core.allocator.tuned_environment`, as ``ddpm`` and the window start
+    them), the tutorial's script with glibc's defaults."""
+    if not is_tutorial_path(path):
+        return tuned_environment(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
+    tunables = [t for t in os.environ.get(TUNABLES_ENV, "").split(":") if t and t != NO_TCACHE]
+    return env | ({TUNABLES_ENV: ":".join(tunables)} if tunables else {})
 
 
 def own_allocator(path: str | None) -> bool:
@@ -226,7 +237,8 @@ class PathProcess:
     def __init__(self, module: str, argv: list[str], name: str) -> None:
         self.name = name
         self.proc = subprocess.Popen([sys.executable, "-m", module, *argv, "--serve", name], cwd=ROOT,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     env=path_environment(name), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
         self._reply()  # built
 
     def _reply(self) -> dict:
@@ -274,7 +286,7 @@ def serve(path: BenchPath, name: str) -> None:
     for _ in sys.stdin:
         wall, cpu = _timed(path.step)
         reply({"wall": wall, "cpu": cpu})
-    reply(path.info() | {"malloc_tuned": own_allocator(name)})
+    reply(path.info() | {"malloc_tuned": own_allocator(name), "glibc_tunables": os.environ.get(TUNABLES_ENV, "")})
 
 
 def compare(bench: str, args: argparse.Namespace, device: torch.device, names: list[str], settings: dict) -> dict:
@@ -299,6 +311,7 @@ def compare(bench: str, args: argparse.Namespace, device: torch.device, names: l
     for n, row in rows.items():
         row["images_per_s"] = args.batch / row["step_s"]["median"]
         row["malloc_tuned"] = info[n].pop("malloc_tuned")
+        row["glibc_tunables"] = info[n].pop("glibc_tunables")
         row.update(memory.get(n, {}))
     base = rows.get("naive")
     if base:
@@ -351,7 +364,7 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 def memory_in_subprocess(module: str, argv: list[str], path: str) -> dict[str, float]:
     """Run ``python -m module argv --memory-of path`` and read the JSON it prints last."""
     cmd = [sys.executable, "-m", module, *argv, "--memory-of", path]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, cwd=ROOT, env=path_environment(path), capture_output=True, text=True, check=False)
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -78,6 +78,18 @@ def _narrow_fallback(q: torch.Tensor) -> AttentionImpl:
     return "naive" if q.shape[-2] <= NAIVE_MAX_TOKENS and not q.requires_grad else "sdpa"
 
 
+def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, heads: int,
+                             impl: AttentionImpl) -> torch.Tensor:
+    """(B, N, C) tokens -> (B, N, C) attended values of their input projections
+    ``F.linear(x, weight, bias)``; ``narrow`` remakes the projections for the backward pass
+    instead of keeping them (:func:`core.narrow_attention.projected_self_attention`)."""
+    d = weight.shape[0] // (3 * heads)
+    plain_fp32 = x.dtype == weight.dtype and not torch.is_autocast_enabled(x.device.type)
+    if impl == "narrow" and plain_fp32 and narrow_attention.applies(x, d):
+        return narrow_attention.projected_self_attention(x, weight, bias, heads)
+    return self_attention(F.linear(x, weight, bias), heads, impl)
+
+
 def self_attention(qkv: torch.Tensor, heads: int, impl: AttentionImpl) -> torch.Tensor:
     """(B, N, 3C) input projections as ``nn.MultiheadAttention`` makes them -> (B, N, C) attended
     values, heads side by side; ``narrow`` takes them as they are (see

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import eval_command
-from .allocator import keep_freed_memory
+from .allocator import keep_freed_memory, restart_tuned
 from .choices import DEFAULT_GUIDANCE, SAMPLER_TABLE, SAMPLERS
 from .errors import UserError
 
@@ -288,6 +288,7 @@ def run() -> typing.NoReturn:
     flushing; the window's training child ends the same way (multiprocessing's ``os._exit``).
     Errors still end through Python, with their traceback.
     """
+    restart_tuned()  # glibc's tunables count only from a process's start (see core.allocator)
     code = main()
     logging.shutdown()
     sys.stdout.flush()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from . import native
 
@@ -47,6 +48,20 @@ def self_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     if n == 1:
         return qkv[..., 2 * c3 // 3:]
     return _NarrowAttention.apply(qkv.contiguous(), heads)
+
+
+def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                             heads: int) -> torch.Tensor:
+    """:func:`self_attention` of the input projections ``F.linear(x, weight, bias)`` of (B, N, C)
+    tokens, with the projections remade in the backward pass rather than kept.
+
+    Training keeps the tokens anyway (the projections' weights need them for their gradient);
+    the projections are three times their bytes, the largest thing a training step keeps for
+    attention. Remaking them costs one matrix product per layer in the backward pass.
+    """
+    if x.shape[1] == 1 or not torch.is_grad_enabled():
+        return self_attention(F.linear(x, weight, bias), heads)
+    return _ProjectedAttention.apply(x, weight, bias, heads)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -84,3 +99,37 @@ class _NarrowAttention(torch.autograd.Function):
         _call("backward", qkv, out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=ctx.heads, tokens=n,
               d=c3 // (3 * ctx.heads))
         return dqkv, None
+
+
+class _ProjectedAttention(torch.autograd.Function):
+    """:class:`_NarrowAttention` of the tokens' input projections: keeps the tokens, the output
+    and the softmax statistics, and remakes the projections for the backward pass."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                heads: int) -> torch.Tensor:
+        qkv = F.linear(x, weight, bias)
+        b, n, c3 = qkv.shape
+        d = c3 // (3 * heads)
+        out = qkv.new_empty(b, n, heads * d)
+        stats = torch.empty(b, heads, n, 2, dtype=torch.float32)
+        _call("forward", qkv, out, stats, batch=b, heads=heads, tokens=n, d=d)
+        ctx.save_for_backward(x, weight, bias, out, stats)
+        ctx.heads = heads
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, bias, out, stats = ctx.saved_tensors
+        qkv = F.linear(x, weight, bias)
+        b, n, c3 = qkv.shape
+        dqkv = torch.empty_like(qkv)
+        _call("backward", qkv, out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=ctx.heads,
+              tokens=n, d=c3 // (3 * ctx.heads))
+        del qkv
+        rows = dqkv.view(b * n, c3)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        dx = dqkv.matmul(weight) if need_x else None
+        dw = rows.t().mm(x.reshape(b * n, -1)) if need_w else None
+        db = rows.sum(0) if need_b and bias is not None else None
+        return dx, dw, db, None

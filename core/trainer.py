@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from . import autotune, distributed, threads
+from . import autotune, distributed, grad_buffer, threads
 from .adam import Adam, Optimizer
 from .atomic import atomic_write_text
 from .attention import AttentionImpl
@@ -125,6 +125,7 @@ class Trainer:
         self.tuned: autotune.Tuned | None = None
         self._log_extra: dict[str, Any] = {}
         self._threads: threads.ThreadController | None = None
+        self._grad_buffer: grad_buffer.GradBuffer | None = None  # CPU runs, from tune() on
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.schedule = NoiseSchedule.from_config(config.diffusion_params)
         self._device_schedule = self.schedule.to(self.device)
@@ -269,7 +270,10 @@ class Trainer:
         t = t.to(self.device, non_blocking=True)
         xt = self._device_schedule.add_noise(x0, noise, t)
         target, weight = denoiser.target(x0, noise, t), denoiser.loss_weight(t)
-        self.optimizer.zero_grad(set_to_none=True)
+        if self._grad_buffer is None:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self._grad_buffer.zero()
         parts = micro_batches(x0.shape[0], self.micro_batch_size, self.device)
         loss = torch.zeros((), device=self.device)
         for i, part in enumerate(parts):
@@ -282,6 +286,8 @@ class Trainer:
                 part_loss = denoiser.loss(out, target[part], part_weight) * ((part.stop - part.start) / x0.shape[0])
                 self.scaler.scale(part_loss).backward()
             loss += part_loss.detach()
+        if self._grad_buffer is not None:
+            self._grad_buffer.settle()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self._update_ema()
@@ -318,7 +324,9 @@ class Trainer:
 
     def tune(self) -> autotune.Tuned:
         """Pick precision, attention kernel, memory format and micro-batch size by timing them on
-        this run's shapes (see :mod:`core.autotune`), apply the choice and log it.
+        this run's shapes (see :mod:`core.autotune`), apply the choice and log it. On the CPU the
+        gradients then move into a :class:`core.grad_buffer.GradBuffer`, laid out like the
+        parameters as the choice left them.
 
         Under DDP every rank must run alike, so ranks keep the defaults rather than each
         timing its own.
@@ -331,6 +339,9 @@ class Trainer:
         self.precision = choice.apply(self.device, self.model, self.ema_model)
         self.memory_format = torch.channels_last if choice.channels_last else torch.contiguous_format
         self.micro_batch_size = choice.micro_batch_size
+        params = list(self.model.parameters())
+        if self._grad_buffer is None and self.dist.world_size == 1 and grad_buffer.applies(params):
+            self._grad_buffer = grad_buffer.GradBuffer(params)  # shaped like the parameters as tuned
         # the next step's log row carries it: log.jsonl stays one row per step
         self._log_extra = {"autotune": dataclasses.asdict(choice) | {
             "setup": self.setup, "cached": self.tuned.cached,

@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from .allocator import tuned_environment
 from .config import Config
 from .errors import UserError
 from .events import Failed, Finished
@@ -121,6 +122,9 @@ def start_fork_server() -> None:
 
 def _context() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
+        # the fork server starts with this process's environment, and the runs it forks keep its
+        # allocator: glibc's tunables must be there before it starts (see core.allocator)
+        os.environ.update(tuned_environment(os.environ))
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
         return context

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import norm_act, winograd
-from .attention import AttentionImpl, self_attention
+from .attention import AttentionImpl, projected_self_attention
 from .config import GROUPS, UNET_OUT_CHANNELS, ModelParams
 
 
@@ -45,8 +45,8 @@ class SelfAttention(nn.MultiheadAttention):
         """(B, N, C) tokens -> (B, N, C)."""
         if self.impl == "tutorial":
             return super().forward(x, x, x)[0]
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        return self.out_proj(self_attention(qkv, self.num_heads, self.impl))
+        return self.out_proj(projected_self_attention(x, self.in_proj_weight, self.in_proj_bias, self.num_heads,
+                                                      self.impl))
 
 
 class GroupNorm(nn.GroupNorm):

@@ -113,6 +113,31 @@ def test_narrow_kernels_take_projections_as_they_are_and_leave_other_heads_to_to
     torch.testing.assert_close(attn.attention(*wide, "narrow"), attn.attention(*wide, "naive"), rtol=1e-5, atol=1e-6)
 
 
+@needs_narrow
+def test_narrow_attention_of_projections_remakes_them_for_the_backward_pass():
+    """Through projected_self_attention the tokens' projections are not kept between the passes,
+    and the output and every gradient are those of projecting first, bit for bit."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 50, 32, generator=gen, requires_grad=True)
+    weight = (torch.randn(96, 32, generator=gen) / 32 ** 0.5).requires_grad_()
+    bias = torch.randn(96, generator=gen, requires_grad=True)
+    grad = torch.randn(2, 50, 32, generator=gen)
+
+    def run(projected: bool) -> tuple[list[torch.Size], torch.Tensor, tuple[torch.Tensor, ...]]:
+        kept: list[torch.Size] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.shape) or t, lambda t: t):
+            if projected:
+                out = attn.projected_self_attention(x, weight, bias, 2, "narrow")
+            else:
+                out = attn.self_attention(torch.nn.functional.linear(x, weight, bias), 2, "narrow")
+        return kept, out, torch.autograd.grad(out, (x, weight, bias), grad)
+
+    (kept, out, grads), (kept_before, out_before, grads_before) = run(True), run(False)
+    assert torch.Size([2, 50, 96]) in kept_before and torch.Size([2, 50, 96]) not in kept
+    assert torch.equal(out, out_before)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_before))
+
+
 def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_in_inference_and_to_sdpa_otherwise(monkeypatch):
     """Short maps are cheaper written out than through torch's fused kernel, but only in inference
     does that cost no memory (attn.NAIVE_MAX_TOKENS)."""

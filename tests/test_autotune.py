@@ -17,6 +17,13 @@ from core.presets import tiny_config_dict
 from core.runs import RunDir
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _no_choices_from_earlier_tests(monkeypatch):
+    """Choices timed on a busy machine are kept for the process (autotune._UNREMEMBERED): on a
+    loaded machine an earlier test's run would otherwise answer these tests' first timing."""
+    monkeypatch.setattr(autotune, "_UNREMEMBERED", {})
 START = Choice(precision="bf16", attention="chunked", channels_last=True, micro_batch_size=32)
 
 
@@ -229,7 +236,6 @@ def test_timings_made_on_a_busy_machine_are_not_remembered(tmp_path, monkeypatch
     monkeypatch.setattr(autotune, "machine_is_busy", lambda: True)
     cfg = _config(precision="fp32")
     model = tr.Trainer(cfg, tmp_path / "run").model
-    monkeypatch.setattr(autotune, "_UNREMEMBERED", {})
     first = autotune.tune(model, cfg, CPU, training=True, batch=8)
     assert not first.cached and first.seconds and not autotune.cache_path().exists()
     again = autotune.tune(model, cfg, CPU, training=True, batch=8)  # this process keeps its choice

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.allocator import NO_TCACHE
 from core.presets import tiny_config_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +34,10 @@ def test_sample_step_times_each_path_in_its_own_process(tmp_path: Path) -> None:
     assert set(paths) == {"naive", "naive-attention_kernel", "fast"}
     for row in paths.values():
         assert row["step_s"]["n"] == 2 and row["step_s"]["median"] > 0 and row["cpu_s"]["median"] > 0
-    # the tutorial's processes keep glibc's allocator, the app's keeps freed memory
+    # the tutorial's processes keep glibc's allocator, the app's keeps freed memory and no tcache
     assert not paths["naive"]["malloc_tuned"] and not paths["naive-attention_kernel"]["malloc_tuned"]
     assert paths["fast"]["malloc_tuned"] == (sys.platform == "linux")
+    assert NO_TCACHE not in paths["naive"]["glibc_tunables"] and NO_TCACHE in paths["fast"]["glibc_tunables"]
     assert paths["fast"]["speedup_vs_naive"] == pytest.approx(
         paths["naive"]["step_s"]["median"] / paths["fast"]["step_s"]["median"])
     assert result["settings"]["fast_setup"].startswith("cpu")  # autotune's choice, from the fast process
