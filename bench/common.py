@@ -69,11 +69,11 @@ def is_tutorial_path(name: str) -> bool:
     return name == "naive" or name.startswith("naive-")
 
 
-def path_environment(path: str) -> dict[str, str]:
+def path_environment(path: str, training: bool) -> dict[str, str]:
     """The environment ``path``'s process starts in: the app's processes that train start with
-    glibc's tunables (:func:`core.allocator.tuned_environment`, as ``ddpm`` and the window start
-    them), the tutorial's script with glibc's defaults."""
-    if not is_tutorial_path(path):
+    glibc's tcache off (:func:`core.allocator.tuned_environment`, as ``ddpm train`` and the
+    window start them), the tutorial's script and the app's sampling with glibc's defaults."""
+    if training and not is_tutorial_path(path):
         return tuned_environment(os.environ)
     env = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
     tunables = [t for t in os.environ.get(TUNABLES_ENV, "").split(":") if t and t != NO_TCACHE]
@@ -234,11 +234,10 @@ class PathProcess:
     stepped from this one; started only when the previous path's process is built, so that
     autotune's timings in one never overlap the start-up of another."""
 
-    def __init__(self, module: str, argv: list[str], name: str) -> None:
+    def __init__(self, module: str, argv: list[str], name: str, env: dict[str, str]) -> None:
         self.name = name
-        self.proc = subprocess.Popen([sys.executable, "-m", module, *argv, "--serve", name], cwd=ROOT,
-                                     env=path_environment(name), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *argv, "--serve", name], cwd=ROOT, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._reply()  # built
 
     def _reply(self) -> dict:
@@ -289,20 +288,24 @@ def serve(path: BenchPath, name: str) -> None:
     reply(path.info() | {"malloc_tuned": own_allocator(name), "glibc_tunables": os.environ.get(TUNABLES_ENV, "")})
 
 
-def compare(bench: str, args: argparse.Namespace, device: torch.device, names: list[str], settings: dict) -> dict:
+def compare(bench: str, args: argparse.Namespace, device: torch.device, names: list[str], settings: dict, *,
+            training: bool = False) -> dict:
     """The shared body of a benchmark ``bench.<bench>``: memory per path in subprocesses, then
-    timing by turns, each path in its own process (built there by ``make``, see :func:`child`).
+    timing by turns, each path in its own process (built there by ``make``, see :func:`child`),
+    started as a ``training`` or sampling process of its program (:func:`path_environment`).
 
     The result holds every path's figures, their ratios to the ``naive`` path, each path's
     ``info`` (under ``path_info``), the settings and the machine.
     """
     facts = machine(device)
     # memory first, in subprocesses started while this process is still small (see peak_memory)
-    memory = {} if args.no_memory else {n: memory_in_subprocess(f"bench.{bench}", forward_argv(args), n) for n in names}
+    env = {n: path_environment(n, training) for n in names}
+    memory = {} if args.no_memory else {n: memory_in_subprocess(f"bench.{bench}", forward_argv(args), n, env[n])
+                                        for n in names}
     servers: list[PathProcess] = []
     try:
         for n in names:
-            servers.append(PathProcess(f"bench.{bench}", forward_argv(args), n))
+            servers.append(PathProcess(f"bench.{bench}", forward_argv(args), n, env[n]))
         rows = _rounds({s.name: s.step for s in servers}, args.warmup, args.repeats)
         info = {s.name: s.finish() for s in servers}
     finally:
@@ -361,10 +364,10 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     return out
 
 
-def memory_in_subprocess(module: str, argv: list[str], path: str) -> dict[str, float]:
-    """Run ``python -m module argv --memory-of path`` and read the JSON it prints last."""
+def memory_in_subprocess(module: str, argv: list[str], path: str, env: dict[str, str]) -> dict[str, float]:
+    """Run ``python -m module argv --memory-of path`` in ``env`` and read the JSON it prints last."""
     cmd = [sys.executable, "-m", module, *argv, "--memory-of", path]
-    done = subprocess.run(cmd, cwd=ROOT, env=path_environment(path), capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])

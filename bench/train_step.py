@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             return
     # First, while this process is small: a child's ru_maxrss starts from its parent's resident set.
     whole = whole_process(config, args) if args.whole_process else None
-    result = compare("train_step", args, device, names, {})
+    result = compare("train_step", args, device, names, {}, training=True)
     result["settings"]["paths"] = {n: dataclasses.asdict(PATHS[n]) | result["path_info"][n] for n in names}
     if whole:
         naive = result["paths"].get("naive", {}).get("peak_rss_gib")

@@ -9,14 +9,16 @@ the OS, so the next step takes a page fault (and the kernel zeroes a page) for e
 median step 1.38 -> 1.24 s on 2 Zen 4 cores, peak RSS 1.164 -> 1.170 GiB (same process, 6 steps).
 A sampling step at batch 100 took 26,000-39,000 faults and 0.67 s, tuned 0-2,500 and 0.65 s.
 
-glibc's per-thread cache of small freed blocks (tcache) is turned off as well, through
-``GLIBC_TUNABLES``, which glibc reads only when a process starts: the ``ddpm`` command starts
-itself again with it (:func:`restart_tuned`), the window hands it to the processes that train
-(:func:`tuned_environment`). A block in that cache still counts as in use, so the freed
+In processes that train, glibc's per-thread cache of small freed blocks (tcache) is turned off
+as well, through ``GLIBC_TUNABLES``, which glibc reads only when a process starts: ``ddpm
+train`` starts itself again with it (:func:`restart_tuned`), the window hands it to the
+processes that train (:func:`tuned_environment`). A block in that cache still counts as in use, so the freed
 activations on either side of one cannot merge into a hole that later, larger ones fit: the heap
 grows instead. A whole ``ddpm train`` of the tutorial's config (batch 64 in parts of 32, 6 steps,
 2 AVX2 cores) peaked at 1.28-1.30 GiB with it and 1.22-1.24 GiB without; the step took as long
-(3 paired runs: 3.26/3.22, 3.12/3.14, 3.19/3.18 s).
+(3 paired runs: 3.26/3.22, 3.12/3.14, 3.19/3.18 s). Sampling, whose memory is far from any
+limit, keeps the tcache: its step at batch 100 took 1.271 s with it and 1.286 s without (median
+of 12 steps each, in alternation).
 
 Only glibc (Linux) is tuned; the allocators of macOS and Windows keep their own ways.
 """
@@ -76,7 +78,7 @@ def tuned_environment(env: Mapping[str, str]) -> dict[str, str]:
 def restart_tuned() -> None:
     """Replace this process with the same command in :func:`tuned_environment`, where glibc is
     the allocator and the process did not start so (once: the new one did). Called first thing
-    by the ``ddpm`` command, it costs one interpreter start-up. A frozen app is left as it is:
+    by ``ddpm train``, it costs one interpreter start-up. A frozen app is left as it is:
     its window starts the processes that train (:mod:`core.training_process`)."""
     env = tuned_environment(os.environ)
     if env == dict(os.environ) or _glibc() is None or getattr(sys, "frozen", False):

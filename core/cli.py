@@ -288,7 +288,8 @@ def run() -> typing.NoReturn:
     flushing; the window's training child ends the same way (multiprocessing's ``os._exit``).
     Errors still end through Python, with their traceback.
     """
-    restart_tuned()  # glibc's tunables count only from a process's start (see core.allocator)
+    if sys.argv[1:2] == ["train"]:
+        restart_tuned()  # glibc's tunables count only from a process's start (see core.allocator)
     code = main()
     logging.shutdown()
     sys.stdout.flush()
