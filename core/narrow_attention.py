@@ -76,17 +76,34 @@ def _call(name: str, *tensors: torch.Tensor, batch: int, heads: int, tokens: int
     kernel(*(t.data_ptr() for t in tensors), batch, heads, tokens, d, d ** -0.5, torch.get_num_threads())
 
 
+def _forward(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' forward pass: the attended values and each row's softmax maximum and
+    denominator (fp32, whatever the default dtype), which the backward pass needs."""
+    b, n, c3 = qkv.shape
+    d = c3 // (3 * heads)
+    out = qkv.new_empty(b, n, heads * d)
+    stats = torch.empty(b, heads, n, 2, dtype=torch.float32)
+    _call("forward", qkv, out, stats, batch=b, heads=heads, tokens=n, d=d)
+    return out, stats
+
+
+def _backward(qkv: torch.Tensor, out: torch.Tensor, stats: torch.Tensor, grad_out: torch.Tensor,
+              heads: int) -> torch.Tensor:
+    """The projections' gradient from the output's, given what :func:`_forward` gave."""
+    b, n, c3 = qkv.shape
+    dqkv = torch.empty_like(qkv)
+    _call("backward", qkv, out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=heads, tokens=n,
+          d=c3 // (3 * heads))
+    return dqkv
+
+
 class _NarrowAttention(torch.autograd.Function):
     """Keeps the projections, the output and each row's softmax maximum and denominator for the
     backward pass (as flash attention does), not the (N, N) maps."""
 
     @staticmethod
     def forward(ctx: Any, qkv: torch.Tensor, heads: int) -> torch.Tensor:
-        b, n, c3 = qkv.shape
-        d = c3 // (3 * heads)
-        out = qkv.new_empty(b, n, heads * d)
-        stats = torch.empty(b, heads, n, 2, dtype=torch.float32)  # the kernels write fp32, whatever the default dtype
-        _call("forward", qkv, out, stats, batch=b, heads=heads, tokens=n, d=d)
+        out, stats = _forward(qkv, heads)
         ctx.save_for_backward(qkv, out, stats)
         ctx.heads = heads
         return out
@@ -94,11 +111,7 @@ class _NarrowAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
         qkv, out, stats = ctx.saved_tensors
-        b, n, c3 = qkv.shape
-        dqkv = torch.empty_like(qkv)
-        _call("backward", qkv, out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=ctx.heads, tokens=n,
-              d=c3 // (3 * ctx.heads))
-        return dqkv, None
+        return _backward(qkv, out, stats, grad_out, ctx.heads), None
 
 
 class _ProjectedAttention(torch.autograd.Function):
@@ -108,12 +121,7 @@ class _ProjectedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 heads: int) -> torch.Tensor:
-        qkv = F.linear(x, weight, bias)
-        b, n, c3 = qkv.shape
-        d = c3 // (3 * heads)
-        out = qkv.new_empty(b, n, heads * d)
-        stats = torch.empty(b, heads, n, 2, dtype=torch.float32)
-        _call("forward", qkv, out, stats, batch=b, heads=heads, tokens=n, d=d)
+        out, stats = _forward(F.linear(x, weight, bias), heads)
         ctx.save_for_backward(x, weight, bias, out, stats)
         ctx.heads = heads
         return out
@@ -121,12 +129,8 @@ class _ProjectedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, bias, out, stats = ctx.saved_tensors
-        qkv = F.linear(x, weight, bias)
-        b, n, c3 = qkv.shape
-        dqkv = torch.empty_like(qkv)
-        _call("backward", qkv, out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=ctx.heads,
-              tokens=n, d=c3 // (3 * ctx.heads))
-        del qkv
+        dqkv = _backward(F.linear(x, weight, bias), out, stats, grad_out, ctx.heads)
+        b, n, c3 = dqkv.shape
         rows = dqkv.view(b * n, c3)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         dx = dqkv.matmul(weight) if need_x else None
