@@ -10,7 +10,8 @@
 //
 // The transforms (Lavin & Gray 2016, points 0, +-1, +-2, infinity): V = B^T d B for each 6x6
 // input tile d, Y = A^T M A for each 6x6 product tile M, and U = G g G^T for each 3x3 kernel g
-// (once per sampling run, in every pass in training). All are adds and multiplies by small
+// (once per sampling run, in every pass in training); for the weights' gradient in training,
+// A dY A^T for each 4x4 tile of the output's gradient. All are adds and multiplies by small
 // constants, vectorised along the channels, which channels-last memory keeps contiguous.
 //
 // Layout: x (images, h, w, c) and y (images, h, w, k) contiguous fp32; v (36, tiles, c) and
@@ -156,6 +157,56 @@ void output_transform(const Shape& s, const float* m, const Addends& add, float*
     }
 }
 
+// A applied to four vectors, A^T's transpose: the adjoint of at6, which takes an output tile's
+// gradient back to its product tile's.
+AVX2_FN inline void a6(const __m256 d[4], __m256 out[6]) {
+    const __m256 s02 = _mm256_add_ps(d[0], d[2]), s13 = _mm256_add_ps(d[1], d[3]);
+    const __m256 e = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), d[2], d[0]);
+    const __m256 f = _mm256_fmadd_ps(_mm256_set1_ps(8.0f), d[3], _mm256_mul_ps(_mm256_set1_ps(2.0f), d[1]));
+    out[0] = d[0];
+    out[1] = _mm256_add_ps(s02, s13);
+    out[2] = _mm256_sub_ps(s02, s13);
+    out[3] = _mm256_add_ps(e, f);
+    out[4] = _mm256_sub_ps(e, f);
+    out[5] = d[3];
+}
+
+// One output tile's gradient, 8 channels from k: A dY A^T, the 36 vectors of the products'
+// gradient (outputs outside the image count as zero).
+AVX2_FN inline void output_grad_tile(const Shape& s, const float* image, int row, int col, int k, float* m,
+                                     long stride) {
+    __m256 t[6][4];  // t = A dY, column by column
+    for (int j = 0; j < 4; ++j) {
+        __m256 d[4], out[6];
+        const int x = col + j;
+        for (int i = 0; i < 4; ++i) {
+            const int y = row + i;
+            d[i] = (y < s.h && x < s.w) ? _mm256_loadu_ps(image + (static_cast<long>(y) * s.w + x) * s.channels + k)
+                                        : _mm256_setzero_ps();
+        }
+        a6(d, out);
+        for (int i = 0; i < 6; ++i) t[i][j] = out[i];
+    }
+    for (int i = 0; i < 6; ++i) {
+        __m256 out[6];
+        a6(t[i], out);
+        for (int j = 0; j < 6; ++j) _mm256_storeu_ps(m + (i * 6 + j) * stride + k, out[j]);
+    }
+}
+
+// dy (images, h, w, k) -> m (36, tiles, k): the products' gradient, for the weights' gradient.
+void output_grad_transform(const Shape& s, const float* dy, float* m, int threads) {
+    const int tr = s.tile_rows(), tc = s.tile_cols();
+    const long tiles = s.tiles(), stride = tiles * s.channels;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < tiles; ++t) {
+        const long image = t / (tr * tc);
+        const int row = static_cast<int>(t / tc % tr) * 4, col = static_cast<int>(t % tc) * 4;
+        const float* src = dy + image * s.h * s.w * s.channels;
+        for (int k = 0; k < s.channels; k += 8) output_grad_tile(s, src, row, col, k, m + t * s.channels, stride);
+    }
+}
+
 // G applied to three vectors (a row or a column of a 3x3 kernel): G is
 //   [ 1/4     0     0 ]
 //   [-1/6  -1/6  -1/6 ]
@@ -248,6 +299,21 @@ static PyObject* py_output(PyObject*, PyObject* args) {
 #endif
 }
 
+static PyObject* py_output_grad(PyObject*, PyObject* args) {
+    unsigned long long dy, m;
+    long images;
+    int h, w, channels, threads;
+    if (!PyArg_ParseTuple(args, "KKliiii", &dy, &m, &images, &h, &w, &channels, &threads)) return nullptr;
+    if (!valid_shape(images, h, w, channels)) return nullptr;
+#ifdef CORE_X86
+    const Shape s{images, h, w, channels};
+    Py_BEGIN_ALLOW_THREADS output_grad_transform(s, pointer(dy), pointer(m), threads);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+#else
+    return PyErr_Format(PyExc_RuntimeError, "winograd needs an x86-64 CPU");
+#endif
+}
+
 static PyObject* py_weights(PyObject*, PyObject* args) {
     unsigned long long w, u;
     int rows, cols, turned, threads;
@@ -266,6 +332,7 @@ static PyMethodDef methods[] = {
     {"input", py_input, METH_VARARGS, "input(x, v, images, h, w, channels, threads)"},
     {"output", py_output, METH_VARARGS,
      "output(m, bias or 0, bias_stride, residual or 0, y, images, h, w, channels, threads)"},
+    {"output_grad", py_output_grad, METH_VARARGS, "output_grad(dy, m, images, h, w, channels, threads)"},
     {"weights", py_weights, METH_VARARGS, "weights(w, u, rows, cols, turned, threads)"},
     {nullptr, nullptr, 0, nullptr},
 };

@@ -170,7 +170,8 @@ class _NormActConv(torch.autograd.Function):
     autograd's own, so the results are the same; on channels-last activations the norm and the
     SiLU are :mod:`core.norm_act`'s fused kernels instead (torch's channels-last norm is slow).
     With ``use_winograd`` the conv and the input's gradient (the transposed conv) are
-    :mod:`core.winograd`'s where it applies; the weights' gradient stays torch's.
+    :mod:`core.winograd`'s where it applies, and so is the weights' gradient on images of 14x14
+    and larger (:func:`core.winograd.weight_grad_applies`).
     """
 
     @staticmethod
@@ -194,12 +195,19 @@ class _NormActConv(torch.autograd.Function):
         else:
             y, mean, rstd = _group_norm(x, gamma, beta, ctx.groups, ctx.eps)
             act = F.silu(y)
-        # the input's gradient is the transposed convolution of grad, which Winograd can compute too
+        # the input's gradient is the transposed convolution of grad, which Winograd can compute too,
+        # and on large enough images the weights' gradient as well
         transposed = ctx.winograd and winograd.applies(grad, weight.transpose(0, 1))
-        grad_act, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad, act, weight, [weight.shape[0]] if ctx.has_bias else None,
-            [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [not transposed, needs[3], needs[4]],
-        )
+        tiled_weights = ctx.winograd and needs[3] and winograd.weight_grad_applies(act, weight)
+        if tiled_weights and transposed:
+            grad_act = None
+            grad_weight = winograd.weight_grad(act, grad)
+            grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias and needs[4] else None
+        else:
+            grad_act, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                grad, act, weight, [weight.shape[0]] if ctx.has_bias else None,
+                [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [not transposed, needs[3], needs[4]],
+            )
         if transposed:
             grad_act = winograd.conv3x3(grad, winograd.transform_weight(weight, transposed=True),
                                         round_bytes=winograd.TRAINING_ROUND_BYTES)

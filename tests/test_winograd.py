@@ -84,13 +84,35 @@ def test_takes_only_its_case():
 
 
 @needs_kernels
-def test_norm_act_conv_through_winograd_trains_and_samples_like_torch():
+@pytest.mark.parametrize("n,cin,cout,h,w,images", [
+    (2, 40, 48, 28, 28, None),
+    (5, 64, 32, 14, 17, None),  # sizes off the tile
+    (7, 32, 32, 15, 14, 3),  # rounds of 3 images and a short last round
+])
+def test_weights_gradient_matches_float64(n, cin, cout, h, w, images):
+    gen = torch.Generator().manual_seed(0)
+    x, grad = _channels_last(n, cin, h, w, gen=gen), _channels_last(n, cout, h, w, gen=gen)
+    weight = torch.randn(cout, cin, 3, 3, generator=gen)
+    want = torch.ops.aten.convolution_backward(grad.double(), x.double(), weight.double(), None, [1, 1], [1, 1],
+                                               [1, 1], False, [0, 0], 1, [False, True, False])[1]
+    tiles = ((h + 3) // 4) * ((w + 3) // 4)
+    rounds = {} if images is None else {"round_bytes": images * 36 * tiles * (cin + cout) * 4}
+    got = winograd.weight_grad(x, grad, **rounds)
+    assert got.shape == weight.shape and _error(got, want) < RELATIVE_ERROR
+    assert winograd.weight_grad_applies(x, weight)
+    small = x[..., :13, :13].contiguous(memory_format=torch.channels_last)
+    assert not winograd.weight_grad_applies(small, weight)
+
+
+@needs_kernels
+@pytest.mark.parametrize("h,w", [(9, 11), (16, 16)])  # the weights' gradient through torch, then Winograd
+def test_norm_act_conv_through_winograd_trains_and_samples_like_torch(h, w):
     """Output and every gradient of a layer with ``winograd`` set match the layer without it; in
     sampling the transformed weights are remade after the weights change in place."""
     torch.manual_seed(0)
     layer = NormActConv(32, 64).to(memory_format=torch.channels_last)
-    x = torch.randn(3, 32, 9, 11).contiguous(memory_format=torch.channels_last).requires_grad_()
-    grad = torch.randn(3, 64, 9, 11).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(3, 32, h, w).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(3, 64, h, w).contiguous(memory_format=torch.channels_last)
     results = {}
     for on in (False, True):
         layer.winograd = on
