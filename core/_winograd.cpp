@@ -98,18 +98,25 @@ AVX2_FN inline void input_tile(const Shape& s, const float* image, int row, int 
     }
 }
 
-// x (images, h, w, c) -> v (36, tiles, c), tiles split over OpenMP threads (torch's own, see
-// core/_narrow_attention.cpp).
-void input_transform(const Shape& s, const float* x, float* v, int threads) {
+// tile(t, image, row, col) for every tile t of s, (row, col) the top-left output of its image's
+// tile, tiles split over OpenMP threads (torch's own, see core/_narrow_attention.cpp).
+template <typename Tile>
+void for_each_tile(const Shape& s, int threads, Tile tile) {
     const int tr = s.tile_rows(), tc = s.tile_cols();
-    const long tiles = s.tiles(), stride = tiles * s.channels;
+    const long tiles = s.tiles();
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (long t = 0; t < tiles; ++t) {
-        const long image = t / (tr * tc);
-        const int row = static_cast<int>(t / tc % tr) * 4 - 1, col = static_cast<int>(t % tc) * 4 - 1;
+    for (long t = 0; t < tiles; ++t)
+        tile(t, t / (tr * tc), static_cast<int>(t / tc % tr) * 4, static_cast<int>(t % tc) * 4);
+}
+
+// x (images, h, w, c) -> v (36, tiles, c): each tile's 6x6 input patch starts one pixel up and
+// left of its outputs.
+void input_transform(const Shape& s, const float* x, float* v, int threads) {
+    const long stride = s.tiles() * s.channels;
+    for_each_tile(s, threads, [&](long t, long image, int row, int col) {
         const float* src = x + image * s.h * s.w * s.channels;
-        for (int c = 0; c < s.channels; c += 8) input_tile(s, src, row, col, c, v + t * s.channels, stride);
-    }
+        for (int c = 0; c < s.channels; c += 8) input_tile(s, src, row - 1, col - 1, c, v + t * s.channels, stride);
+    });
 }
 
 // What the output transform adds to A^T M A: a bias per channel, for every image alike or each
@@ -147,14 +154,10 @@ AVX2_FN inline void output_tile(const Shape& s, const float* m, long stride, con
 
 // m (36, tiles, k) -> y (images, h, w, k), with s.channels = k.
 void output_transform(const Shape& s, const float* m, const Addends& add, float* y, int threads) {
-    const int tr = s.tile_rows(), tc = s.tile_cols();
-    const long tiles = s.tiles(), stride = tiles * s.channels;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (long t = 0; t < tiles; ++t) {
-        const long image = t / (tr * tc);
-        const int row = static_cast<int>(t / tc % tr) * 4, col = static_cast<int>(t % tc) * 4;
+    const long stride = s.tiles() * s.channels;
+    for_each_tile(s, threads, [&](long t, long image, int row, int col) {
         for (int k = 0; k < s.channels; k += 8) output_tile(s, m + t * s.channels, stride, add, image, y, row, col, k);
-    }
+    });
 }
 
 // A applied to four vectors, A^T's transpose: the adjoint of at6, which takes an output tile's
@@ -196,15 +199,11 @@ AVX2_FN inline void output_grad_tile(const Shape& s, const float* image, int row
 
 // dy (images, h, w, k) -> m (36, tiles, k): the products' gradient, for the weights' gradient.
 void output_grad_transform(const Shape& s, const float* dy, float* m, int threads) {
-    const int tr = s.tile_rows(), tc = s.tile_cols();
-    const long tiles = s.tiles(), stride = tiles * s.channels;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (long t = 0; t < tiles; ++t) {
-        const long image = t / (tr * tc);
-        const int row = static_cast<int>(t / tc % tr) * 4, col = static_cast<int>(t % tc) * 4;
+    const long stride = s.tiles() * s.channels;
+    for_each_tile(s, threads, [&](long t, long image, int row, int col) {
         const float* src = dy + image * s.h * s.w * s.channels;
         for (int k = 0; k < s.channels; k += 8) output_grad_tile(s, src, row, col, k, m + t * s.channels, stride);
-    }
+    });
 }
 
 // G applied to three vectors (a row or a column of a 3x3 kernel): G is

@@ -19,6 +19,8 @@ be built, or the CPU lacks AVX2 and FMA, :func:`available` is false and nothing 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from . import native
@@ -92,25 +94,34 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
     cout = u.shape[2]
     kernels = native.kernels("_winograd")
     threads = torch.get_num_threads()
-    tiles_per_image = ((h + TILE - 1) // TILE) * ((w + TILE - 1) // TILE)
-    images = max(1, min(n, round_bytes // (36 * tiles_per_image * (cin + cout) * 4)))
     out = torch.empty((n, cout, h, w), memory_format=torch.channels_last)
     if bias is not None:
         bias = bias.detach().float().contiguous()
     bias_per_image = bias is not None and bias.dim() == 2
     if residual is not None:
         residual = residual.contiguous(memory_format=torch.channels_last)
-    for first in range(0, n, images):
-        count = min(images, n - first)
-        if first == 0 or count < images:
-            rows = count * tiles_per_image
-            tiles, products = torch.empty((36, rows, cin)), torch.empty((36, rows, cout))
+    for first, count, tiles, products in _rounds(x.shape, cout, round_bytes):
         kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, threads)
         torch.bmm(tiles, u, out=products)
         kernels.output(products.data_ptr(), _address(bias, first if bias_per_image else 0),
                        cout if bias_per_image else 0, _address(residual, first), out[first].data_ptr(),
                        count, h, w, cout, threads)
     return out
+
+
+def _rounds(shape: torch.Size, cout: int, round_bytes: int) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """(first image, images, input tiles, product tiles) for each round of as many images of an
+    input of ``shape`` as keep the two tile buffers within ``round_bytes``; the buffers are made
+    once, and again for a shorter last round."""
+    n, cin, h, w = shape
+    tiles_per_image = ((h + TILE - 1) // TILE) * ((w + TILE - 1) // TILE)
+    images = max(1, min(n, round_bytes // (36 * tiles_per_image * (cin + cout) * 4)))
+    for first in range(0, n, images):
+        count = min(images, n - first)
+        if first == 0 or count < images:
+            rows = count * tiles_per_image
+            tiles, products = torch.empty((36, rows, cin)), torch.empty((36, rows, cout))
+        yield first, count, tiles, products
 
 
 def _address(t: torch.Tensor | None, first: int) -> int:
@@ -152,15 +163,9 @@ def weight_grad(x: torch.Tensor, grad: torch.Tensor, round_bytes: int = TRAINING
     cout = grad.shape[1]
     kernels = native.kernels("_winograd")
     threads = torch.get_num_threads()
-    tiles_per_image = ((h + TILE - 1) // TILE) * ((w + TILE - 1) // TILE)
-    images = max(1, min(n, round_bytes // (36 * tiles_per_image * (cin + cout) * 4)))
     dy = grad.float().contiguous(memory_format=torch.channels_last)
     du = torch.zeros((36, cin, cout))
-    for first in range(0, n, images):
-        count = min(images, n - first)
-        if first == 0 or count < images:
-            rows = count * tiles_per_image
-            tiles, products = torch.empty((36, rows, cin)), torch.empty((36, rows, cout))
+    for first, count, tiles, products in _rounds(x.shape, cout, round_bytes):
         kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, threads)
         kernels.output_grad(dy[first].data_ptr(), products.data_ptr(), count, h, w, cout, threads)
         du.baddbmm_(tiles.transpose(1, 2), products)
