@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from core.allocator import NO_TCACHE, TUNABLES_ENV, keep_freed_memory, tuned_environment
+from core.allocator import TUNABLES_ENV, keep_freed_memory, tuned_environment
 from core.config import Config, load_config
 from core.device import cpu_has_bf16, cpu_model, onednn_bf16, pick_device
 
@@ -73,11 +73,7 @@ def path_environment(path: str, training: bool) -> dict[str, str]:
     """The environment ``path``'s process starts in: the app's processes that train start with
     glibc's tcache off (:func:`core.allocator.tuned_environment`, as ``ddpm train`` and the
     window start them), the tutorial's script and the app's sampling with glibc's defaults."""
-    if training and not is_tutorial_path(path):
-        return tuned_environment(os.environ)
-    env = {k: v for k, v in os.environ.items() if k != TUNABLES_ENV}
-    tunables = [t for t in os.environ.get(TUNABLES_ENV, "").split(":") if t and t != NO_TCACHE]
-    return env | ({TUNABLES_ENV: ":".join(tunables)} if tunables else {})
+    return tuned_environment(os.environ, tuned=training and not is_tutorial_path(path))
 
 
 def own_allocator(path: str | None) -> bool:

@@ -66,13 +66,14 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
-def tuned_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` for a process that trains: with glibc's tcache off (see the module's docstring),
-    any other tunables it sets kept."""
-    tunables = [t for t in env.get(TUNABLES_ENV, "").split(":") if t]
-    if NO_TCACHE in tunables:
-        return dict(env)
-    return dict(env) | {TUNABLES_ENV: ":".join([*tunables, NO_TCACHE])}
+def tuned_environment(env: Mapping[str, str], tuned: bool = True) -> dict[str, str]:
+    """``env`` for a process that trains: with glibc's tcache off (see the module's docstring);
+    with ``tuned`` false, ``env`` with glibc's default there (a process that does not). Any other
+    tunables it sets are kept."""
+    tunables = [t for t in env.get(TUNABLES_ENV, "").split(":") if t and t != NO_TCACHE]
+    tunables += [NO_TCACHE] if tuned else []
+    rest = {k: v for k, v in env.items() if k != TUNABLES_ENV}
+    return rest | ({TUNABLES_ENV: ":".join(tunables)} if tunables else {})
 
 
 def restart_tuned() -> None:
