@@ -170,7 +170,7 @@ class _NormActConv(torch.autograd.Function):
     autograd's own, so the results are the same; on channels-last activations the norm and the
     SiLU are :mod:`core.norm_act`'s fused kernels instead (torch's channels-last norm is slow).
     With ``use_winograd`` the conv and the input's gradient (the transposed conv) are
-    :mod:`core.winograd`'s where it applies, and so is the weights' gradient on images of 14x14
+    :mod:`core.winograd`'s where it applies, and so is the weights' gradient on images of 2x2
     and larger (:func:`core.winograd.weight_grad_applies`).
     """
 
@@ -196,7 +196,7 @@ class _NormActConv(torch.autograd.Function):
             y, mean, rstd = _group_norm(x, gamma, beta, ctx.groups, ctx.eps)
             act = F.silu(y)
         # the input's gradient is the transposed convolution of grad, which Winograd can compute too,
-        # and on large enough images the weights' gradient as well
+        # and the weights' gradient as well
         transposed = ctx.winograd and winograd.applies(grad, weight.transpose(0, 1))
         tiled_weights = ctx.winograd and needs[3] and winograd.weight_grad_applies(act, weight)
         if tiled_weights and transposed:

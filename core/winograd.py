@@ -6,7 +6,7 @@ computes each 4x4 output tile from a 6x6 input tile: the input tiles and the wei
 transformed (``core/_winograd.cpp``), multiplied as 36 matrix products (``torch.bmm``, at the
 matmul peak), and the products transformed back. On 2 AVX2 cores a 256-channel 7x7 layer at
 batch 100 takes 14 ms against 28, a 64-channel 28x28 one 19 against 29. Training's weight
-gradient goes the same way on the larger images (:func:`weight_grad`): the output gradient's
+gradient goes the same way (:func:`weight_grad`): the output gradient's
 tiles (A dY A^T) times the input's, summed over the tiles, back through G.
 
 It rounds differently from a direct convolution: its largest errors were 3-8x torch's fp32 ones
@@ -37,11 +37,11 @@ MIN_CHANNELS = 32  # 16-channel layers ran slower (2.7 against 2.1 ms at 28x28, 
 ROUND_BYTES = 32_000_000
 TRAINING_ROUND_BYTES = 4_000_000
 TILE = 4  # outputs per tile side; inputs per tile side are TILE + 2
-# The weights' gradient goes through Winograd on images at least this large. 32 images, 2 AVX2
-# EPYC cores, torch's direct kernel against weight_grad: 64 channels at 28x28 13.3 against 6.1 ms,
-# 128 at 14x14 12.0 against 9.6, but 256 at 7x7 12.8 against 15.6: there the 36 (C, C) sums of
-# products are four times the gradient's own size and the tiles too few to amortise them.
-MIN_WEIGHT_GRAD_PIXELS = 14 * 14
+# The weights' gradient goes through Winograd on images of at least this many pixels. 32 images,
+# 2 AVX2 EPYC cores, torch's direct kernel against weight_grad: 64 channels at 28x28 14.8 against
+# 5.6 ms, 128 at 14x14 12.6 against 6.8, 256 at 7x7 13.6 against 7.8, 256 at 2x2 5.6 against 3.3,
+# but at 1x1 2.7 against 3.5: one pixel uses a ninth of its tile.
+MIN_WEIGHT_GRAD_PIXELS = 2 * 2
 
 
 def available() -> bool:
@@ -148,17 +148,13 @@ class WeightCache:
         return self._u
 
 
-# G (6x3), the weights' transform of core/_winograd.cpp
-_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
-                   [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float32)
-
-
 def weight_grad(x: torch.Tensor, grad: torch.Tensor, round_bytes: int = TRAINING_ROUND_BYTES) -> torch.Tensor:
     """The weights' gradient of ``conv2d(x, weight, padding=1)`` given the output's ``grad``, for
     ``x`` where :func:`weight_grad_applies`: the input tiles' transform times the products'
     gradient (A dY A^T per output tile) as 36 matrix products summed over the tiles, then taken
-    back through G. In rounds of ``round_bytes`` of tiles: 32 images of a 64-channel 28x28 layer
-    took 6.1 ms in rounds of 4 MB and 15.6 in one round (2 AVX2 EPYC cores)."""
+    back through G (G^T M G per channel pair). In rounds of ``round_bytes`` of tiles: 32 images
+    of a 64-channel 28x28 layer took 6.1 ms in rounds of 4 MB and 15.6 in one round (2 AVX2 EPYC
+    cores)."""
     n, cin, h, w = x.shape
     cout = grad.shape[1]
     kernels = native.kernels("_winograd")
@@ -169,4 +165,6 @@ def weight_grad(x: torch.Tensor, grad: torch.Tensor, round_bytes: int = TRAINING
         kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, threads)
         kernels.output_grad(dy[first].data_ptr(), products.data_ptr(), count, h, w, cout, threads)
         du.baddbmm_(tiles.transpose(1, 2), products)
-    return torch.einsum("ia,jb,ijcd->dcab", _G, _G, du.view(6, 6, cin, cout)).contiguous()
+    dw = torch.empty((cout, cin, 3, 3))
+    kernels.weights_grad(du.data_ptr(), dw.data_ptr(), cin, cout, threads)
+    return dw
