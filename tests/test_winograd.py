@@ -55,8 +55,9 @@ def test_convolution_and_its_transpose_match_float64(n, cin, cout, h, w):
 
 
 @needs_kernels
-def test_batches_split_into_rounds_give_the_same_images():
+def test_batches_split_into_rounds_give_the_same_images(monkeypatch):
     """Rounds of one image and a short last round (7 images in rounds of 3) match one round."""
+    monkeypatch.setattr(winograd, "MIN_ROUND_TILES", 1)
     gen = torch.Generator().manual_seed(1)
     x = _channels_last(7, 32, 6, 10, gen=gen)
     u = winograd.transform_weight(torch.randn(32, 32, 3, 3, generator=gen) / 17)
@@ -64,6 +65,13 @@ def test_batches_split_into_rounds_give_the_same_images():
     per_image = 36 * 2 * 3 * (32 + 32) * 4
     for images in (1, 3):
         assert torch.equal(winograd.conv3x3(x, u, round_bytes=images * per_image), whole)
+
+
+def test_rounds_keep_enough_tiles_for_the_products():
+    """A round's byte budget gives way where it would leave the products too few rows to run
+    well: 7x7 images (4 tiles each) go in rounds of 32 however small the budget."""
+    rounds = [count for _, count, _, _ in winograd._rounds(torch.Size((40, 256, 7, 7)), 256, round_bytes=1)]
+    assert rounds == [32, 8]
 
 
 @needs_kernels
@@ -91,7 +99,8 @@ def test_takes_only_its_case():
     (3, 256, 64, 7, 7, None),
     (4, 32, 32, 2, 2, None),
 ])
-def test_weights_gradient_matches_float64(n, cin, cout, h, w, images):
+def test_weights_gradient_matches_float64(n, cin, cout, h, w, images, monkeypatch):
+    monkeypatch.setattr(winograd, "MIN_ROUND_TILES", 1)
     gen = torch.Generator().manual_seed(0)
     x, grad = _channels_last(n, cin, h, w, gen=gen), _channels_last(n, cout, h, w, gen=gen)
     weight = torch.randn(cout, cin, 3, 3, generator=gen)
