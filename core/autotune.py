@@ -8,7 +8,7 @@ each candidate on the run's own shapes and keeps the fastest. Every candidate co
 same result up to rounding: only speed and memory differ.
 
 The search changes one setting at a time (precision, then attention kernel, memory format,
-micro-batch size), keeping the best so far: a handful of timings instead of every
+micro-batch size, Winograd convolutions), keeping the best so far: a handful of timings instead of every
 combination. Settings fixed in the config are not searched. The result is remembered per
 machine, torch version and shapes in the user's cache folder, so later runs start at once.
 """
@@ -40,8 +40,8 @@ CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 """Environment variable naming another cache folder (tests, portable installs)."""
 # 2: rounds timed for ROUND_SECONDS; choices from fewer passes are timed again. 3: the narrow kernel
 # 4: the fused channels-last norm (core.norm_act), which makes channels_last worth timing again
-# 5: Winograd convolutions (core.winograd)
-CACHE_VERSION = 5
+# 5: Winograd convolutions (core.winograd). 6: Winograd timed after the part size, at that size
+CACHE_VERSION = 6
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left
@@ -120,7 +120,8 @@ def search(start: Choice, options: dict[str, Sequence[Any]],
     candidate that raises (a kernel missing on this device, out of memory) is left out.
 
     Where the part size is searched too, the rounds before its own are timed in the smallest
-    part on offer, so that timing never takes more memory than training: fp32 activations are
+    part on offer, and the rounds after it in the part chosen, so that timing never takes more
+    memory than training: fp32 activations are
     twice bf16's, and one pass of the tutorial's network in fp32 parts of 32 made the peak of a
     whole ``ddpm train`` process (CPU, from 0.54 GiB after ``import torch``: bf16 parts of 32
     0.94 GiB, fp32 1.18 GiB, fp32 parts of 16 0.92 GiB). Costs are per image either way. A larger
@@ -129,8 +130,10 @@ def search(start: Choice, options: dict[str, Sequence[Any]],
     parts = options.get("micro_batch_size")
     probe_part = min(parts) if parts else start.micro_batch_size
     best, costs = start, {}
+    part_chosen = False
     for field, values in options.items():
-        base = best if field == "micro_batch_size" else dataclasses.replace(best, micro_batch_size=probe_part)
+        part_chosen |= field == "micro_batch_size"
+        base = best if part_chosen else dataclasses.replace(best, micro_batch_size=probe_part)
         round_ = [base] + [dataclasses.replace(base, **{field: v}) for v in values if v != getattr(base, field)]
         timed = _time_round(round_, measure, passes)
         costs.update({_label(c): s for c, s in timed.items()})
@@ -207,10 +210,13 @@ def options(config: Config, device: torch.device, *, training: bool, batch: int,
         found["attention"] = attention_kernels(device)
     if device.type in ("cpu", "cuda"):
         found["channels_last"] = (True, False)
-    if start.winograd:
-        found["winograd"] = (True, False)
     if training and tp.micro_batch_size is None and device.type == "cpu" and start.micro_batch_size > 8:
         found["micro_batch_size"] = (start.micro_batch_size, start.micro_batch_size // 2)
+    # after the part size: Winograd's products gain with the rows a part gives them. Timed in
+    # parts of 16, the fast-cpu network chose between Winograd and torch's convolutions by
+    # timing noise (2 of 4 tunes without it), where in parts of 32 it trains 6 % faster with it.
+    if start.winograd:
+        found["winograd"] = (True, False)
     return start, found
 
 

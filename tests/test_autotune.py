@@ -70,6 +70,20 @@ def test_rounds_before_the_part_size_are_timed_in_the_smallest_part():
     assert seconds["fp32/chunked/nhwc/16"] == 3.0
 
 
+def test_rounds_after_the_part_size_are_timed_in_the_part_chosen():
+    """Winograd gains with the rows a part gives its products: its round runs at the part that
+    training will run, which costs no more memory than training."""
+    costs = {
+        ("fp32", "chunked", True, 16, True): 1.00, ("fp32", "chunked", True, 32, True): 0.90,
+        ("fp32", "chunked", True, 16): 0.99, ("fp32", "chunked", True, 32): 0.95,
+    }
+    measure, calls = fake_measure(costs)
+    start = Choice("fp32", "chunked", True, 32, winograd=True)
+    best, _ = autotune.search(start, {"micro_batch_size": (32, 16), "winograd": (True, False)}, measure)
+    assert best == start
+    assert {c.micro_batch_size for c in calls[-2:]} == {32}
+
+
 @pytest.mark.parametrize("larger_cost, chosen", [(0.97, 16), (0.90, 32)])
 def test_a_larger_part_must_be_clearly_faster_to_be_chosen(larger_cost, chosen):
     """Within timing noise the part that takes less memory wins."""
