@@ -522,8 +522,8 @@ def micro_batches(batch: int, size: int | None, device: torch.device) -> list[sl
 
 
 def make_adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) -> Optimizer:
-    """Adam as the device runs it best: torch's fused kernel on GPUs; on the CPU the foreach
-    update of :class:`core.adam.Adam`, which leaves out torch.optim's 0.15 GiB import."""
+    """Adam as the device runs it best: torch's fused kernel, on the CPU through
+    :class:`core.adam.Adam`, which leaves out torch.optim's 0.15 GiB import."""
     if device.type in ("cuda", "mps"):
         return torch.optim.Adam(params, lr=lr, fused=True)
     return Adam(params, lr=lr)

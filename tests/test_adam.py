@@ -1,6 +1,7 @@
-"""core.adam.Adam: torch's foreach Adam step for step, torch's state layout, and no torch._dynamo."""
+"""core.adam.Adam: torch's fused Adam step for step, torch's state layout, and no torch._dynamo."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -29,12 +30,30 @@ def _steps(model: torch.nn.Module, optimizer, n: int, seed: int = 1) -> None:
         optimizer.step()
 
 
-def test_steps_equal_torch_foreach_adam_bit_for_bit():
+def test_steps_equal_torch_fused_adam_bit_for_bit():
     ours, theirs = _model(), _model()
     _steps(ours, Adam(ours.parameters(), lr=3e-3), 7)
-    _steps(theirs, torch.optim.Adam(theirs.parameters(), lr=3e-3, foreach=True), 7)
+    _steps(theirs, torch.optim.Adam(theirs.parameters(), lr=3e-3, fused=True), 7)
     for a, b in zip(ours.parameters(), theirs.parameters()):
         assert torch.equal(a, b)
+
+
+def test_channels_last_parameters_step_like_contiguous_ones():
+    """The fused kernel walks memory: a channels-last weight with a gradient laid out otherwise,
+    and moments loaded from a contiguous state, must still pair each element with its own."""
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.nn.Parameter(torch.randn(8, 4, 3, 3, generator=gen))
+    cl = torch.nn.Parameter(flat.detach().clone(memory_format=torch.channels_last))
+    assert not cl.is_contiguous()
+    opt_flat, opt_cl = Adam([flat], lr=3e-3), Adam([cl], lr=3e-3)
+    for step in range(5):
+        grad = torch.randn(8, 4, 3, 3, generator=gen)
+        flat.grad, cl.grad = grad.clone(), grad.clone()
+        opt_flat.step()
+        opt_cl.step()
+        if step == 2:
+            opt_cl.load_state_dict(copy.deepcopy(opt_flat.state_dict()))
+    assert torch.equal(flat, cl)
 
 
 def test_parameters_without_gradients_are_left_alone():
