@@ -8,8 +8,8 @@ each candidate on the run's own shapes and keeps the fastest. Every candidate co
 same result up to rounding: only speed and memory differ.
 
 The search changes one setting at a time (precision, then attention kernel, memory format,
-micro-batch size, Winograd convolutions), keeping the best so far: a handful of timings instead of every
-combination. Settings fixed in the config are not searched. The result is remembered per
+micro-batch size, Winograd convolutions), keeping the best so far: a handful of timings instead
+of every combination. Settings fixed in the config are not searched. The result is remembered per
 machine, torch version and shapes in the user's cache folder, so later runs start at once.
 """
 from __future__ import annotations
@@ -121,11 +121,11 @@ def search(start: Choice, options: dict[str, Sequence[Any]],
 
     Where the part size is searched too, the rounds before its own are timed in the smallest
     part on offer, and the rounds after it in the part chosen, so that timing never takes more
-    memory than training: fp32 activations are
-    twice bf16's, and one pass of the tutorial's network in fp32 parts of 32 made the peak of a
-    whole ``ddpm train`` process (CPU, from 0.54 GiB after ``import torch``: bf16 parts of 32
-    0.94 GiB, fp32 1.18 GiB, fp32 parts of 16 0.92 GiB). Costs are per image either way. A larger
-    part is chosen only if it beats the smallest by :data:`PART_MARGIN`.
+    memory than training: fp32 activations are twice bf16's, and one pass of the tutorial's
+    network in fp32 parts of 32 made the peak of a whole ``ddpm train`` process (CPU, from 0.54
+    GiB after ``import torch``: bf16 parts of 32 0.94 GiB, fp32 1.18 GiB, fp32 parts of 16 0.92
+    GiB). Costs are per image either way. A larger part is chosen only if it beats the smallest
+    by :data:`PART_MARGIN`.
     """
     parts = options.get("micro_batch_size")
     probe_part = min(parts) if parts else start.micro_batch_size

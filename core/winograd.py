@@ -6,8 +6,8 @@ computes each 4x4 output tile from a 6x6 input tile: the input tiles and the wei
 transformed (``core/_winograd.cpp``), multiplied as 36 matrix products (``torch.bmm``, at the
 matmul peak), and the products transformed back. On 2 AVX2 cores a 256-channel 7x7 layer at
 batch 100 takes 14 ms against 28, a 64-channel 28x28 one 19 against 29. Training's weight
-gradient goes the same way (:func:`weight_grad`): the output gradient's
-tiles (A dY A^T) times the input's, summed over the tiles, back through G.
+gradient goes the same way (:func:`weight_grad`): the output gradient's tiles (A dY A^T) times
+the input's, summed over the tiles, back through G.
 
 It rounds differently from a direct convolution: its largest errors were 3-8x torch's fp32 ones
 (about 4e-5 on outputs of size 6), far below what bf16 does, and autotune chooses it only where
