@@ -57,10 +57,13 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 
     Training keeps the tokens anyway (the projections' weights need them for their gradient);
     the projections are three times their bytes, the largest thing a training step keeps for
-    attention. Remaking them costs one matrix product per layer in the backward pass.
+    attention. Remaking them costs one matrix product per layer in the backward pass. The
+    kernels add ``bias`` as they read the projections (see ``core/_narrow_attention.cpp``).
     """
-    if x.shape[1] == 1 or not torch.is_grad_enabled():
+    if x.shape[1] == 1:
         return self_attention(F.linear(x, weight, bias), heads)
+    if not torch.is_grad_enabled():
+        return _forward(F.linear(x, weight), heads, bias)[0]
     return _ProjectedAttention.apply(x, weight, bias, heads)
 
 
@@ -71,29 +74,37 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return self_attention(qkv, h).view(b, n, h, d).transpose(1, 2)
 
 
-def _call(name: str, *tensors: torch.Tensor, batch: int, heads: int, tokens: int, d: int) -> None:
+def _call(name: str, *tensors: torch.Tensor | None, batch: int, heads: int, tokens: int, d: int) -> None:
+    """The kernel ``name`` on the tensors' data (0 for a missing bias)."""
     kernel = getattr(native.kernels("_narrow_attention"), name)
-    kernel(*(t.data_ptr() for t in tensors), batch, heads, tokens, d, d ** -0.5, torch.get_num_threads())
+    kernel(*(0 if t is None else t.data_ptr() for t in tensors), batch, heads, tokens, d, d ** -0.5,
+           torch.get_num_threads())
 
 
-def _forward(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernels' forward pass: the attended values and each row's softmax maximum and
-    denominator (fp32, whatever the default dtype), which the backward pass needs."""
+def _bias(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The bias as the kernels read it: fp32, contiguous, outside autograd."""
+    return None if bias is None else bias.detach().float().contiguous()
+
+
+def _forward(qkv: torch.Tensor, heads: int, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' forward pass over the projections ``qkv + bias``: the attended values and each
+    row's softmax maximum and denominator (fp32, whatever the default dtype), which the backward
+    pass needs."""
     b, n, c3 = qkv.shape
     d = c3 // (3 * heads)
     out = qkv.new_empty(b, n, heads * d)
     stats = torch.empty(b, heads, n, 2, dtype=torch.float32)
-    _call("forward", qkv, out, stats, batch=b, heads=heads, tokens=n, d=d)
+    _call("forward", qkv.contiguous(), _bias(bias), out, stats, batch=b, heads=heads, tokens=n, d=d)
     return out, stats
 
 
-def _backward(qkv: torch.Tensor, out: torch.Tensor, stats: torch.Tensor, grad_out: torch.Tensor,
-              heads: int) -> torch.Tensor:
+def _backward(qkv: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, stats: torch.Tensor,
+              grad_out: torch.Tensor, heads: int) -> torch.Tensor:
     """The projections' gradient from the output's, given what :func:`_forward` gave."""
     b, n, c3 = qkv.shape
     dqkv = torch.empty_like(qkv)
-    _call("backward", qkv, out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=heads, tokens=n,
-          d=c3 // (3 * heads))
+    _call("backward", qkv, _bias(bias), out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=heads,
+          tokens=n, d=c3 // (3 * heads))
     return dqkv
 
 
@@ -111,17 +122,18 @@ class _NarrowAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
         qkv, out, stats = ctx.saved_tensors
-        return _backward(qkv, out, stats, grad_out, ctx.heads), None
+        return _backward(qkv, None, out, stats, grad_out, ctx.heads), None
 
 
 class _ProjectedAttention(torch.autograd.Function):
     """:class:`_NarrowAttention` of the tokens' input projections: keeps the tokens, the output
-    and the softmax statistics, and remakes the projections for the backward pass."""
+    and the softmax statistics, and remakes the projections (without their bias, which the
+    kernels add) for the backward pass."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 heads: int) -> torch.Tensor:
-        out, stats = _forward(F.linear(x, weight, bias), heads)
+        out, stats = _forward(F.linear(x, weight), heads, bias)
         ctx.save_for_backward(x, weight, bias, out, stats)
         ctx.heads = heads
         return out
@@ -129,7 +141,7 @@ class _ProjectedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, bias, out, stats = ctx.saved_tensors
-        dqkv = _backward(F.linear(x, weight, bias), out, stats, grad_out, ctx.heads)
+        dqkv = _backward(F.linear(x, weight), bias, out, stats, grad_out, ctx.heads)
         b, n, c3 = dqkv.shape
         rows = dqkv.view(b * n, c3)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]

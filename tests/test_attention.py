@@ -114,14 +114,17 @@ def test_narrow_kernels_take_projections_as_they_are_and_leave_other_heads_to_to
 
 
 @needs_narrow
-def test_narrow_attention_of_projections_remakes_them_for_the_backward_pass():
+@pytest.mark.parametrize("d", narrow_attention.HEAD_WIDTHS)
+def test_narrow_attention_of_projections_remakes_them_for_the_backward_pass(d):
     """Through projected_self_attention the tokens' projections are not kept between the passes,
-    and the output and every gradient are those of projecting first, bit for bit."""
+    and the kernels add the bias as they read them: the output and every gradient, in training
+    and in inference, are those of projecting first and adding the bias, bit for bit."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 50, 32, generator=gen, requires_grad=True)
-    weight = (torch.randn(96, 32, generator=gen) / 32 ** 0.5).requires_grad_()
-    bias = torch.randn(96, generator=gen, requires_grad=True)
-    grad = torch.randn(2, 50, 32, generator=gen)
+    c = 2 * d
+    x = torch.randn(2, 50, c, generator=gen, requires_grad=True)
+    weight = (torch.randn(3 * c, c, generator=gen) / c ** 0.5).requires_grad_()
+    bias = torch.randn(3 * c, generator=gen, requires_grad=True)
+    grad = torch.randn(2, 50, c, generator=gen)
 
     def run(projected: bool) -> tuple[list[torch.Size], torch.Tensor, tuple[torch.Tensor, ...]]:
         kept: list[torch.Size] = []
@@ -129,13 +132,15 @@ def test_narrow_attention_of_projections_remakes_them_for_the_backward_pass():
             if projected:
                 out = attn.projected_self_attention(x, weight, bias, 2, "narrow")
             else:
-                out = attn.self_attention(torch.nn.functional.linear(x, weight, bias), 2, "narrow")
+                out = attn.self_attention(torch.nn.functional.linear(x, weight) + bias, 2, "narrow")
         return kept, out, torch.autograd.grad(out, (x, weight, bias), grad)
 
     (kept, out, grads), (kept_before, out_before, grads_before) = run(True), run(False)
-    assert torch.Size([2, 50, 96]) in kept_before and torch.Size([2, 50, 96]) not in kept
+    assert torch.Size([2, 50, 3 * c]) in kept_before and torch.Size([2, 50, 3 * c]) not in kept
     assert torch.equal(out, out_before)
     assert all(torch.equal(a, b) for a, b in zip(grads, grads_before))
+    with torch.no_grad():
+        assert torch.equal(attn.projected_self_attention(x, weight, bias, 2, "narrow"), out)
 
 
 def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_in_inference_and_to_sdpa_otherwise(monkeypatch):
