@@ -15,7 +15,7 @@
 // from as the forward pass computed them. bias, (3, heads, d) or none, is the input projection's:
 // the kernels add it as they read the projections, so that the projection before them is a plain
 // matrix product (with its bias, torch's addmm first fills its whole output with copies of it,
-// 15 ms of a sampling step per 784-token layer at batch 100 on 2 AVX2 EPYC cores).
+// 7.5 ms per 784-token layer with 16-channel heads at batch 100 on 2 AVX2 EPYC cores).
 // The module is plain CPython (no torch headers): core/narrow_attention.py passes data pointers
 // of contiguous CPU tensors, and the GIL is released while the threads run.
 
