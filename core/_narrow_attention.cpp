@@ -128,21 +128,19 @@ struct Mask {
     AVX2_FN __m256 or_minus_inf(__m256 x) const { return _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), x, real); }
 };
 
-// Calls f(r, at, score, lanes) for each group of 8 keys of the MR rows' unscaled scores q_r . k_j:
-// `at` is the group's offset in an (MR, n16) row buffer and `lanes` its real tokens.
+// Calls f(j, acc, lanes) for each tile of 16 keys from j: acc[r][h] the unscaled scores q_r . k
+// of the MR rows and the keys j + 8h .. j + 8h + 7, lanes[h] which of those keys are real tokens.
 template <int D, typename F>
-AVX2_FN inline void for_scores(const float* const* qr, const Buffers<D>& B, F&& f) {
+AVX2_FN inline void for_score_tiles(const float* const* qr, const Buffers<D>& B, F&& f) {
     for (int j = 0; j < B.n16; j += 16) {
         __m256 acc[MR][2];
         tile16<D>(qr, B.kT.data(), B.n16, j, acc);
         if (j + 16 <= B.n) {
-            for (int h = 0; h < 2; ++h)
-                for (int r = 0; r < MR; ++r) f(r, r * B.n16 + j + 8 * h, acc[r][h], NoMask{});
+            const NoMask all[2] = {};
+            f(j, acc, all);
         } else {
-            for (int h = 0; h < 2; ++h) {
-                const Mask real{tail_mask(j + 8 * h, B.n)};
-                for (int r = 0; r < MR; ++r) f(r, r * B.n16 + j + 8 * h, acc[r][h], real);
-            }
+            const Mask tail[2] = {{tail_mask(j, B.n)}, {tail_mask(j + 8, B.n)}};
+            f(j, acc, tail);
         }
     }
 }
@@ -278,10 +276,13 @@ AVX2_FN void forward_map(In q, In k, In v, const float* const* bias, Out out, fl
         B.query_rows(q, bias[0], i0, rows, qr);
         __m256 vmax[MR];
         for (int r = 0; r < MR; ++r) vmax[r] = _mm256_set1_ps(-INFINITY);
-        for_scores<D>(qr, B, [s, &vmax](int r, int at, __m256 score, auto lanes) AVX2_FN {
-            score = lanes.or_minus_inf(score);
-            vmax[r] = _mm256_max_ps(vmax[r], score);
-            _mm256_storeu_ps(s + at, score);
+        for_score_tiles<D>(qr, B, [s, n16, &vmax](int j, __m256 (*acc)[2], const auto* lanes) AVX2_FN {
+            for (int r = 0; r < MR; ++r)
+                for (int h = 0; h < 2; ++h) {
+                    const __m256 score = lanes[h].or_minus_inf(acc[r][h]);
+                    vmax[r] = _mm256_max_ps(vmax[r], score);
+                    _mm256_storeu_ps(s + r * n16 + j + 8 * h, score);
+                }
         });
         float mx[MR], inv[MR];
         for (int r = 0; r < MR; ++r) mx[r] = hmax8(vmax[r]);
@@ -349,17 +350,9 @@ AVX2_FN void backward_map(In q, In k, In v, const float* const* bias, In out, In
             delta[r] = _mm256_set1_ps(dsum);
             live[r] = _mm256_castsi256_ps(_mm256_set1_epi32(r < rows ? -1 : 0));  // repeated rows add nothing
         }
-        for (int j = 0; j < n16; j += 16) {
-            __m256 acc[MR][2];
-            tile16<D>(qr, B.kT.data(), n16, j, acc);
-            if (j + 16 <= n) {
-                const NoMask all[2] = {};
-                tile_weights(acc, base2, shifted2, inv, live, all, P, n16, j);
-            } else {
-                const Mask tail[2] = {{tail_mask(j, n)}, {tail_mask(j + 8, n)}};
-                tile_weights(acc, base2, shifted2, inv, live, tail, P, n16, j);
-            }
-        }
+        for_score_tiles<D>(qr, B, [&](int j, __m256 (*acc)[2], const auto* lanes) AVX2_FN {
+            tile_weights(acc, base2, shifted2, inv, live, lanes, P, n16, j);
+        });
         for (int j = 0; j < n16; j += 16) {
             __m256 acc[MR][2];
             tile16<D>(dor, B.vT.data(), n16, j, acc);

@@ -94,7 +94,7 @@ def _forward(qkv: torch.Tensor, heads: int, bias: torch.Tensor | None = None) ->
     d = c3 // (3 * heads)
     out = qkv.new_empty(b, n, heads * d)
     stats = torch.empty(b, heads, n, 2, dtype=torch.float32)
-    _call("forward", qkv.contiguous(), _bias(bias), out, stats, batch=b, heads=heads, tokens=n, d=d)
+    _call("forward", qkv, _bias(bias), out, stats, batch=b, heads=heads, tokens=n, d=d)
     return out, stats
 
 
