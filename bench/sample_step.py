@@ -55,11 +55,17 @@ def naive_steps(config: Config, device: torch.device, batch: int, attention: str
         yield
 
 
-def fast_steps(config: Config, device: torch.device, batch: int, chosen: dict[str, str]) -> Iterator[None]:
-    """DDPM through :class:`core.sampling.SamplingModel` set up as the app does: kernels, precision and
-    memory format timed by :mod:`core.autotune` (or recalled); ``chosen`` gets the choice's description."""
+def fast_sampling(config: Config, device: torch.device, batch: int) -> SamplingModel:
+    """A random network of ``config`` as the app samples with it: kernels, precision and memory
+    format timed by :mod:`core.autotune` for batches of ``batch`` (or recalled)."""
     model = UNet(config.model_params).to(device).eval()
-    sampling = SamplingModel(model, config, device, pick_precision(config.train_params.precision, device)).tuned(batch)
+    return SamplingModel(model, config, device, pick_precision(config.train_params.precision, device)).tuned(batch)
+
+
+def fast_steps(config: Config, device: torch.device, batch: int, chosen: dict[str, str]) -> Iterator[None]:
+    """DDPM through :func:`fast_sampling`'s model, one yield per reverse step; ``chosen`` gets the
+    choice's description."""
+    sampling = fast_sampling(config, device, batch)
     chosen["fast_setup"] = sampling.setup
     for _ in sampling.frames(num_images=batch, sampler="ddpm"):
         yield
