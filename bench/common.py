@@ -6,7 +6,7 @@ the figure to quote. Each way runs in its own process, set up as its own program
 app's keeps freed memory and starts with glibc's tcache off (:mod:`core.allocator`, as the app
 and the CLI do), the tutorial's keeps glibc's defaults, as the tutorial's script runs. One process for both gave the
 tutorial's way the app's allocator: its sampling step at batch 100 then took 1.2 million page
-faults instead of 1.4 million, and 4.53-4.65 s instead of 4.66-5.08 s (2 AVX2 cores, README).
+faults instead of 1.4 million, and 4.53-4.65 s instead of 4.66-5.08 s (2 AVX2 cores, docs/speed.md).
 Peak resident memory is a whole-process property, so each path is measured again alone in a
 fresh subprocess.
 """

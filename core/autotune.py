@@ -45,8 +45,8 @@ CACHE_VERSION = 6
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left
-# the narrow fast-cpu network on fp32 on a bf16 CPU where bf16 trains 1.28x the steps (README,
-# "Chosen by measurement").
+# the narrow fast-cpu network on fp32 on a bf16 CPU where bf16 trains 1.28x the steps (docs/speed.md,
+# "Chosen by measurement, per CPU kind").
 ROUND_SECONDS = 1.0
 MAX_TIMED_PASSES = 10
 # A larger part must be this much faster per image to be chosen over the smallest: within timing

@@ -3,7 +3,7 @@
 On a GPU the tutorial's network at batch 64 is bound by launching kernels, not by computing
 them: a step is about a thousand small kernels, each queued by Python and the dispatcher, and an
 H200 finishes each before the next is queued. A CUDA graph records the passes' kernels once and
-queues them with one call, so the step costs what the GPU needs (see README, "Speed").
+queues them with one call, so the step costs what the GPU needs (see docs/speed.md).
 
 :func:`torch.cuda.make_graphed_callables` records a module's forward and backward; a graph
 holds fixed shapes, so :class:`GraphedNetwork` records one pair per input shape it meets, up to

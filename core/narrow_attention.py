@@ -7,7 +7,7 @@ computes the same flash-attention passes with AVX2 register tiles, close to the 
 cores' two FMA pipes; on a 2-core AVX2 EPYC one 784-token layer at batch 32 took 0.139 s
 forward+backward with 16-channel heads against sdpa's 0.230 s, and 0.075 against 0.235 s with
 4-channel heads, the inference pass at batch 100 0.134 against 0.193 s and 0.070 against 0.202 s
-(README, "Speed"). The 7x7 layers' 64-channel heads (49 tokens, batch 100): 4.3 ms against the
+(docs/speed.md). The 7x7 layers' 64-channel heads (49 tokens, batch 100): 4.3 ms against the
 explicit product's 7.8 and sdpa's 7.7 in inference, forward+backward 14.4 against sdpa's 29.4 ms.
 
 The kernels are a compiled extension built at install time (``setup.py``); where it could not be

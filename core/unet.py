@@ -166,7 +166,7 @@ class _NormActConv(torch.autograd.Function):
     remade in the backward pass from the first, one norm and one SiLU per layer: in fp32 the
     tutorial's network keeps 0.23 GiB of activations per 16 images, of which this leaves out
     about half, and the CPU's fp32 training runs in parts of 16 or 32 images to fit in a quarter
-    of the tutorial step's memory (README, "Memory of the whole process"). The kernels are
+    of the tutorial step's memory (docs/speed.md, "Memory of the whole process"). The kernels are
     autograd's own, so the results are the same; on channels-last activations the norm and the
     SiLU are :mod:`core.norm_act`'s fused kernels instead (torch's channels-last norm is slow).
     With ``use_winograd`` the conv and the input's gradient (the transposed conv) are
