@@ -3,11 +3,14 @@
 On an AVX2 CPU torch's direct convolutions already run at the matmul peak, and they are half of
 a sampling step of the tutorial's network; oneDNN's Winograd kernels are AVX-512 only. This
 computes each 4x4 output tile from a 6x6 input tile: the input tiles and the weights are
-transformed (``core/_winograd.cpp``), multiplied as 36 matrix products (``torch.bmm``, at the
-matmul peak), and the products transformed back. On 2 AVX2 cores a 256-channel 7x7 layer at
-batch 100 takes 14 ms against 28, a 64-channel 28x28 one 19 against 29. Training's weight
-gradient goes the same way (:func:`weight_grad`): the output gradient's tiles (A dY A^T) times
-the input's, summed over the tiles, back through G.
+transformed, multiplied as 36 matrix products, and the products transformed back
+(``core/_winograd.cpp``). Up to :data:`FUSED_MAX_WEIGHTS` channel pairs one compiled pass does
+all three a block of tiles at a time, within each core's cache; for wider layers the products
+are ``torch.bmm``'s over rounds of images. On 2 AVX2 EPYC cores at batch 100: a 64-channel 28x28
+layer 13.2 ms (24.5 in rounds through ``torch.bmm``, 29 direct), 128 channels at 14x14 14.1
+(22.7), 256 at 7x7 18.2 in rounds (28 direct). Training's weight gradient goes through
+``torch.bmm`` (:func:`weight_grad`): the output gradient's tiles (A dY A^T) times the input's,
+summed over the tiles, back through G.
 
 It rounds differently from a direct convolution: its largest errors were 3-8x torch's fp32 ones
 (about 4e-5 on outputs of size 6), far below what bf16 does, and autotune chooses it only where
@@ -25,10 +28,15 @@ import torch
 
 from . import native
 
+# The widest layers, in channels in x out, that the fused pass takes (:func:`conv3x3`); wider ones
+# reuse too little of their 36 weight matrices per block of tiles: 256 x 256 at 7x7, batch 100,
+# took 27-34 ms fused and 18.2 in rounds through torch.bmm, where 256 x 128 took 8.9 against 12.6.
+FUSED_MAX_WEIGHTS = 256 * 128
 MIN_CHANNELS = 32  # 16-channel layers ran slower (2.7 against 2.1 ms at 28x28, batch 100)
-# Images per round of transforms and products: as many as keep the two tile buffers within this
-# many bytes. In sampling, so that they stay in the cache (a 64-channel 28x28 layer at batch 100:
-# 19 ms in rounds of 4-16 images, 31 ms in one round of 100) while the 7x7 layers' products keep
+# Where the products go through torch.bmm (layers wider than FUSED_MAX_WEIGHTS, and the weights'
+# gradient), images per round of transforms and products: as many as keep the two tile buffers
+# within this many bytes. In sampling, so that they stay in the cache (a 64-channel 28x28 layer at
+# batch 100: 19 ms in rounds of 4-16 images, 31 ms in one round of 100) while the 7x7 layers' products keep
 # enough rows to run at the matmul peak (a 256-channel one: 14.3 ms in one round of 100 images,
 # 16.1 in rounds of 16). In training, smaller: there the rounds' buffers come and go between the
 # activations kept for the backward pass, and with 32 MB the glibc heap grew the training step's
@@ -92,7 +100,8 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
 
     ``bias`` is (C_out,), or (N, C_out) for one per image (the network adds its time embedding
     so); ``residual`` is shaped like the output. Both are added as the tiles are written, which
-    saves a pass over the output each. ``round_bytes``: see :data:`ROUND_BYTES`.
+    saves a pass over the output each. ``round_bytes``: see :data:`ROUND_BYTES`, for the layers
+    wider than :data:`FUSED_MAX_WEIGHTS`.
     """
     n, cin, h, w = x.shape
     cout = u.shape[2]
@@ -104,6 +113,10 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
     bias_per_image = bias is not None and bias.dim() == 2
     if residual is not None:
         residual = residual.contiguous(memory_format=torch.channels_last)
+    if cin * cout <= FUSED_MAX_WEIGHTS:
+        kernels.conv(x.data_ptr(), u.data_ptr(), _address(bias, 0), cout if bias_per_image else 0,
+                     _address(residual, 0), out.data_ptr(), n, h, w, cin, cout, threads)
+        return out
     for first, count, tiles, products in _rounds(x.shape, cout, round_bytes):
         kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, threads)
         torch.bmm(tiles, u, out=products)

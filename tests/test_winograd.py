@@ -25,15 +25,25 @@ def _error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got.double() - want).abs().max() / want.abs().max())
 
 
+@pytest.fixture(params=["fused", "rounds"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways conv3x3 runs: the compiled pass for layers up to FUSED_MAX_WEIGHTS channel pairs,
+    and rounds of images through torch.bmm, which wider layers take."""
+    if request.param == "rounds":
+        monkeypatch.setattr(winograd, "FUSED_MAX_WEIGHTS", 0)
+    return request.param
+
+
 @needs_kernels
 @pytest.mark.parametrize("n,cin,cout,h,w", [
-    (3, 32, 64, 7, 7),  # 7x7: the last tile row and column half outside the image
+    (3, 32, 64, 7, 7),  # 7x7: the last tile row and column half outside the image; one short block of tiles
     (5, 64, 32, 9, 13),  # sizes off the tile
-    (2, 40, 48, 28, 28),
+    (2, 40, 48, 28, 28),  # 98 tiles: five blocks and a short last one; 48 channels: a last 8 after 16s
     (2, 32, 32, 1, 1),  # a single pixel: every input of its tile but the centre is padding
-    (4, 256, 256, 8, 8),
+    (3, 256, 64, 7, 7),  # the longest sums the fused pass makes
+    (4, 256, 256, 8, 8),  # wider than the fused pass takes: rounds either way
 ])
-def test_convolution_and_its_transpose_match_float64(n, cin, cout, h, w):
+def test_convolution_and_its_transpose_match_float64(n, cin, cout, h, w, path):
     """The convolution (with and without bias) and the transposed convolution that gives the
     input's gradient, against float64, channels-last out."""
     assert winograd.available(), "core._winograd was not built or does not load"
@@ -58,6 +68,7 @@ def test_convolution_and_its_transpose_match_float64(n, cin, cout, h, w):
 def test_batches_split_into_rounds_give_the_same_images(monkeypatch):
     """Rounds of one image and a short last round (7 images in rounds of 3) match one round."""
     monkeypatch.setattr(winograd, "MIN_ROUND_TILES", 1)
+    monkeypatch.setattr(winograd, "FUSED_MAX_WEIGHTS", 0)
     gen = torch.Generator().manual_seed(1)
     x = _channels_last(7, 32, 6, 10, gen=gen)
     u = winograd.transform_weight(torch.randn(32, 32, 3, 3, generator=gen) / 17)
@@ -144,7 +155,7 @@ def test_norm_act_conv_through_winograd_trains_and_samples_like_torch(h, w):
 
 
 @needs_kernels
-def test_a_bias_per_image_and_a_residual_are_added_as_tiles_are_written():
+def test_a_bias_per_image_and_a_residual_are_added_as_tiles_are_written(path):
     """conv3x3 with (N, C_out) biases and a residual, and a sampling layer given a time shift and a
     residual, against computing them apart."""
     gen = torch.Generator().manual_seed(2)
@@ -170,3 +181,21 @@ def test_a_layer_made_under_inference_mode_samples_through_winograd():
         want = layer(x)
         layer.winograd = True
         assert _error(layer(x), want.double()) < RELATIVE_ERROR
+
+
+@needs_kernels
+def test_the_fused_pass_gives_the_same_images_at_any_thread_count():
+    """Each tile is made whole by one thread, so the thread controller's switches (core.threads)
+    change no bit of a sample."""
+    gen = torch.Generator().manual_seed(3)
+    x = _channels_last(3, 64, 13, 11, gen=gen)
+    u = winograd.transform_weight(torch.randn(32, 64, 3, 3, generator=gen) / 24)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(winograd.conv3x3(x, u))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(r, results[0]) for r in results)
