@@ -41,6 +41,7 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     (2, 40, 48, 28, 28),  # 98 tiles: five blocks and a short last one; 48 channels: a last 8 after 16s
     (2, 32, 32, 1, 1),  # a single pixel: every input of its tile but the centre is padding
     (3, 256, 64, 7, 7),  # the longest sums the fused pass makes
+    (4, 8, 16, 6, 5),  # 8 channels in, the narrowest the kernels take
     (4, 256, 256, 8, 8),  # wider than the fused pass takes: rounds either way
 ])
 def test_convolution_and_its_transpose_match_float64(n, cin, cout, h, w, path):
@@ -87,19 +88,23 @@ def test_rounds_keep_enough_tiles_for_the_products():
 
 @needs_kernels
 def test_takes_only_its_case():
-    """NCHW memory, fewer than MIN_CHANNELS channels in or out, channels off 8, other dtypes and
-    other kernel sizes go to torch."""
+    """NCHW memory, channels off 8, other dtypes and other kernel sizes go to torch; so does the
+    weights' gradient of layers narrower than MIN_WEIGHT_GRAD_CHANNELS."""
     x = torch.randn(2, 32, 5, 5)
     w = torch.randn(32, 32, 3, 3)
     assert winograd.applies(x.contiguous(memory_format=torch.channels_last), w)
     assert not winograd.applies(x, w)
     cl = x.contiguous(memory_format=torch.channels_last)
-    assert not winograd.applies(cl, torch.randn(16, 32, 3, 3))
+    assert winograd.applies(cl, torch.randn(8, 32, 3, 3))
     assert not winograd.applies(cl, torch.randn(36, 32, 3, 3))
     assert not winograd.applies(cl.double(), w.double())
     assert not winograd.applies(cl, torch.randn(32, 32, 1, 1))
-    assert not winograd.applies(torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last),
-                                torch.randn(32, 16, 3, 3))
+    narrow = torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert winograd.applies(narrow, torch.randn(32, 16, 3, 3))
+    assert not winograd.applies(torch.randn(2, 12, 5, 5).contiguous(memory_format=torch.channels_last),
+                                torch.randn(32, 12, 3, 3))
+    assert winograd.weight_grad_applies(cl, w)
+    assert not winograd.weight_grad_applies(narrow, torch.randn(32, 16, 3, 3))
 
 
 @needs_kernels
