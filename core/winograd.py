@@ -4,13 +4,13 @@ On an AVX2 CPU torch's direct convolutions already run at the matmul peak, and t
 a sampling step of the tutorial's network; oneDNN's Winograd kernels are AVX-512 only. This
 computes each 4x4 output tile from a 6x6 input tile: the input tiles and the weights are
 transformed, multiplied as 36 matrix products, and the products transformed back
-(``core/_winograd.cpp``). Up to :data:`FUSED_MAX_WEIGHTS` channel pairs one compiled pass does
-all three a block of tiles at a time, within each core's cache; for wider layers the products
-are ``torch.bmm``'s over rounds of images. On 2 AVX2 EPYC cores at batch 100: a 64-channel 28x28
-layer 13.2 ms (24.5 in rounds through ``torch.bmm``, 29 direct), 128 channels at 14x14 14.1
-(22.7), 256 at 7x7 18.2 in rounds (28 direct). Training's weight gradient goes through
-``torch.bmm`` (:func:`weight_grad`): the output gradient's tiles (A dY A^T) times the input's,
-summed over the tiles, back through G.
+(``core/_winograd.cpp``, register tiles that ran the products at 155-171 GFLOP/s on 2 AVX2 EPYC
+cores, where ``torch.bmm`` ran them at 98-132). Up to :data:`FUSED_MAX_WEIGHTS` channel pairs one
+compiled pass does all three a block of tiles at a time, within each core's cache; wider layers
+go in rounds of images, each step over the whole round. At batch 100: a 64-channel 28x28 layer
+13.2 ms (24.5 in rounds through ``torch.bmm``, 29 direct), 128 channels at 14x14 14.1 (22.7).
+Training's weight gradient goes through ``torch.baddbmm`` (:func:`weight_grad`): the output
+gradient's tiles (A dY A^T) times the input's, summed over the tiles, back through G.
 
 It rounds differently from a direct convolution: its largest errors were 3-8x torch's fp32 ones
 (about 4e-5 on outputs of size 6), far below what bf16 does, and autotune chooses it only where
@@ -31,13 +31,14 @@ from . import native
 
 # The widest layers, in channels in x out, that the fused pass takes (:func:`conv3x3`); wider ones
 # reuse too little of their 36 weight matrices per block of tiles: 256 x 256 at 7x7, batch 100,
-# took 27-34 ms fused and 18.2 in rounds through torch.bmm, where 256 x 128 took 8.9 against 12.6.
+# took 27-34 ms fused and 18.2 in rounds (through torch.bmm then), where 256 x 128 took 8.9
+# against 12.6.
 FUSED_MAX_WEIGHTS = 256 * 128
 # The weights' gradient of narrower layers ran slower through torch.bmm's products than torch's
 # own: 32 images at 28x28, 16 channels in and out 1.14 against 1.00 ms, 8 channels 0.70 against 0.31.
 MIN_WEIGHT_GRAD_CHANNELS = 32
-# Where the products go through torch.bmm (layers wider than FUSED_MAX_WEIGHTS, and the weights'
-# gradient), images per round of transforms and products: as many as keep the two tile buffers
+# Where the transforms and products go in rounds (layers wider than FUSED_MAX_WEIGHTS, and the
+# weights' gradient), images per round of transforms and products: as many as keep the two tile buffers
 # within this many bytes. In sampling, so that they stay in the cache (a 64-channel 28x28 layer at
 # batch 100: 19 ms in rounds of 4-16 images, 31 ms in one round of 100) while the 7x7 layers' products keep
 # enough rows to run at the matmul peak (a 256-channel one: 14.3 ms in one round of 100 images,
@@ -123,7 +124,7 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
         return out
     for first, count, tiles, products in _rounds(x.shape, cout, round_bytes):
         kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, threads)
-        torch.bmm(tiles, u, out=products)
+        kernels.products(tiles.data_ptr(), u.data_ptr(), products.data_ptr(), tiles.shape[1], cin, cout, threads)
         kernels.output(products.data_ptr(), _address(bias, first if bias_per_image else 0),
                        cout if bias_per_image else 0, _address(residual, first), out[first].data_ptr(),
                        count, h, w, cout, threads)
