@@ -90,6 +90,17 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return self_attention(F.linear(x, weight, bias), heads, impl)
 
 
+def output_projection(values: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                      impl: AttentionImpl) -> torch.Tensor:
+    """``F.linear(values, weight, bias)``, the attended values' output projection; with ``narrow``
+    in fp32 without gradients (sampling) by the narrow kernels' register tiles
+    (:func:`core.narrow_attention.linear`)."""
+    if (impl == "narrow" and not torch.is_grad_enabled() and not torch.is_autocast_enabled(values.device.type)
+            and narrow_attention.linear_applies(values, weight)):
+        return narrow_attention.linear(values, weight, bias)
+    return F.linear(values, weight, bias)
+
+
 def self_attention(qkv: torch.Tensor, heads: int, impl: AttentionImpl) -> torch.Tensor:
     """(B, N, 3C) input projections as ``nn.MultiheadAttention`` makes them -> (B, N, C) attended
     values, heads side by side; ``narrow`` takes them as they are (see

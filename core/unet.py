@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import norm_act, winograd
-from .attention import AttentionImpl, projected_self_attention
+from .attention import AttentionImpl, output_projection, projected_self_attention
 from .config import GROUPS, UNET_OUT_CHANNELS, ModelParams
 
 
@@ -45,8 +45,8 @@ class SelfAttention(nn.MultiheadAttention):
         """(B, N, C) tokens -> (B, N, C)."""
         if self.impl == "tutorial":
             return super().forward(x, x, x)[0]
-        return self.out_proj(projected_self_attention(x, self.in_proj_weight, self.in_proj_bias, self.num_heads,
-                                                      self.impl))
+        values = projected_self_attention(x, self.in_proj_weight, self.in_proj_bias, self.num_heads, self.impl)
+        return output_projection(values, self.out_proj.weight, self.out_proj.bias, self.impl)
 
 
 class GroupNorm(nn.GroupNorm):

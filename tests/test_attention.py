@@ -117,8 +117,10 @@ def test_narrow_kernels_take_projections_as_they_are_and_leave_other_heads_to_to
 @pytest.mark.parametrize("d", narrow_attention.HEAD_WIDTHS)
 def test_narrow_attention_of_projections_remakes_them_for_the_backward_pass(d):
     """Through projected_self_attention the tokens' projections are not kept between the passes,
-    and the kernels add the bias as they read them: the output and every gradient, in training
-    and in inference, are those of projecting first and adding the bias, bit for bit."""
+    and the kernels add the bias as they read them: the output and the weights' and bias's
+    gradients, in training and in inference, are those of projecting first and adding the bias,
+    bit for bit; the tokens' gradient, a product core/_matmul.h sums in another order than torch's
+    sgemm, to within fp32 rounding."""
     gen = torch.Generator().manual_seed(0)
     c = 2 * d
     x = torch.randn(2, 50, c, generator=gen, requires_grad=True)
@@ -138,7 +140,8 @@ def test_narrow_attention_of_projections_remakes_them_for_the_backward_pass(d):
     (kept, out, grads), (kept_before, out_before, grads_before) = run(True), run(False)
     assert torch.Size([2, 50, 3 * c]) in kept_before and torch.Size([2, 50, 3 * c]) not in kept
     assert torch.equal(out, out_before)
-    assert all(torch.equal(a, b) for a, b in zip(grads, grads_before))
+    torch.testing.assert_close(grads[0], grads_before[0], rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(grads[1:], grads_before[1:]))
     with torch.no_grad():
         assert torch.equal(attn.projected_self_attention(x, weight, bias, 2, "narrow"), out)
 
@@ -154,3 +157,32 @@ def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_in_inference_and_t
         attn.attention(*qkv, "narrow")
     assert calls == [(long, False), (short, True)]
 
+
+
+@needs_narrow
+@pytest.mark.parametrize("rows,c,k", [(100, 64, 192), (7, 24, 8), (97, 40, 48), (1, 16, 16)])
+def test_linear_by_register_tiles_matches_float64(rows, c, k):
+    """narrow_attention.linear against float64: rows off the tiles' 6 (and off their groups of
+    96), outputs off their 16, with and without bias."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, c, generator=gen)
+    weight, bias = torch.randn(k, c, generator=gen) / c ** 0.5, torch.randn(k, generator=gen)
+    assert narrow_attention.linear_applies(x, weight)
+    for b in (bias, None):
+        want = torch.nn.functional.linear(x.double(), weight.double(), None if b is None else b.double())
+        torch.testing.assert_close(narrow_attention.linear(x, weight, b).double(), want, rtol=1e-5, atol=1e-5)
+    assert not narrow_attention.linear_applies(x, torch.randn(12, c))  # out features off 8
+    assert not narrow_attention.linear_applies(x.double(), weight.double())
+
+
+@needs_narrow
+def test_the_output_projection_takes_the_register_tiles_only_in_fp32_inference(monkeypatch):
+    """Training keeps torch's linear layer, whose backward pass autograd knows."""
+    calls = []
+    monkeypatch.setattr(narrow_attention, "linear", lambda x, w, b=None: calls.append(x.shape) or x @ w.t() + b)
+    values, weight, bias = torch.randn(2, 10, 16), torch.randn(16, 16), torch.randn(16)
+    with torch.no_grad():
+        attn.output_projection(values, weight, bias, "narrow")
+        attn.output_projection(values, weight, bias, "sdpa")
+    attn.output_projection(values, weight.requires_grad_(), bias, "narrow")
+    assert calls == [values.shape]
