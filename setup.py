@@ -1,4 +1,5 @@
-"""The optional native kernels (core/_narrow_attention.cpp, core/_norm_act.cpp, core/_winograd.cpp);
+"""The optional native kernels (core/_narrow_attention.cpp, core/_norm_act.cpp, core/_winograd.cpp,
+core/_matmul.cpp);
 everything else about the package is in pyproject.toml.
 
 They are built with OpenMP so that their threads are torch's own (see the sources). Where no
@@ -27,7 +28,7 @@ class BuildExt(build_ext):
 setup(
     ext_modules=[
         Extension(f"core.{name}", [f"core/{name}.cpp"], depends=["core/_avx2.h", "core/_matmul.h"], language="c++", optional=True)
-        for name in ("_narrow_attention", "_norm_act", "_winograd")
+        for name in ("_narrow_attention", "_norm_act", "_winograd", "_matmul")
     ],
     cmdclass={"build_ext": BuildExt},
 )

@@ -1,4 +1,5 @@
-// What the compiled kernels (core/_narrow_attention.cpp, core/_norm_act.cpp, core/_winograd.cpp) share:
+// What the compiled kernels (core/_narrow_attention.cpp, core/_norm_act.cpp, core/_winograd.cpp,
+// core/_matmul.cpp) share:
 // the x86-64 detection, the AVX2+FMA target attribute, the run-time CPU check and the vector math helpers.
 // Each kernel file is built for the baseline ISA; only functions marked AVX2_FN use AVX2, and they
 // run only where avx2_fma_supported() said yes.

@@ -1,5 +1,6 @@
 // fp32 matrix products by AVX2 register tiles, shared by core/_winograd.cpp (the 36 products of a
-// Winograd convolution) and core/_narrow_attention.cpp (attention's projections).
+// Winograd convolution) and core/_matmul.cpp (linear layers: attention's projections, 1x1
+// convolutions).
 //
 // Why not torch's (MKL's) sgemm: on 2 AVX2 EPYC cores it ran the products of the tutorial's
 // network, 64 to 256 channels deep and a few hundred to 78,400 rows long, at 98-133 GFLOP/s, and

@@ -28,7 +28,6 @@
 #include <vector>
 
 #include "_avx2.h"
-#include "_matmul.h"
 
 #ifdef CORE_X86
 namespace {
@@ -487,26 +486,8 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
 #endif
 }
 
-static PyObject* py_linear(PyObject*, PyObject* args) {
-    unsigned long long x, w, bias, y;
-    long rows;
-    int c, k, threads;
-    if (!PyArg_ParseTuple(args, "KKKKliii", &x, &w, &bias, &y, &rows, &c, &k, &threads)) return nullptr;
-    if (rows <= 0 || c <= 0 || k <= 0 || k % 8) {
-        PyErr_SetString(PyExc_ValueError, "linear: out features must be a positive multiple of 8");
-        return nullptr;
-    }
-#ifdef CORE_X86
-    Py_BEGIN_ALLOW_THREADS matmul(pointer(x), pointer(w), bias ? pointer(bias) : nullptr, pointer(y), rows, c, k, threads);
-    Py_END_ALLOW_THREADS Py_RETURN_NONE;
-#else
-    return PyErr_Format(PyExc_RuntimeError, "narrow attention needs an x86-64 CPU");
-#endif
-}
-
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
-    {"linear", py_linear, METH_VARARGS, "linear(x, w, bias or 0, y, rows, c, k, threads): y = x w + bias, w (c, k)"},
     {"forward", py_forward, METH_VARARGS, "forward(qkv, bias, out, stats, batch, heads, tokens, d, scale, threads)"},
     {"backward", py_backward, METH_VARARGS,
      "backward(qkv, bias, out, grad_out, stats, dqkv, batch, heads, tokens, d, scale, threads)"},

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from . import narrow_attention
+from . import matmul, narrow_attention
 from .device import onednn_bf16
 
 AttentionImpl = Literal["auto", "narrow", "chunked", "sdpa", "naive", "tutorial"]
@@ -93,11 +93,9 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 def output_projection(values: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                       impl: AttentionImpl) -> torch.Tensor:
     """``F.linear(values, weight, bias)``, the attended values' output projection; with ``narrow``
-    in fp32 without gradients (sampling) by the narrow kernels' register tiles
-    (:func:`core.narrow_attention.linear`)."""
-    if (impl == "narrow" and not torch.is_grad_enabled() and not torch.is_autocast_enabled(values.device.type)
-            and narrow_attention.linear_applies(values, weight)):
-        return narrow_attention.linear(values, weight, bias)
+    without gradients (sampling) by :func:`core.matmul.linear` where that applies."""
+    if impl == "narrow" and not torch.is_grad_enabled():
+        return matmul.linear(values, weight, bias)
     return F.linear(values, weight, bias)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import native
+from . import matmul, native
 
 HEAD_WIDTHS = (4, 8, 16, 32, 64)
 
@@ -74,31 +74,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return self_attention(qkv, h).view(b, n, h, d).transpose(1, 2)
 
 
-def linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`linear` takes ``F.linear(x, weight)``: fp32 on the CPU, out features a multiple of 8."""
-    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.shape[0] % 8 == 0
-            and x.numel() > 0 and available())
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` where :func:`linear_applies`, outside autograd, by the register
-    tiles of ``core/_matmul.h``: the projections around attention ran at 150-180 GFLOP/s there and
-    at 100-125 through torch's sgemm (2 AVX2 EPYC cores, 784-token layers at batch 100)."""
-    out_features, in_features = weight.shape
-    rows = x.numel() // in_features
-    source, added = x.detach().contiguous(), _bias(bias)
-    columns = weight.detach().t().contiguous()  # (in, out): the tiles read rows of 16 outputs
-    out = x.new_empty((*x.shape[:-1], out_features))
-    native.kernels("_narrow_attention").linear(
-        source.data_ptr(), columns.data_ptr(), 0 if added is None else added.data_ptr(), out.data_ptr(), rows,
-        in_features, out_features, torch.get_num_threads())
-    return out
-
-
 def _projection(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The input projections ``F.linear(x, weight)`` (the kernels add the bias), by :func:`linear`
-    where it applies."""
-    return linear(x, weight) if linear_applies(x, weight) else F.linear(x, weight)
+    """The input projections ``F.linear(x, weight)`` without their bias (the kernels add it), by
+    :func:`core.matmul.linear`: no gradient flows through them, the autograd Functions below
+    give the projections' own."""
+    return matmul.linear(x, weight)
 
 
 def _call(name: str, *tensors: torch.Tensor | None, batch: int, heads: int, tokens: int, d: int) -> None:

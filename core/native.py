@@ -1,5 +1,5 @@
 """The compiled kernels' modules (``core/_narrow_attention.cpp``, ``core/_norm_act.cpp``,
-``core/_winograd.cpp``), where this install built them and this CPU runs them.
+``core/_winograd.cpp``, ``core/_matmul.cpp``), where this install built them and this CPU runs them.
 
 They are optional (``setup.py``): without a C++ compiler with OpenMP, or on a CPU without AVX2
 and FMA, :func:`kernels` gives None and the engine uses torch's kernels.

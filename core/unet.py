@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import norm_act, winograd
+from . import matmul, norm_act, winograd
 from .attention import AttentionImpl, output_projection, projected_self_attention
 from .config import GROUPS, UNET_OUT_CHANNELS, ModelParams
 
@@ -274,7 +274,7 @@ class ResAttnStack(nn.Module):
 
     def resnet(self, i: int, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
         out = self.resnet_conv_first[i](x, shift=self.t_emb_layers[i](t_emb))
-        return self.resnet_conv_second[i](out, residual=self.residual_input_conv[i](x))
+        return self.resnet_conv_second[i](out, residual=matmul.pointwise(self.residual_input_conv[i], x))
 
     def attend(self, i: int, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

@@ -1,5 +1,5 @@
 """Whether this machine must have the compiled kernels (core/_narrow_attention.cpp, core/_norm_act.cpp,
-core/_winograd.cpp).
+core/_winograd.cpp, core/_matmul.cpp).
 
 Every install on x86-64 Linux that has a C++ compiler builds them (gcc has OpenMP and AVX2
 intrinsics): there, a missing build is a failure, not a skip. A fresh machine without one installs

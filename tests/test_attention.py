@@ -159,27 +159,10 @@ def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_in_inference_and_t
 
 
 
-@needs_narrow
-@pytest.mark.parametrize("rows,c,k", [(100, 64, 192), (7, 24, 8), (97, 40, 48), (1, 16, 16)])
-def test_linear_by_register_tiles_matches_float64(rows, c, k):
-    """narrow_attention.linear against float64: rows off the tiles' 6 (and off their groups of
-    96), outputs off their 16, with and without bias."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, c, generator=gen)
-    weight, bias = torch.randn(k, c, generator=gen) / c ** 0.5, torch.randn(k, generator=gen)
-    assert narrow_attention.linear_applies(x, weight)
-    for b in (bias, None):
-        want = torch.nn.functional.linear(x.double(), weight.double(), None if b is None else b.double())
-        torch.testing.assert_close(narrow_attention.linear(x, weight, b).double(), want, rtol=1e-5, atol=1e-5)
-    assert not narrow_attention.linear_applies(x, torch.randn(12, c))  # out features off 8
-    assert not narrow_attention.linear_applies(x.double(), weight.double())
-
-
-@needs_narrow
-def test_the_output_projection_takes_the_register_tiles_only_in_fp32_inference(monkeypatch):
+def test_the_output_projection_takes_the_register_tiles_only_in_inference(monkeypatch):
     """Training keeps torch's linear layer, whose backward pass autograd knows."""
     calls = []
-    monkeypatch.setattr(narrow_attention, "linear", lambda x, w, b=None: calls.append(x.shape) or x @ w.t() + b)
+    monkeypatch.setattr(attn.matmul, "linear", lambda x, w, b=None: calls.append(x.shape) or x @ w.t() + b)
     values, weight, bias = torch.randn(2, 10, 16), torch.randn(16, 16), torch.randn(16)
     with torch.no_grad():
         attn.output_projection(values, weight, bias, "narrow")

@@ -1,0 +1,52 @@
+"""core.matmul's linear layers and 1x1 convolutions compute what torch's compute."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core import matmul
+from tests.native_kernels import MUST_BUILD
+
+needs_kernels = pytest.mark.skipif(not matmul.available() and not MUST_BUILD,
+                                   reason="no matmul kernels for this platform or CPU")
+
+
+@needs_kernels
+@pytest.mark.parametrize("rows,c,k", [(100, 64, 192), (7, 24, 8), (197, 40, 48), (1, 16, 16)])
+def test_linear_matches_float64(rows, c, k):
+    """Rows off the tiles' 6 and off their groups of 96, outputs off their 16, with and without
+    bias, against float64."""
+    assert matmul.available(), "core._matmul was not built or does not load"
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, c, generator=gen)
+    weight, bias = torch.randn(k, c, generator=gen) / c ** 0.5, torch.randn(k, generator=gen)
+    assert matmul.applies(x, weight)
+    for b in (bias, None):
+        want = F.linear(x.double(), weight.double(), None if b is None else b.double())
+        torch.testing.assert_close(matmul.linear(x, weight, b).double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_what_the_kernels_do_not_take_goes_to_torch():
+    """Out features off 8 and other dtypes: torch's linear, the same result."""
+    x = torch.randn(5, 16)
+    for weight in (torch.randn(12, 16), torch.randn(8, 16).double()):
+        assert not matmul.applies(x.to(weight.dtype), weight)
+        assert torch.equal(matmul.linear(x.to(weight.dtype), weight), F.linear(x.to(weight.dtype), weight))
+
+
+@needs_kernels
+def test_pointwise_convolution_of_channels_last_images():
+    """A 1x1 convolution in sampling is the linear layer over each pixel's channels, channels-last
+    out; with gradients, or on NCHW images, it is the convolution itself."""
+    gen = torch.Generator().manual_seed(1)
+    conv = torch.nn.Conv2d(32, 48, 1)
+    x = torch.randn(3, 32, 5, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = matmul.pointwise(conv, x)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(got, conv(x), rtol=1e-5, atol=1e-5)
+        nchw = x.contiguous()
+        assert torch.equal(matmul.pointwise(conv, nchw), conv(nchw))
+    trained = matmul.pointwise(conv, x)
+    assert trained.requires_grad and torch.equal(trained, conv(x))
