@@ -46,12 +46,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return out
 
 
-def pointwise(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a 1x1 convolution (stride 1, no padding, one group); without gradients, of
-    channels-last ``x``, :func:`linear` over each pixel's channels (the same function)."""
-    if (torch.is_grad_enabled() or x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last)
-            or conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1):
-        return conv(x)
-    weight = conv.weight.reshape(conv.out_channels, conv.in_channels)
+def pointwise_applies(x: torch.Tensor) -> bool:
+    """Whether :func:`pointwise` takes a 1x1 convolution of ``x``: channels-last images, no
+    gradients to follow."""
+    return not torch.is_grad_enabled() and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias)`` for 1x1 ``weight`` (C_out, C_in, 1, 1) and ``x`` where
+    :func:`pointwise_applies`: :func:`linear` over each pixel's channels, channels-last out."""
     # a channels-last (N, C, H, W) tensor is a contiguous (N, H, W, C) one
-    return linear(x.permute(0, 2, 3, 1), weight, conv.bias).permute(0, 3, 1, 2)
+    return linear(x.permute(0, 2, 3, 1), weight.reshape(weight.shape[:2]), bias).permute(0, 3, 1, 2)

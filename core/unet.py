@@ -243,6 +243,19 @@ def _group_norm_backward(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor
                                                       list(needs))
 
 
+class PointwiseConv(nn.Conv2d):
+    """A ResNet's 1x1 convolution of its input: ``nn.Conv2d``'s parameters, names and
+    initialisation; in sampling, on channels-last images, :func:`core.matmul.pointwise`."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if matmul.pointwise_applies(x):
+            return matmul.pointwise(x, self.weight, self.bias)
+        return super().forward(x)
+
+
 class ResAttnStack(nn.Module):
     """ResNet layers, each optionally followed by self-attention: the body shared by all blocks.
 
@@ -270,11 +283,11 @@ class ResAttnStack(nn.Module):
         self.resnet_conv_second = nn.ModuleList(NormActConv(cout, cout) for _ in ins)
         self.attention_norms = nn.ModuleList(GroupNorm(GROUPS, cout) for _ in range(num_attentions))
         self.attentions = nn.ModuleList(SelfAttention(cout, num_heads, impl) for _ in range(num_attentions))
-        self.residual_input_conv = nn.ModuleList(nn.Conv2d(c, cout, 1) for c in ins)
+        self.residual_input_conv = nn.ModuleList(PointwiseConv(c, cout) for c in ins)
 
     def resnet(self, i: int, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
         out = self.resnet_conv_first[i](x, shift=self.t_emb_layers[i](t_emb))
-        return self.resnet_conv_second[i](out, residual=matmul.pointwise(self.residual_input_conv[i], x))
+        return self.resnet_conv_second[i](out, residual=self.residual_input_conv[i](x))
 
     def attend(self, i: int, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

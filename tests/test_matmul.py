@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from core import matmul
+from core.unet import PointwiseConv
 from tests.native_kernels import MUST_BUILD
 
 needs_kernels = pytest.mark.skipif(not matmul.available() and not MUST_BUILD,
@@ -37,16 +38,17 @@ def test_what_the_kernels_do_not_take_goes_to_torch():
 
 @needs_kernels
 def test_pointwise_convolution_of_channels_last_images():
-    """A 1x1 convolution in sampling is the linear layer over each pixel's channels, channels-last
-    out; with gradients, or on NCHW images, it is the convolution itself."""
+    """A ResNet's 1x1 convolution in sampling is the linear layer over each pixel's channels,
+    channels-last out; with gradients, or on NCHW images, it is torch's convolution."""
     gen = torch.Generator().manual_seed(1)
-    conv = torch.nn.Conv2d(32, 48, 1)
+    conv = PointwiseConv(32, 48)
     x = torch.randn(3, 32, 5, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+    want = F.conv2d(x, conv.weight, conv.bias)
     with torch.no_grad():
-        got = matmul.pointwise(conv, x)
+        assert matmul.pointwise_applies(x) and not matmul.pointwise_applies(x.contiguous())
+        got = conv(x)
         assert got.is_contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(got, conv(x), rtol=1e-5, atol=1e-5)
-        nchw = x.contiguous()
-        assert torch.equal(matmul.pointwise(conv, nchw), conv(nchw))
-    trained = matmul.pointwise(conv, x)
-    assert trained.requires_grad and torch.equal(trained, conv(x))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        assert torch.equal(conv(x.contiguous()), F.conv2d(x.contiguous(), conv.weight, conv.bias))
+    trained = conv(x)
+    assert trained.requires_grad and torch.equal(trained, want)
