@@ -41,7 +41,8 @@ CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 # 2: rounds timed for ROUND_SECONDS; choices from fewer passes are timed again. 3: the narrow kernel
 # 4: the fused channels-last norm (core.norm_act), which makes channels_last worth timing again
 # 5: Winograd convolutions (core.winograd). 6: Winograd timed after the part size, at that size
-CACHE_VERSION = 6
+# 7: Winograd's fused pass and the register-tiled products (core.matmul), which change what it gains
+CACHE_VERSION = 7
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left
