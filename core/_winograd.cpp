@@ -303,7 +303,7 @@ AVX2_FN void weight_grad_transform(const float* du, float* dw, int cin, int cout
 
 
 // The 36 products of a round of tiles, for the layers too wide for fused_conv: the same register
-// tiles as there, which ran 164-171 GFLOP/s on 2 AVX2 EPYC cores against torch.bmm's 115-132 for
+// tiles as there, which ran 149-171 GFLOP/s on 2 AVX2 EPYC cores against torch.bmm's 115-132 for
 // 128 and 256 channels in and out.
 void products(const float* v, const float* u, float* m, long rows, int c, int k, int threads) {
     const long groups = (rows + PRODUCT_ROWS - 1) / PRODUCT_ROWS;

@@ -4,7 +4,7 @@ On an AVX2 CPU torch's direct convolutions already run at the matmul peak, and t
 a sampling step of the tutorial's network; oneDNN's Winograd kernels are AVX-512 only. This
 computes each 4x4 output tile from a 6x6 input tile: the input tiles and the weights are
 transformed, multiplied as 36 matrix products, and the products transformed back
-(``core/_winograd.cpp``, register tiles that ran the products at 155-171 GFLOP/s on 2 AVX2 EPYC
+(``core/_winograd.cpp``, register tiles that ran the products at 149-171 GFLOP/s on 2 AVX2 EPYC
 cores, where ``torch.bmm`` ran them at 98-132). Up to :data:`FUSED_MAX_WEIGHTS` channel pairs one
 compiled pass does all three a block of tiles at a time, within each core's cache; wider layers
 go in rounds of images, each step over the whole round. At batch 100: a 64-channel 28x28 layer
@@ -31,8 +31,8 @@ from . import native
 
 # The widest layers, in channels in x out, that the fused pass takes (:func:`conv3x3`); wider ones
 # reuse too little of their 36 weight matrices per block of tiles: 256 x 256 at 7x7, batch 100,
-# took 27-34 ms fused and 18.2 in rounds (through torch.bmm then), where 256 x 128 took 8.9
-# against 12.6.
+# took 19.6-33.6 ms fused (blocks of 72 to 18 tiles) and 18.2 in rounds (through torch.bmm then),
+# where 256 x 128 took 8.9 against 12.6.
 FUSED_MAX_WEIGHTS = 256 * 128
 # The weights' gradient of narrower layers ran slower through torch.bmm's products than torch's
 # own: 32 images at 28x28, 16 channels in and out 1.14 against 1.00 ms, 8 channels 0.70 against 0.31.
