@@ -151,7 +151,7 @@ def _self_test(args: argparse.Namespace, work: Path, started: float) -> dict[str
     try:
         import torch
 
-        from core import narrow_attention, norm_act, winograd
+        from core import matmul, narrow_attention, norm_act, winograd
 
         steps = _train(app, window, _tiny_config(args.steps, args.device), work / "runs" / "self-test", args.timeout)
         grid, device = _sample_grid(work / "runs" / "self-test", work, args.device)
@@ -170,7 +170,7 @@ def _self_test(args: argparse.Namespace, work: Path, started: float) -> dict[str
         "resources": resources, "python": platform.python_version(), "platform": sys.platform,
         # false: built without the compiled kernels, or no AVX2
         "narrow_attention": narrow_attention.available(), "norm_act": norm_act.available(),
-        "winograd": winograd.available(),
+        "winograd": winograd.available(), "matmul": matmul.available(),
     }
 
 

@@ -94,7 +94,7 @@ def test_build_scripts_are_strict_bash(script):
 def test_self_test_runs_in_process(capsys, monkeypatch):
     from PySide6.QtCore import QSettings
 
-    from core import narrow_attention, norm_act, winograd
+    from core import matmul, narrow_attention, norm_act, winograd
     from ddpm_gui.selftest import run_self_test
 
     home = os.environ.get("DDPM_STUDIO_HOME")
@@ -110,6 +110,7 @@ def test_self_test_runs_in_process(capsys, monkeypatch):
     assert verdict["narrow_attention"] is narrow_attention.available()
     assert verdict["norm_act"] is norm_act.available()
     assert verdict["winograd"] is winograd.available()
+    assert verdict["matmul"] is matmul.available()
     assert os.environ.get("DDPM_STUDIO_HOME") == home, "the self-test must restore the environment"
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)  # as the app leaves it
 
