@@ -44,6 +44,13 @@ struct Shape {
     long tiles() const { return images * tile_rows() * tile_cols(); }
 };
 
+// tile(t, image, row, col) for tile t of s, (row, col) the top-left output of its image's tile.
+template <typename Tile>
+void at_tile(const Shape& s, long t, Tile tile) {
+    const int tr = s.tile_rows(), tc = s.tile_cols();
+    tile(t, t / (tr * tc), static_cast<int>(t / tc % tr) * 4, static_cast<int>(t % tc) * 4);
+}
+
 // B^T applied to six vectors (a column or a row of a 6x6 tile): B^T is
 //   [4  0 -5  0  1  0]
 //   [0 -4 -4  1  1  0]
@@ -108,11 +115,9 @@ AVX2_FN inline void input_tile(const Shape& s, const float* image, int row, int 
 // tile, tiles split over OpenMP threads (torch's own, see core/_narrow_attention.cpp).
 template <typename Tile>
 void for_each_tile(const Shape& s, int threads, Tile tile) {
-    const int tr = s.tile_rows(), tc = s.tile_cols();
     const long tiles = s.tiles();
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (long t = 0; t < tiles; ++t)
-        tile(t, t / (tr * tc), static_cast<int>(t / tc % tr) * 4, static_cast<int>(t % tc) * 4);
+    for (long t = 0; t < tiles; ++t) at_tile(s, t, tile);
 }
 
 // x (images, h, w, c) -> v (36, tiles, c): each tile's 6x6 input patch starts one pixel up and
@@ -325,7 +330,7 @@ constexpr int BLOCK_TILES = 18;
 // (36, c, k), plus the addends: per block of tiles the input transform, 36 products and the
 // output transform, with s.channels = c.
 void fused_conv(const Shape& s, int k, const float* x, const float* u, const Addends& add, float* y, int threads) {
-    const int c = s.channels, tr = s.tile_rows(), tc = s.tile_cols();
+    const int c = s.channels;
     const long tiles = s.tiles(), blocks = (tiles + BLOCK_TILES - 1) / BLOCK_TILES;
     const long v_stride = static_cast<long>(BLOCK_TILES) * c, m_stride = static_cast<long>(BLOCK_TILES) * k;
     const Shape out{s.images, s.h, s.w, k};
@@ -336,22 +341,21 @@ void fused_conv(const Shape& s, int k, const float* x, const float* u, const Add
 #pragma omp for schedule(static)
         for (long b = 0; b < blocks; ++b) {
             const long first = b * BLOCK_TILES, count = std::min<long>(BLOCK_TILES, tiles - first);
-            for (long i = 0; i < count; ++i) {
-                const long t = first + i, image = t / (tr * tc);
-                const int row = static_cast<int>(t / tc % tr) * 4, col = static_cast<int>(t % tc) * 4;
-                const float* src = x + image * s.h * s.w * c;
-                for (int ch = 0; ch < c; ch += 8) input_tile(s, src, row - 1, col - 1, ch, v.data() + i * c, v_stride);
-            }
+            for (long i = 0; i < count; ++i)
+                at_tile(s, first + i, [&](long, long image, int row, int col) {
+                    const float* src = x + image * s.h * s.w * c;
+                    for (int ch = 0; ch < c; ch += 8)
+                        input_tile(s, src, row - 1, col - 1, ch, v.data() + i * c, v_stride);
+                });
             const int rows = static_cast<int>((count + 5) / 6 * 6);
             for (int p = 0; p < 36; ++p)
                 block_product(v.data() + p * v_stride, u + static_cast<long>(p) * c * k, m.data() + p * m_stride, rows,
                               c, k);
-            for (long i = 0; i < count; ++i) {
-                const long t = first + i, image = t / (tr * tc);
-                const int row = static_cast<int>(t / tc % tr) * 4, col = static_cast<int>(t % tc) * 4;
-                for (int ch = 0; ch < k; ch += 8)
-                    output_tile(out, m.data() + i * k, m_stride, add, image, y, row, col, ch);
-            }
+            for (long i = 0; i < count; ++i)
+                at_tile(s, first + i, [&](long, long image, int row, int col) {
+                    for (int ch = 0; ch < k; ch += 8)
+                        output_tile(out, m.data() + i * k, m_stride, add, image, y, row, col, ch);
+                });
         }
     }
 }

@@ -58,12 +58,14 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     Training keeps the tokens anyway (the projections' weights need them for their gradient);
     the projections are three times their bytes, the largest thing a training step keeps for
     attention. Remaking them costs one matrix product per layer in the backward pass. The
-    kernels add ``bias`` as they read the projections (see ``core/_narrow_attention.cpp``).
+    products are :func:`core.matmul.linear`'s, without the bias: the kernels add ``bias`` as they
+    read the projections (see ``core/_narrow_attention.cpp``), and :class:`_ProjectedAttention`
+    gives the projections' gradients.
     """
     if x.shape[1] == 1:
         return self_attention(F.linear(x, weight, bias), heads)
     if not torch.is_grad_enabled():
-        return _forward(_projection(x, weight), heads, bias)[0]
+        return _forward(matmul.linear(x, weight), heads, bias)[0]
     return _ProjectedAttention.apply(x, weight, bias, heads)
 
 
@@ -72,13 +74,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     b, h, n, d = q.shape
     qkv = torch.stack((q, k, v)).permute(1, 3, 0, 2, 4).reshape(b, n, 3 * h * d)
     return self_attention(qkv, h).view(b, n, h, d).transpose(1, 2)
-
-
-def _projection(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The input projections ``F.linear(x, weight)`` without their bias (the kernels add it), by
-    :func:`core.matmul.linear`: no gradient flows through them, the autograd Functions below
-    give the projections' own."""
-    return matmul.linear(x, weight)
 
 
 def _call(name: str, *tensors: torch.Tensor | None, batch: int, heads: int, tokens: int, d: int) -> None:
@@ -140,7 +135,7 @@ class _ProjectedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 heads: int) -> torch.Tensor:
-        out, stats = _forward(_projection(x, weight), heads, bias)
+        out, stats = _forward(matmul.linear(x, weight), heads, bias)
         ctx.save_for_backward(x, weight, bias, out, stats)
         ctx.heads = heads
         return out
@@ -148,11 +143,11 @@ class _ProjectedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, bias, out, stats = ctx.saved_tensors
-        dqkv = _backward(_projection(x, weight), bias, out, stats, grad_out, ctx.heads)
+        dqkv = _backward(matmul.linear(x, weight), bias, out, stats, grad_out, ctx.heads)
         b, n, c3 = dqkv.shape
         rows = dqkv.view(b * n, c3)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = _projection(dqkv, weight.t()) if need_x else None
+        dx = matmul.linear(dqkv, weight.t()) if need_x else None
         dw = rows.t().mm(x.reshape(b * n, -1)) if need_w else None
         db = rows.sum(0) if need_b and bias is not None else None
         return dx, dw, db, None

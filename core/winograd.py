@@ -34,8 +34,8 @@ from . import native
 # took 19.6-33.6 ms fused (blocks of 72 to 18 tiles) and 18.2 in rounds (through torch.bmm then),
 # where 256 x 128 took 8.9 against 12.6.
 FUSED_MAX_WEIGHTS = 256 * 128
-# The weights' gradient of narrower layers ran slower through torch.bmm's products than torch's
-# own: 32 images at 28x28, 16 channels in and out 1.14 against 1.00 ms, 8 channels 0.70 against 0.31.
+# The weights' gradient of narrower layers ran slower through torch.baddbmm's products than
+# torch's own kernel: 32 images at 28x28, 16 channels in and out 1.14 against 1.00 ms, 8 channels 0.70 against 0.31.
 MIN_WEIGHT_GRAD_CHANNELS = 32
 # Where the transforms and products go in rounds (layers wider than FUSED_MAX_WEIGHTS, and the
 # weights' gradient), images per round of transforms and products: as many as keep the two tile buffers
