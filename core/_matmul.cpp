@@ -1,9 +1,10 @@
-// fp32 linear layers, y = x w + bias, by the register tiles of core/_matmul.h, for
+// fp32 linear layers, y = x w + bias + added, by the register tiles of core/_matmul.h, for
 // core/matmul.py: attention's projections and the 1x1 convolutions of channels-last activations.
 //
 // Layout: x (rows, c), w (c, k) and y (rows, k) contiguous fp32, k a multiple of 8; bias (k,) or
-// none. The module is plain CPython: core/matmul.py passes data pointers, and the GIL is released
-// while the threads run.
+// none; added (rows, k), which the tiles add as they write y (attention's residual), or none.
+// The module is plain CPython: core/matmul.py passes data pointers, and the GIL is released while
+// the threads run.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -12,16 +13,17 @@
 #include "_matmul.h"
 
 static PyObject* py_linear(PyObject*, PyObject* args) {
-    unsigned long long x, w, bias, y;
+    unsigned long long x, w, bias, added, y;
     long rows;
     int c, k, threads;
-    if (!PyArg_ParseTuple(args, "KKKKliii", &x, &w, &bias, &y, &rows, &c, &k, &threads)) return nullptr;
+    if (!PyArg_ParseTuple(args, "KKKKKliii", &x, &w, &bias, &added, &y, &rows, &c, &k, &threads)) return nullptr;
     if (rows <= 0 || c <= 0 || k <= 0 || k % 8) {
         PyErr_SetString(PyExc_ValueError, "linear: out features must be a positive multiple of 8");
         return nullptr;
     }
 #ifdef CORE_X86
-    Py_BEGIN_ALLOW_THREADS matmul(pointer(x), pointer(w), bias ? pointer(bias) : nullptr, pointer(y), rows, c, k, threads);
+    Py_BEGIN_ALLOW_THREADS matmul(pointer(x), pointer(w), bias ? pointer(bias) : nullptr, added ? pointer(added) : nullptr,
+                                  pointer(y), rows, c, k, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 #else
     return PyErr_Format(PyExc_RuntimeError, "matmul needs an x86-64 CPU");
@@ -30,7 +32,7 @@ static PyObject* py_linear(PyObject*, PyObject* args) {
 
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
-    {"linear", py_linear, METH_VARARGS, "linear(x, w, bias or 0, y, rows, c, k, threads): y = x w + bias, w (c, k)"},
+    {"linear", py_linear, METH_VARARGS, "linear(x, w, bias or 0, added or 0, y, rows, c, k, threads): y = x w + bias + added, w (c, k)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -25,15 +25,27 @@ AVX2_FN inline void step_row(const float* a, __m256 b0, __m256 b1, __m256& lo, _
     hi = _mm256_fmadd_ps(av, b1, hi);
 }
 
+// What a tile's accumulator for row r, columns 8h.. starts from: bias (the tile's columns) where
+// given, plus that row of `added` (laid out as the output, row stride ld) where given: the sum
+// comes out of the pass that writes the product, where adding it afterwards would read and write
+// the whole output once more.
+AVX2_FN inline __m256 start(const float* bias, const float* added, long ld, int r, int h) {
+    const __m256 b = bias ? _mm256_loadu_ps(bias + 8 * h) : _mm256_setzero_ps();
+    return added ? _mm256_add_ps(b, _mm256_loadu_ps(added + r * ld + 8 * h)) : b;
+}
+
 // c (6 x 16, row stride ldc) = a (6 x depth, row stride lda) b (depth x 16, row stride ldb), plus
-// bias (16 columns) on every row where given. The twelve accumulators are named one by one: gcc
-// kept an array of them in registers too, but stored it back to the stack at every step (a
-// 64-channel 28x28 Winograd layer took 19.9 ms, 13.2 this way).
+// bias (16 columns) on every row and `added` (6 x 16, row stride ldc) where given. The twelve
+// accumulators are named one by one: gcc kept an array of them in registers too, but stored it
+// back to the stack at every step (a 64-channel 28x28 Winograd layer took 19.9 ms, 13.2 this way).
 AVX2_FN inline void product_6x16(const float* a, long lda, const float* b, long ldb, float* c, long ldc, int depth,
-                                 const float* bias) {
-    __m256 c00 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-    __m256 c01 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
-    __m256 c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
+                                 const float* bias, const float* added = nullptr) {
+    __m256 c00 = start(bias, added, ldc, 0, 0), c01 = start(bias, added, ldc, 0, 1);
+    __m256 c10 = start(bias, added, ldc, 1, 0), c11 = start(bias, added, ldc, 1, 1);
+    __m256 c20 = start(bias, added, ldc, 2, 0), c21 = start(bias, added, ldc, 2, 1);
+    __m256 c30 = start(bias, added, ldc, 3, 0), c31 = start(bias, added, ldc, 3, 1);
+    __m256 c40 = start(bias, added, ldc, 4, 0), c41 = start(bias, added, ldc, 4, 1);
+    __m256 c50 = start(bias, added, ldc, 5, 0), c51 = start(bias, added, ldc, 5, 1);
     for (int k = 0; k < depth; ++k) {
         const __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
         step_row(a + k, b0, b1, c00, c01);
@@ -52,8 +64,9 @@ AVX2_FN inline void product_6x16(const float* a, long lda, const float* b, long 
 
 // product_6x16 for the last 8 columns, where their count is not a multiple of 16.
 AVX2_FN inline void product_6x8(const float* a, long lda, const float* b, long ldb, float* c, long ldc, int depth,
-                                const float* bias) {
-    __m256 c0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+                                const float* bias, const float* added = nullptr) {
+    __m256 c0 = start(bias, added, ldc, 0, 0), c1 = start(bias, added, ldc, 1, 0), c2 = start(bias, added, ldc, 2, 0),
+           c3 = start(bias, added, ldc, 3, 0), c4 = start(bias, added, ldc, 4, 0), c5 = start(bias, added, ldc, 5, 0);
     for (int k = 0; k < depth; ++k) {
         const __m256 b0 = _mm256_loadu_ps(b + k * ldb);
         c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a + k), b0, c0);
@@ -67,40 +80,49 @@ AVX2_FN inline void product_6x8(const float* a, long lda, const float* b, long l
     for (int r = 0; r < 6; ++r) _mm256_storeu_ps(c + r * ldc, rows[r]);
 }
 
-// m (rows, k) = v (rows, c) u (c, k) [+ bias (k,)], all contiguous, rows a multiple of 6 and k of 8.
+// The columns from n of a (rows, k) matrix's row r, or none.
+inline const float* at_column(const float* x, long r, int k, int n) { return x ? x + r * k + n : nullptr; }
+
+// m (rows, k) = v (rows, c) u (c, k) [+ bias (k,)] [+ added (rows, k)], all contiguous, rows a
+// multiple of 6 and k of 8.
 AVX2_FN void block_product(const float* v, const float* u, float* m, long rows, int c, int k,
-                           const float* bias = nullptr) {
+                           const float* bias = nullptr, const float* added = nullptr) {
     for (int n = 0; n + 16 <= k; n += 16)
         for (long r = 0; r < rows; r += 6)
-            product_6x16(v + r * c, c, u + n, k, m + r * k + n, k, c, bias ? bias + n : nullptr);
+            product_6x16(v + r * c, c, u + n, k, m + r * k + n, k, c, at_column(bias, 0, k, n),
+                         at_column(added, r, k, n));
     if (k % 16)
         for (long r = 0; r < rows; r += 6)
-            product_6x8(v + r * c, c, u + k - 8, k, m + r * k + k - 8, k, c, bias ? bias + k - 8 : nullptr);
+            product_6x8(v + r * c, c, u + k - 8, k, m + r * k + k - 8, k, c, at_column(bias, 0, k, k - 8),
+                        at_column(added, r, k, k - 8));
 }
 
-// block_product for any number of rows: the last ones (fewer than 6) through a copy padded with zeros.
+// block_product for any number of rows: the last ones (fewer than 6) through copies padded with zeros.
 inline void rows_product(const float* v, const float* u, float* m, long rows, int c, int k,
-                         const float* bias = nullptr) {
+                         const float* bias = nullptr, const float* added = nullptr) {
     const long whole = rows / 6 * 6;
-    block_product(v, u, m, whole, c, k, bias);
+    block_product(v, u, m, whole, c, k, bias, added);
     if (rows == whole) return;
-    std::vector<float> a(6L * c, 0.0f), out(6L * k);
+    std::vector<float> a(6L * c, 0.0f), out(6L * k), more(added ? 6L * k : 0, 0.0f);
     std::copy(v + whole * c, v + rows * c, a.begin());
-    block_product(a.data(), u, out.data(), 6, c, k, bias);
+    if (added) std::copy(added + whole * k, added + rows * k, more.begin());
+    block_product(a.data(), u, out.data(), 6, c, k, bias, added ? more.data() : nullptr);
     std::copy(out.begin(), out.begin() + (rows - whole) * k, m + whole * k);
 }
 
 // Rows a thread takes at a time: a multiple of 6, so that only the last group has a remainder.
 constexpr long PRODUCT_ROWS = 96;
 
-// y (rows, k) = x (rows, c) w (c, k) [+ bias (k,)], groups of rows split over OpenMP threads.
-inline void matmul(const float* x, const float* w, const float* bias, float* y, long rows, int c, int k,
-                   int threads) {
+// y (rows, k) = x (rows, c) w (c, k) [+ bias (k,)] [+ added (rows, k)], groups of rows split over
+// OpenMP threads.
+inline void matmul(const float* x, const float* w, const float* bias, const float* added, float* y, long rows, int c,
+                   int k, int threads) {
     const long groups = (rows + PRODUCT_ROWS - 1) / PRODUCT_ROWS;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long g = 0; g < groups; ++g) {
         const long first = g * PRODUCT_ROWS;
-        rows_product(x + first * c, w, y + first * k, std::min(PRODUCT_ROWS, rows - first), c, k, bias);
+        rows_product(x + first * c, w, y + first * k, std::min(PRODUCT_ROWS, rows - first), c, k, bias,
+                     at_column(added, first, k, 0));
     }
 }
 

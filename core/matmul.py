@@ -30,20 +30,31 @@ def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and available())
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` of values no gradient flows through: by the register tiles
-    where :func:`applies`, else torch's."""
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           added: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias) + added`` of values no gradient flows through, ``added`` shaped
+    as the output (a residual, which the tiles add as they write the output rather than in a pass
+    of its own over it): by the register tiles where :func:`applies`, else torch's."""
     if not applies(x, weight):
-        return F.linear(x, weight, bias)
+        out = F.linear(x, weight, bias)
+        return out if added is None else out + added
     out_features, in_features = weight.shape
     source = x.detach().contiguous()
     columns = weight.detach().t().contiguous()  # (in, out): the tiles read rows of 16 outputs
-    added = None if bias is None else bias.detach().float().contiguous()
     out = x.new_empty((*x.shape[:-1], out_features))
+    if added is not None and added.shape != out.shape:
+        raise ValueError(f"linear: added is {tuple(added.shape)}, the output {tuple(out.shape)}")
+    bias, added = _readable(bias), _readable(added)
     native.kernels("_matmul").linear(
-        source.data_ptr(), columns.data_ptr(), 0 if added is None else added.data_ptr(), out.data_ptr(),
-        x.numel() // in_features, in_features, out_features, torch.get_num_threads())
+        source.data_ptr(), columns.data_ptr(), 0 if bias is None else bias.data_ptr(),
+        0 if added is None else added.data_ptr(), out.data_ptr(), x.numel() // in_features, in_features,
+        out_features, torch.get_num_threads())
     return out
+
+
+def _readable(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` as the kernels read it: fp32, contiguous, outside autograd."""
+    return None if t is None else t.detach().float().contiguous()
 
 
 def pointwise_applies(x: torch.Tensor) -> bool:

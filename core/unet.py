@@ -41,12 +41,13 @@ class SelfAttention(nn.MultiheadAttention):
         super().__init__(channels, num_heads, batch_first=True)
         self.impl = impl
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        """(B, N, C) tokens -> (B, N, C)."""
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """(B, N, C) tokens -> (B, N, C), plus ``residual`` (B, N, C) where given."""
         if self.impl == "tutorial":
-            return super().forward(x, x, x)[0]
+            out = super().forward(x, x, x)[0]
+            return out if residual is None else out + residual
         values = projected_self_attention(x, self.in_proj_weight, self.in_proj_bias, self.num_heads, self.impl)
-        return output_projection(values, self.out_proj.weight, self.out_proj.bias, self.impl)
+        return output_projection(values, self.out_proj.weight, self.out_proj.bias, self.impl, residual)
 
 
 class GroupNorm(nn.GroupNorm):
@@ -290,10 +291,11 @@ class ResAttnStack(nn.Module):
         return self.resnet_conv_second[i](out, residual=self.residual_input_conv[i](x))
 
     def attend(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus attention i over its normed pixels; the attention adds ``x`` as it writes
+        its output projection."""
         b, c, h, w = x.shape
         tokens = self.attention_norms[i](x).flatten(2).transpose(1, 2)
-        out = self.attentions[i](tokens).transpose(1, 2).reshape(b, c, h, w)
-        return x + out
+        return self.attentions[i](tokens, residual=x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(b, c, h, w)
 
     def run_layers(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
         """Down/up order: ResNet i, then attention i when this block attends."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from core import attention as attn
 from core import narrow_attention
@@ -160,12 +161,16 @@ def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_in_inference_and_t
 
 
 def test_the_output_projection_takes_the_register_tiles_only_in_inference(monkeypatch):
-    """Training keeps torch's linear layer, whose backward pass autograd knows."""
+    """Training keeps torch's linear layer, whose backward pass autograd knows; either way the
+    residual is added."""
     calls = []
-    monkeypatch.setattr(attn.matmul, "linear", lambda x, w, b=None: calls.append(x.shape) or x @ w.t() + b)
-    values, weight, bias = torch.randn(2, 10, 16), torch.randn(16, 16), torch.randn(16)
+    monkeypatch.setattr(attn.matmul, "linear",
+                        lambda x, w, b=None, added=None: calls.append(x.shape) or x @ w.t() + b + added)
+    values, weight, bias, residual = torch.randn(2, 10, 16), torch.randn(16, 16), torch.randn(16), torch.randn(2, 10, 16)
+    want = F.linear(values, weight, bias) + residual
     with torch.no_grad():
-        attn.output_projection(values, weight, bias, "narrow")
-        attn.output_projection(values, weight, bias, "sdpa")
-    attn.output_projection(values, weight.requires_grad_(), bias, "narrow")
+        torch.testing.assert_close(attn.output_projection(values, weight, bias, "narrow", residual), want)
+        torch.testing.assert_close(attn.output_projection(values, weight, bias, "sdpa", residual), want)
+    trained = attn.output_projection(values, weight.requires_grad_(), bias, "narrow", residual)
+    torch.testing.assert_close(trained, want)
     assert calls == [values.shape]

@@ -23,9 +23,20 @@ def test_linear_matches_float64(rows, c, k):
     x = torch.randn(rows, c, generator=gen)
     weight, bias = torch.randn(k, c, generator=gen) / c ** 0.5, torch.randn(k, generator=gen)
     assert matmul.applies(x, weight)
+    residual = torch.randn(rows, k, generator=gen)
     for b in (bias, None):
         want = F.linear(x.double(), weight.double(), None if b is None else b.double())
         torch.testing.assert_close(matmul.linear(x, weight, b).double(), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(matmul.linear(x, weight, b, residual).double(), want + residual.double(),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_added_must_be_shaped_as_the_output():
+    """A residual of another shape is refused before the kernels read past its end."""
+    x, weight = torch.randn(12, 16), torch.randn(32, 16)
+    with pytest.raises(ValueError, match=r"added is \(12, 16\), the output \(12, 32\)"):
+        matmul.linear(x, weight, None, torch.randn(12, 16))
 
 
 def test_what_the_kernels_do_not_take_goes_to_torch():
@@ -34,6 +45,9 @@ def test_what_the_kernels_do_not_take_goes_to_torch():
     for weight in (torch.randn(12, 16), torch.randn(8, 16).double()):
         assert not matmul.applies(x.to(weight.dtype), weight)
         assert torch.equal(matmul.linear(x.to(weight.dtype), weight), F.linear(x.to(weight.dtype), weight))
+        residual = torch.randn(5, weight.shape[0], dtype=weight.dtype)
+        assert torch.equal(matmul.linear(x.to(weight.dtype), weight, None, residual),
+                           F.linear(x.to(weight.dtype), weight) + residual)
 
 
 @needs_kernels
