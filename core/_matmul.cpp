@@ -16,7 +16,8 @@ static PyObject* py_linear(PyObject*, PyObject* args) {
     unsigned long long x, w, bias, added, y;
     long rows;
     int c, k, threads;
-    if (!PyArg_ParseTuple(args, "KKKKKliii", &x, &w, &bias, &added, &y, &rows, &c, &k, &threads)) return nullptr;
+    if (!PyArg_ParseTuple(args, "KKKKKliii", &x, &w, &bias, &added, &y, &rows, &c, &k, &threads))
+        return nullptr;
     if (rows <= 0 || c <= 0 || k <= 0 || k % 8) {
         PyErr_SetString(PyExc_ValueError, "linear: out features must be a positive multiple of 8");
         return nullptr;
@@ -32,7 +33,8 @@ static PyObject* py_linear(PyObject*, PyObject* args) {
 
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
-    {"linear", py_linear, METH_VARARGS, "linear(x, w, bias or 0, added or 0, y, rows, c, k, threads): y = x w + bias + added, w (c, k)"},
+    {"linear", py_linear, METH_VARARGS,
+     "linear(x, w, bias or 0, added or 0, y, rows, c, k, threads): y = x w + bias + added, w (c, k)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -113,16 +113,17 @@ inline void rows_product(const float* v, const float* u, float* m, long rows, in
 // Rows a thread takes at a time: a multiple of 6, so that only the last group has a remainder.
 constexpr long PRODUCT_ROWS = 96;
 
-// y (rows, k) = x (rows, c) w (c, k) [+ bias (k,)] [+ added (rows, k)], groups of rows split over
-// OpenMP threads.
+// y (rows, k) = x (rows, c) w (c, k) [+ bias (k,)] [+ added (rows, k)]; with `count` above 1, that
+// many such products laid one after another in x, w, added and y (Winograd's 36), sharing the
+// bias. Groups of rows of all of them split over OpenMP threads.
 inline void matmul(const float* x, const float* w, const float* bias, const float* added, float* y, long rows, int c,
-                   int k, int threads) {
+                   int k, int threads, int count = 1) {
     const long groups = (rows + PRODUCT_ROWS - 1) / PRODUCT_ROWS;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (long g = 0; g < groups; ++g) {
-        const long first = g * PRODUCT_ROWS;
-        rows_product(x + first * c, w, y + first * k, std::min(PRODUCT_ROWS, rows - first), c, k, bias,
-                     at_column(added, first, k, 0));
+    for (long job = 0; job < count * groups; ++job) {
+        const long p = job / groups, first = job % groups * PRODUCT_ROWS, row = p * rows + first;
+        rows_product(x + row * c, w + p * c * k, y + row * k, std::min(PRODUCT_ROWS, rows - first), c, k, bias,
+                     at_column(added, row, k, 0));
     }
 }
 

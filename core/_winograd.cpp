@@ -2,7 +2,7 @@
 // tile and weight transforms, and for layers up to 256 x 128 channels the whole convolution
 // (fused_conv: each thread transforms a block of tiles, multiplies them with its own register
 // tiles and transforms the products back while they are in its cache). Wider layers go in rounds
-// of images, the products of a round by the same register tiles (products()); those of training's
+// of images, the products of a round by the same register tiles (matmul()); those of training's
 // weight gradient, summed over the tiles, through torch.baddbmm (core/winograd.py).
 //
 // Why it exists: on an AVX2 CPU the 3x3 convolutions are half of a sampling step of the
@@ -306,20 +306,6 @@ AVX2_FN void weight_grad_transform(const float* du, float* dw, int cin, int cout
         }
 }
 
-
-// The 36 products of a round of tiles, for the layers too wide for fused_conv: the same register
-// tiles as there, which ran 149-171 GFLOP/s on 2 AVX2 EPYC cores against torch.bmm's 115-132 for
-// 128 and 256 channels in and out.
-void products(const float* v, const float* u, float* m, long rows, int c, int k, int threads) {
-    const long groups = (rows + PRODUCT_ROWS - 1) / PRODUCT_ROWS;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (long job = 0; job < 36 * groups; ++job) {
-        const long p = job / groups, first = job % groups * PRODUCT_ROWS;
-        rows_product(v + (p * rows + first) * c, u + p * c * k, m + (p * rows + first) * k,
-                     std::min(PRODUCT_ROWS, rows - first), c, k);
-    }
-}
-
 // Tiles a thread takes at a time in fused_conv, a multiple of 6 (product_6x16's rows): its tiles
 // and products, 36 x 18 x (c + k) floats, 0.33 MB for 64 channels in and out, stay in its L2
 // cache. On 2 AVX2 EPYC cores (batch 100) blocks of 6 to 36 tiles were within 5 % of each other
@@ -468,7 +454,9 @@ static PyObject* py_products(PyObject*, PyObject* args) {
     if (!PyArg_ParseTuple(args, "KKKliii", &v, &u, &m, &rows, &c, &k, &threads)) return nullptr;
     if (!valid_shape(rows, 1, 1, c) || !valid_shape(rows, 1, 1, k)) return nullptr;
 #ifdef CORE_X86
-    Py_BEGIN_ALLOW_THREADS products(pointer(v), pointer(u), pointer(m), rows, c, k, threads);
+    // the same register tiles as fused_conv's: 149-171 GFLOP/s on 2 AVX2 EPYC cores against
+    // torch.bmm's 115-132 for 128 and 256 channels in and out
+    Py_BEGIN_ALLOW_THREADS matmul(pointer(v), pointer(u), nullptr, nullptr, pointer(m), rows, c, k, threads, 36);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 #else
     return PyErr_Format(PyExc_RuntimeError, "winograd needs an x86-64 CPU");

@@ -44,17 +44,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     out = x.new_empty((*x.shape[:-1], out_features))
     if added is not None and added.shape != out.shape:
         raise ValueError(f"linear: added is {tuple(added.shape)}, the output {tuple(out.shape)}")
-    bias, added = _readable(bias), _readable(added)
+    bias, added = native.readable(bias), native.readable(added)
     native.kernels("_matmul").linear(
         source.data_ptr(), columns.data_ptr(), 0 if bias is None else bias.data_ptr(),
         0 if added is None else added.data_ptr(), out.data_ptr(), x.numel() // in_features, in_features,
         out_features, torch.get_num_threads())
     return out
-
-
-def _readable(t: torch.Tensor | None) -> torch.Tensor | None:
-    """``t`` as the kernels read it: fp32, contiguous, outside autograd."""
-    return None if t is None else t.detach().float().contiguous()
 
 
 def pointwise_applies(x: torch.Tensor) -> bool:

@@ -83,11 +83,6 @@ def _call(name: str, *tensors: torch.Tensor | None, batch: int, heads: int, toke
            torch.get_num_threads())
 
 
-def _bias(bias: torch.Tensor | None) -> torch.Tensor | None:
-    """The bias as the kernels read it: fp32, contiguous, outside autograd."""
-    return None if bias is None else bias.detach().float().contiguous()
-
-
 def _forward(qkv: torch.Tensor, heads: int, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The kernels' forward pass over the projections ``qkv + bias``: the attended values and each
     row's softmax maximum and denominator (fp32, whatever the default dtype), which the backward
@@ -96,7 +91,7 @@ def _forward(qkv: torch.Tensor, heads: int, bias: torch.Tensor | None = None) ->
     d = c3 // (3 * heads)
     out = qkv.new_empty(b, n, heads * d)
     stats = torch.empty(b, heads, n, 2, dtype=torch.float32)
-    _call("forward", qkv, _bias(bias), out, stats, batch=b, heads=heads, tokens=n, d=d)
+    _call("forward", qkv, native.readable(bias), out, stats, batch=b, heads=heads, tokens=n, d=d)
     return out, stats
 
 
@@ -105,7 +100,7 @@ def _backward(qkv: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, s
     """The projections' gradient from the output's, given what :func:`_forward` gave."""
     b, n, c3 = qkv.shape
     dqkv = torch.empty_like(qkv)
-    _call("backward", qkv, _bias(bias), out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=heads,
+    _call("backward", qkv, native.readable(bias), out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=heads,
           tokens=n, d=c3 // (3 * heads))
     return dqkv
 

@@ -10,6 +10,8 @@ import functools
 import importlib
 from types import ModuleType
 
+import torch
+
 
 @functools.cache
 def kernels(name: str) -> ModuleType | None:
@@ -19,3 +21,9 @@ def kernels(name: str) -> ModuleType | None:
     except ImportError:
         return None
     return module if module.supported() else None
+
+
+def readable(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` as the kernels read it through its data pointer: fp32, contiguous, outside autograd
+    (a copy where it is not already so, which the caller keeps alive through the call)."""
+    return None if t is None else t.detach().float().contiguous()
