@@ -147,6 +147,22 @@ def test_narrow_attention_of_projections_remakes_them_for_the_backward_pass(d):
         assert torch.equal(attn.projected_self_attention(x, weight, bias, 2, "narrow"), out)
 
 
+@needs_narrow
+def test_inference_attends_the_images_in_parts_with_the_same_result(monkeypatch):
+    """Without gradients the projections are made and attended a part of the images at a time
+    (parts of 2 images here, the last of 1): the values are those of the whole batch at once, bit
+    for bit, as each image's arithmetic is the same either way."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 30, 32, generator=gen)
+    weight, bias = torch.randn(96, 32, generator=gen) / 32 ** 0.5, torch.randn(96, generator=gen)
+    with torch.no_grad():
+        whole = attn.projected_self_attention(x, weight, bias, 2, "narrow")
+        monkeypatch.setattr(narrow_attention, "PART_BYTES", 2 * 30 * 96 * 4)
+        parts = attn.projected_self_attention(x, weight, bias, 2, "narrow")
+    assert torch.equal(parts, whole)
+    torch.testing.assert_close(whole, attn.self_attention(F.linear(x, weight, bias), 2, "naive"), rtol=1e-5, atol=1e-6)
+
+
 def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_in_inference_and_to_sdpa_otherwise(monkeypatch):
     """Short maps are cheaper written out than through torch's fused kernel, but only in inference
     does that cost no memory (attn.NAIVE_MAX_TOKENS)."""
