@@ -42,7 +42,8 @@ CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 # 4: the fused channels-last norm (core.norm_act), which makes channels_last worth timing again
 # 5: Winograd convolutions (core.winograd). 6: Winograd timed after the part size, at that size
 # 7: Winograd's fused pass and the register-tiled products (core.matmul), which change what it gains
-CACHE_VERSION = 7
+# 8: sampling's F(7x7, 3x3) tiles (core.winograd.sampling_tile), which change what Winograd gains there
+CACHE_VERSION = 8
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left

@@ -146,7 +146,8 @@ class NormActConv(nn.Sequential):
                 act = norm_act.forward(x, norm.weight, norm.bias, norm.num_groups, norm.eps)
                 if self.winograd and winograd.applies(act, conv.weight):
                     bias = conv.bias if shift is None else shift + conv.bias
-                    return winograd.conv3x3(act, self._sampling_weights.get(conv.weight), bias, residual)
+                    tile = winograd.sampling_tile(*act.shape[2:])
+                    return winograd.conv3x3(act, self._sampling_weights.get(conv.weight, tile), bias, residual)
                 return _added(conv(act), shift, residual)
         return _added(super().forward(x), shift, residual)
 

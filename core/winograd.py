@@ -1,5 +1,13 @@
 """3x3 convolutions with a quarter of the multiplications: Winograd F(4x4, 3x3) on the CPU.
 
+Sampling takes F(7x7, 3x3) where the image is made of whole 7x7 tiles, as the tutorial's 28, 14
+and 7 pixel sides are (:func:`sampling_tile`): 81 products per 49 outputs, 0.73 of F(4x4, 3x3)'s at
+28x28 and 0.56 at 14x14 and 7x7, where F(4x4, 3x3)'s last tiles lie half outside the image. Its
+nine points round worse: up to about 2e-4 of the output's scale against 1e-5, still far below
+bf16's 4e-3. At batch 100 on 2 AVX2 EPYC cores: 128 channels at 14x14 9.5 against 13.3 ms, 256 at
+7x7 9.6 against 13.7, 64 at 28x28 11.1 against 12.1; a sampling step of the tutorial's network
+0.961 against 1.027 s. Training keeps F(4x4, 3x3) and its smaller errors.
+
 On an AVX2 CPU torch's direct convolutions already run at the matmul peak, and they are half of
 a sampling step of the tutorial's network; oneDNN's Winograd kernels are AVX-512 only. This
 computes each 4x4 output tile from a 6x6 input tile: the input tiles and the weights are
@@ -34,6 +42,9 @@ from . import native
 # took 19.6-33.6 ms fused (blocks of 72 to 18 tiles) and 18.2 in rounds (through torch.bmm then),
 # where 256 x 128 took 8.9 against 12.6.
 FUSED_MAX_WEIGHTS = 256 * 128
+# The same for F(7x7, 3x3), whose blocks hold 81 weight matrices: at 7x7, batch 100, 128 x 256
+# took 17.4 ms fused and 5.8 in rounds, 128 x 128 2.8 against 2.9 (2 AVX2 EPYC cores).
+F7_FUSED_MAX_WEIGHTS = 128 * 128
 # The weights' gradient of narrower layers ran slower through torch.baddbmm's products than
 # torch's own kernel: 32 images at 28x28, 16 channels in and out 1.14 against 1.00 ms, 8 channels 0.70 against 0.31.
 MIN_WEIGHT_GRAD_CHANNELS = 32
@@ -52,7 +63,13 @@ TRAINING_ROUND_BYTES = 4_000_000
 # run near the matmul peak: 32 images of a 256-channel 7x7 layer in training took 7.5 ms in 4 MB
 # rounds (52 tiles) and 6.3 ms in one round of 128 tiles (9.4 MB), 2 AVX2 EPYC cores.
 MIN_ROUND_TILES = 128
-TILE = 4  # outputs per tile side; inputs per tile side are TILE + 2
+# Outputs per tile side: F(4x4, 3x3) everywhere, F(7x7, 3x3) in sampling where it makes fewer
+# products (:func:`sampling_tile`). Inputs per tile side are the tile's + 2.
+TILE = 4
+SAMPLING_TILE = 7
+# F(7x7, 3x3)'s transforms cost more per output than F(4x4, 3x3)'s: sampling takes it only where
+# its products are at most this share of F(4x4, 3x3)'s.
+F7_PRODUCTS_AT_MOST = 0.8
 # The weights' gradient goes through Winograd on images of at least this many pixels. 32 images,
 # 2 AVX2 EPYC cores, torch's direct kernel against weight_grad: 64 channels at 28x28 14.8 against
 # 5.6 ms, 128 at 14x14 12.6 against 6.8, 256 at 7x7 13.6 against 7.8, 256 at 2x2 5.6 against 3.3,
@@ -83,18 +100,34 @@ def weight_grad_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and x.shape[2] * x.shape[3] >= MIN_WEIGHT_GRAD_PIXELS)
 
 
-def transform_weight(weight: torch.Tensor, transposed: bool = False) -> torch.Tensor:
-    """(C_out, C_in, 3, 3) weights as the 36 (C_in, C_out) matrices G g G^T that :func:`conv3x3`
-    takes, for weights where :func:`applies`.
+def sampling_tile(h: int, w: int) -> int:
+    """The tile that sampling convolves ``h`` x ``w`` images with: :data:`SAMPLING_TILE` where its
+    products, counted over whole tiles, are at most :data:`F7_PRODUCTS_AT_MOST` of F(4x4, 3x3)'s
+    (28x28, 14x14 and 7x7 images: 0.73, 0.56, 0.56; 32x32 1.03; 8x8 2.25), else :data:`TILE`."""
+    def products(tile: int) -> int:
+        return -(-h // tile) * -(-w // tile) * (tile + 2) ** 2
+    return SAMPLING_TILE if products(SAMPLING_TILE) <= F7_PRODUCTS_AT_MOST * products(TILE) else TILE
+
+
+def tile_of(u: torch.Tensor) -> int:
+    """The tile size that transformed weights ``u`` were made for."""
+    return round(u.shape[0] ** 0.5) - 2
+
+
+def transform_weight(weight: torch.Tensor, transposed: bool = False, tile: int = TILE) -> torch.Tensor:
+    """(C_out, C_in, 3, 3) weights as the (tile + 2)^2 (C_in, C_out) matrices G g G^T that
+    :func:`conv3x3` takes, for weights where :func:`applies`.
 
     ``transposed``: those of the transposed convolution (the input's gradient), whose kernel is
-    the weights turned by 180 degrees with inputs and outputs swapped: (36, C_out, C_in).
+    the weights turned by 180 degrees with inputs and outputs swapped: (positions, C_out, C_in).
+    ``tile``: :data:`TILE`, or :data:`SAMPLING_TILE` for sampling (:func:`sampling_tile`).
     """
     w = weight.detach().float().contiguous()
     cout, cin = w.shape[:2]
     rows, cols = (cin, cout) if transposed else (cout, cin)
-    u = torch.empty((36, cols, rows))
-    native.kernels("_winograd").weights(w.data_ptr(), u.data_ptr(), rows, cols, transposed, torch.get_num_threads())
+    u = torch.empty(((tile + 2) ** 2, cols, rows))
+    native.kernels("_winograd").weights(w.data_ptr(), u.data_ptr(), rows, cols, transposed, tile,
+                                        torch.get_num_threads())
     return u
 
 
@@ -110,6 +143,7 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
     """
     n, cin, h, w = x.shape
     cout = u.shape[2]
+    tile = tile_of(u)
     kernels = native.kernels("_winograd")
     threads = torch.get_num_threads()
     out = torch.empty((n, cout, h, w), memory_format=torch.channels_last)
@@ -118,32 +152,35 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
     bias_per_image = bias is not None and bias.dim() == 2
     if residual is not None:
         residual = residual.contiguous(memory_format=torch.channels_last)
-    if cin * cout <= FUSED_MAX_WEIGHTS:
+    if cin * cout <= (F7_FUSED_MAX_WEIGHTS if tile == SAMPLING_TILE else FUSED_MAX_WEIGHTS):
         kernels.conv(x.data_ptr(), u.data_ptr(), _address(bias, 0), cout if bias_per_image else 0,
-                     _address(residual, 0), out.data_ptr(), n, h, w, cin, cout, threads)
+                     _address(residual, 0), out.data_ptr(), n, h, w, cin, cout, tile, threads)
         return out
-    for first, count, tiles, products in _rounds(x.shape, cout, round_bytes):
-        kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, threads)
-        kernels.products(tiles.data_ptr(), u.data_ptr(), products.data_ptr(), tiles.shape[1], cin, cout, threads)
+    for first, count, tiles, products in _rounds(x.shape, cout, round_bytes, tile):
+        kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, tile, threads)
+        kernels.products(tiles.data_ptr(), u.data_ptr(), products.data_ptr(), tiles.shape[1], cin, cout, tile,
+                         threads)
         kernels.output(products.data_ptr(), _address(bias, first if bias_per_image else 0),
                        cout if bias_per_image else 0, _address(residual, first), out[first].data_ptr(),
-                       count, h, w, cout, threads)
+                       count, h, w, cout, tile, threads)
     return out
 
 
-def _rounds(shape: torch.Size, cout: int, round_bytes: int) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+def _rounds(shape: torch.Size, cout: int, round_bytes: int,
+            tile: int = TILE) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
     """(first image, images, input tiles, product tiles) for each round of as many images of an
     input of ``shape`` as keep the two tile buffers within ``round_bytes``, or make
     :data:`MIN_ROUND_TILES` tiles; the buffers are made once, and again for a shorter last round."""
     n, cin, h, w = shape
-    tiles_per_image = ((h + TILE - 1) // TILE) * ((w + TILE - 1) // TILE)
-    by_bytes = round_bytes // (36 * tiles_per_image * (cin + cout) * 4)
+    positions = (tile + 2) ** 2
+    tiles_per_image = -(-h // tile) * -(-w // tile)
+    by_bytes = round_bytes // (positions * tiles_per_image * (cin + cout) * 4)
     images = min(n, max(by_bytes, -(-MIN_ROUND_TILES // tiles_per_image)))
     for first in range(0, n, images):
         count = min(images, n - first)
         if first == 0 or count < images:
             rows = count * tiles_per_image
-            tiles, products = torch.empty((36, rows, cin)), torch.empty((36, rows, cout))
+            tiles, products = torch.empty((positions, rows, cin)), torch.empty((positions, rows, cout))
         yield first, count, tiles, products
 
 
@@ -159,15 +196,15 @@ class WeightCache:
     the weights' size per layer."""
 
     def __init__(self) -> None:
-        self._key: tuple[int, int] | None = None
+        self._key: tuple[int, int, int] | None = None
         self._u: torch.Tensor | None = None
 
-    def get(self, weight: torch.Tensor) -> torch.Tensor:
+    def get(self, weight: torch.Tensor, tile: int = TILE) -> torch.Tensor:
         # weights made under torch.inference_mode() have no version counter; they cannot change
         # outside it
-        key = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)
+        key = (weight.data_ptr(), 0 if weight.is_inference() else weight._version, tile)
         if self._u is None or key != self._key:
-            self._key, self._u = key, transform_weight(weight)
+            self._key, self._u = key, transform_weight(weight, tile=tile)
         return self._u
 
 
@@ -185,7 +222,7 @@ def weight_grad(x: torch.Tensor, grad: torch.Tensor, round_bytes: int = TRAINING
     dy = grad.float().contiguous(memory_format=torch.channels_last)
     du = torch.zeros((36, cin, cout))
     for first, count, tiles, products in _rounds(x.shape, cout, round_bytes):
-        kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, threads)
+        kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, TILE, threads)
         kernels.output_grad(dy[first].data_ptr(), products.data_ptr(), count, h, w, cout, threads)
         du.baddbmm_(tiles.transpose(1, 2), products)
     dw = torch.empty((cout, cin, 3, 3))

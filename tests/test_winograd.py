@@ -1,4 +1,4 @@
-"""Winograd F(4x4, 3x3) convolutions compute what torch's 3x3 convolutions compute."""
+"""Winograd F(4x4, 3x3) and F(7x7, 3x3) convolutions compute what torch's 3x3 convolutions compute."""
 from __future__ import annotations
 
 import pytest
@@ -15,6 +15,10 @@ needs_kernels = pytest.mark.skipif(not winograd.available() and not MUST_BUILD,
 # to 8 and divide by 24, so it rounds 3-8x worse than a direct fp32 convolution (measured 5e-6 to
 # 8e-6 of the output's scale); a wrong tile, transform entry or padding is off by O(1).
 RELATIVE_ERROR = 3e-5
+# The same for sampling's F(7x7, 3x3), whose nine points round 10-30x worse (measured 3e-5 to 2.1e-4).
+F7_RELATIVE_ERROR = 6e-4
+BOUND = {winograd.TILE: RELATIVE_ERROR, winograd.SAMPLING_TILE: F7_RELATIVE_ERROR}
+TILES = pytest.mark.parametrize("tile", [winograd.TILE, winograd.SAMPLING_TILE])
 
 
 def _channels_last(*shape: int, gen: torch.Generator) -> torch.Tensor:
@@ -31,10 +35,12 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     and rounds of images through torch.bmm, which wider layers take."""
     if request.param == "rounds":
         monkeypatch.setattr(winograd, "FUSED_MAX_WEIGHTS", 0)
+        monkeypatch.setattr(winograd, "F7_FUSED_MAX_WEIGHTS", 0)
     return request.param
 
 
 @needs_kernels
+@TILES
 @pytest.mark.parametrize("n,cin,cout,h,w", [
     (3, 32, 64, 7, 7),  # 7x7: the last tile row and column half outside the image; one short block of tiles
     (5, 64, 32, 9, 13),  # sizes off the tile
@@ -44,37 +50,40 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     (4, 8, 16, 6, 5),  # 8 channels in, the narrowest the kernels take
     (4, 256, 256, 8, 8),  # wider than the fused pass takes: rounds either way
 ])
-def test_convolution_and_its_transpose_match_float64(n, cin, cout, h, w, path):
+def test_convolution_and_its_transpose_match_float64(n, cin, cout, h, w, path, tile):
     """The convolution (with and without bias) and the transposed convolution that gives the
-    input's gradient, against float64, channels-last out."""
+    input's gradient, against float64, channels-last out, in either tile."""
     assert winograd.available(), "core._winograd was not built or does not load"
     gen = torch.Generator().manual_seed(0)
     x = _channels_last(n, cin, h, w, gen=gen)
     weight = torch.randn(cout, cin, 3, 3, generator=gen) / (9 * cin) ** 0.5
     bias = torch.randn(cout, generator=gen)
     assert winograd.applies(x, weight)
-    u = winograd.transform_weight(weight)
+    u = winograd.transform_weight(weight, tile=tile)
+    assert u.shape == ((tile + 2) ** 2, cin, cout) and winograd.tile_of(u) == tile
     for b in (bias, None):
         want = F.conv2d(x.double(), weight.double(), None if b is None else b.double(), padding=1)
         got = winograd.conv3x3(x, u, b)
         assert got.is_contiguous(memory_format=torch.channels_last)
-        assert _error(got, want) < RELATIVE_ERROR
+        assert _error(got, want) < BOUND[tile]
     grad = _channels_last(n, cout, h, w, gen=gen)
     want = F.conv_transpose2d(grad.double(), weight.double(), padding=1)
-    got = winograd.conv3x3(grad, winograd.transform_weight(weight, transposed=True))
-    assert _error(got, want) < RELATIVE_ERROR
+    got = winograd.conv3x3(grad, winograd.transform_weight(weight, transposed=True, tile=tile))
+    assert _error(got, want) < BOUND[tile]
 
 
 @needs_kernels
-def test_batches_split_into_rounds_give_the_same_images(monkeypatch):
+@TILES
+def test_batches_split_into_rounds_give_the_same_images(monkeypatch, tile):
     """Rounds of one image and a short last round (7 images in rounds of 3) match one round."""
     monkeypatch.setattr(winograd, "MIN_ROUND_TILES", 1)
     monkeypatch.setattr(winograd, "FUSED_MAX_WEIGHTS", 0)
+    monkeypatch.setattr(winograd, "F7_FUSED_MAX_WEIGHTS", 0)
     gen = torch.Generator().manual_seed(1)
     x = _channels_last(7, 32, 6, 10, gen=gen)
-    u = winograd.transform_weight(torch.randn(32, 32, 3, 3, generator=gen) / 17)
+    u = winograd.transform_weight(torch.randn(32, 32, 3, 3, generator=gen) / 17, tile=tile)
     whole = winograd.conv3x3(x, u)
-    per_image = 36 * 2 * 3 * (32 + 32) * 4
+    per_image = (tile + 2) ** 2 * -(-6 // tile) * -(-10 // tile) * (32 + 32) * 4
     for images in (1, 3):
         assert torch.equal(winograd.conv3x3(x, u, round_bytes=images * per_image), whole)
 
@@ -84,6 +93,13 @@ def test_rounds_keep_enough_tiles_for_the_products():
     well: 7x7 images (4 tiles each) go in rounds of 32 however small the budget."""
     rounds = [count for _, count, _, _ in winograd._rounds(torch.Size((40, 256, 7, 7)), 256, round_bytes=1)]
     assert rounds == [32, 8]
+
+
+def test_sampling_takes_the_larger_tile_where_it_makes_fewer_products():
+    """The tutorial's 28, 14 and 7 pixel sides are whole F(7x7, 3x3) tiles; 32 and 8 pixels would
+    leave much of the last tile outside the image, and a single pixel uses a ninth of either."""
+    assert [winograd.sampling_tile(h, h) for h in (28, 14, 7)] == [winograd.SAMPLING_TILE] * 3
+    assert [winograd.sampling_tile(h, h) for h in (32, 8, 4, 1)] == [winograd.TILE] * 4
 
 
 @needs_kernels
@@ -105,6 +121,8 @@ def test_takes_only_its_case():
                                 torch.randn(32, 12, 3, 3))
     assert winograd.weight_grad_applies(cl, w)
     assert not winograd.weight_grad_applies(narrow, torch.randn(32, 16, 3, 3))
+    with pytest.raises(ValueError, match="tiles are 4 or 7"):
+        winograd.transform_weight(w, tile=5)
 
 
 @needs_kernels
@@ -174,7 +192,8 @@ def test_a_bias_per_image_and_a_residual_are_added_as_tiles_are_written(path):
     with torch.no_grad():
         want = layer(x) + shift[:, :, None, None] + residual
         layer.winograd = True
-        assert _error(layer(x, shift=shift, residual=residual), want.double()) < RELATIVE_ERROR
+        bound = BOUND[winograd.sampling_tile(7, 9)]
+        assert _error(layer(x, shift=shift, residual=residual), want.double()) < bound
 
 
 @needs_kernels
@@ -182,19 +201,22 @@ def test_a_layer_made_under_inference_mode_samples_through_winograd():
     """Its weights are inference tensors, which have no version counter to key the cache on."""
     with torch.inference_mode():
         layer = NormActConv(32, 32).to(memory_format=torch.channels_last)
-        x = torch.randn(2, 32, 8, 8).contiguous(memory_format=torch.channels_last)
-        want = layer(x)
-        layer.winograd = True
-        assert _error(layer(x), want.double()) < RELATIVE_ERROR
+        for side in (8, 14):  # F(4x4, 3x3), then F(7x7, 3x3) from the same layer's weights
+            x = torch.randn(2, 32, side, side).contiguous(memory_format=torch.channels_last)
+            layer.winograd = False
+            want = layer(x)
+            layer.winograd = True
+            assert _error(layer(x), want.double()) < BOUND[winograd.sampling_tile(side, side)]
 
 
 @needs_kernels
-def test_the_fused_pass_gives_the_same_images_at_any_thread_count():
+@TILES
+def test_the_fused_pass_gives_the_same_images_at_any_thread_count(tile):
     """Each tile is made whole by one thread, so the thread controller's switches (core.threads)
     change no bit of a sample."""
     gen = torch.Generator().manual_seed(3)
     x = _channels_last(3, 64, 13, 11, gen=gen)
-    u = winograd.transform_weight(torch.randn(32, 64, 3, 3, generator=gen) / 24)
+    u = winograd.transform_weight(torch.randn(32, 64, 3, 3, generator=gen) / 24, tile=tile)
     before = torch.get_num_threads()
     try:
         results = []
