@@ -4,8 +4,9 @@ layer needs and the machine's matmul peak.
 The step ratios of ``bench/sample_step.py`` say how far the app is ahead of the tutorial's way,
 not how far it could still go. This times each layer of a real DDPM step (the network set up as
 the app samples with it, :func:`bench.sample_step.fast_sampling`) with module hooks, and counts
-the multiply-adds of the way it ran: Winograd's 36 products per 4x4 output tile where
-:mod:`core.winograd` took the convolution, nine per output pixel where torch's direct kernel
+the multiply-adds of the way it ran: Winograd's 36 products per 4x4 output tile, or 81 per 7x7
+tile (:func:`core.winograd.sampling_tile`), where :mod:`core.winograd` took the convolution, nine
+per output pixel where torch's direct kernel
 did, the projections and both attention products for attention. A layer's GFLOP/s against the
 peak measured in the same run is how much of the machine it used; the whole step's floor is its
 GFLOP at that peak. Norms, activations and the transforms around the products add time and no
@@ -71,8 +72,9 @@ def cost(m: nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[str, float]:
         conv = m[2]
         n, cin, h, w = x.shape
         if m.winograd and norm_act.applies(x) and winograd.applies(x, conv.weight):
-            tiles = math.ceil(h / winograd.TILE) * math.ceil(w / winograd.TILE)
-            return "conv3x3 winograd", 2.0 * n * tiles * 36 * cin * conv.out_channels
+            tile = winograd.sampling_tile(h, w)
+            tiles = math.ceil(h / tile) * math.ceil(w / tile)
+            return "conv3x3 winograd", 2.0 * n * tiles * (tile + 2) ** 2 * cin * conv.out_channels
         return "conv3x3 direct", 2.0 * n * h * w * 9 * cin * conv.out_channels
     if isinstance(m, SelfAttention):
         b, tokens, c = x.shape

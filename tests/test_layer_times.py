@@ -37,19 +37,20 @@ def test_each_layer_timed_once_within_the_step(tiny_yaml: str, one_thread: None)
     assert 0 <= result["other_ms"] < 1e3 * result["step_s"]
 
 
-def test_convolutions_count_the_products_of_the_kernel_that_ran() -> None:
+@pytest.mark.parametrize("side,tile", [(10, 4), (14, 7)])  # F(4x4, 3x3); sampling's F(7x7, 3x3)
+def test_convolutions_count_the_products_of_the_kernel_that_ran(side: int, tile: int) -> None:
     layer = NormActConv(32, 64).eval()
-    x = torch.randn(3, 32, 10, 10).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(3, 32, side, side).contiguous(memory_format=torch.channels_last)
     out = layer(x)
     layer.winograd = True
     kind, flop = cost(layer, x, out)
     if winograd.available():
         assert kind == "conv3x3 winograd"
-        assert flop == 2 * 3 * math.ceil(10 / 4) ** 2 * 36 * 32 * 64
+        assert flop == 2 * 3 * math.ceil(side / tile) ** 2 * (tile + 2) ** 2 * 32 * 64
     else:
         assert kind == "conv3x3 direct"
     layer.winograd = False
-    assert cost(layer, x, out) == ("conv3x3 direct", 2 * 3 * 10 * 10 * 9 * 32 * 64)
+    assert cost(layer, x, out) == ("conv3x3 direct", 2 * 3 * side * side * 9 * 32 * 64)
 
 
 def test_attention_counts_projections_and_both_products() -> None:
