@@ -407,9 +407,11 @@ AVX2_FN void weight_grad_transform(const float* du, float* dw, int cin, int cout
 // Tiles a thread takes at a time in fused_conv, a multiple of 6 (product_6x16's rows): its tiles
 // and products, N^2 x block x (c + k) floats, stay in its L2 cache. F4: 36 x 18 x (64 + 64), 0.33
 // MB; on 2 AVX2 EPYC cores (batch 100) blocks of 6 to 36 tiles were within 5 % of each other from
-// 32 to 128 channels; with 256 in and 128 out 18 took 8.9 ms, 36 10.2 and 144 13.2.
+// 32 to 128 channels; with 256 in and 128 out 18 took 8.9 ms, 36 10.2 and 144 13.2. F7, whose
+// tiles are three times F4's: 256 in and 64 out at 14x14 took 11.0 ms in blocks of 6, 12.1 in
+// blocks of 12; 128 x 128 at 7x7 2.5 against 2.7; 64 x 64 at 28x28 11.3 against 11.0.
 template <typename T>
-constexpr int BLOCK_TILES = T::N == 6 ? 18 : 12;
+constexpr int BLOCK_TILES = T::N == 6 ? 18 : 6;
 
 // y (images, h, w, k) = the convolution of x (images, h, w, c) by the transformed weights u
 // (N^2, c, k), plus the addends: per block of tiles the input transform, N^2 products and the
