@@ -316,7 +316,7 @@ struct F7 {
         for (int i : {0, 7, 8}) out[i] = row_sum(BT[i], d, _mm256_setzero_ps());
     }
     // A^T by the pairs of points +-p: p^i (m_p + (-1)^i m_-p), from their sums and differences
-    // (36 operations where the matrix has 51 entries)
+    // (29 operations where the matrix has 51 entries)
     AVX2_FN static void at(const __m256* m, __m256* out) {
         const __m256 sum[3] = {_mm256_add_ps(m[1], m[2]), _mm256_add_ps(m[3], m[4]), _mm256_add_ps(m[5], m[6])};
         const __m256 diff[3] = {_mm256_sub_ps(m[1], m[2]), _mm256_sub_ps(m[3], m[4]), _mm256_sub_ps(m[5], m[6])};
