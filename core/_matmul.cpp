@@ -1,13 +1,17 @@
 // fp32 linear layers, y = x w + bias + added, by the register tiles of core/_matmul.h, for
 // core/matmul.py: attention's projections and the 1x1 convolutions of channels-last activations.
 //
-// Layout: x (rows, c), w (c, k) and y (rows, k) contiguous fp32, k a multiple of 8; bias (k,) or
-// none; added (rows, k), which the tiles add as they write y (attention's residual), or none.
+// Layout: x (rows, c), w (k, c) as torch's linear layers keep it (packed here for the tiles) and
+// y (rows, k) contiguous fp32, k a multiple of 8; bias (k,) or none; added (rows, k), which the
+// tiles add as they write y (attention's residual), or none.
 // The module is plain CPython: core/matmul.py passes data pointers, and the GIL is released while
 // the threads run.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include <cstdint>
+#include <vector>
 
 #include "_avx2.h"
 #include "_matmul.h"
@@ -23,8 +27,14 @@ static PyObject* py_linear(PyObject*, PyObject* args) {
         return nullptr;
     }
 #ifdef CORE_X86
-    Py_BEGIN_ALLOW_THREADS matmul(pointer(x), pointer(w), bias ? pointer(bias) : nullptr, added ? pointer(added) : nullptr,
-                                  pointer(y), rows, c, k, threads);
+    Py_BEGIN_ALLOW_THREADS
+    // packed on a cache line's start, as torch's allocations are: panels' rows of 64 bytes each
+    // in one line
+    std::vector<float> buffer(static_cast<size_t>(c) * k + 16);
+    float* packed = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(buffer.data()) + 63) & ~std::uintptr_t{63});
+    pack_columns(pointer(w), 1, c, packed, c, k);
+    matmul(pointer(x), packed, bias ? pointer(bias) : nullptr, added ? pointer(added) : nullptr, pointer(y), rows,
+           c, k, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 #else
     return PyErr_Format(PyExc_RuntimeError, "matmul needs an x86-64 CPU");
@@ -34,7 +44,7 @@ static PyObject* py_linear(PyObject*, PyObject* args) {
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
     {"linear", py_linear, METH_VARARGS,
-     "linear(x, w, bias or 0, added or 0, y, rows, c, k, threads): y = x w + bias + added, w (c, k)"},
+     "linear(x, w, bias or 0, added or 0, y, rows, c, k, threads): y = x w^T + bias + added, w (k, c)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -39,14 +39,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         out = F.linear(x, weight, bias)
         return out if added is None else out + added
     out_features, in_features = weight.shape
-    source = x.detach().contiguous()
-    columns = weight.detach().t().contiguous()  # (in, out): the tiles read rows of 16 outputs
+    source, weight = x.detach().contiguous(), weight.detach().contiguous()
     out = x.new_empty((*x.shape[:-1], out_features))
     if added is not None and added.shape != out.shape:
         raise ValueError(f"linear: added is {tuple(added.shape)}, the output {tuple(out.shape)}")
     bias, added = native.readable(bias), native.readable(added)
     native.kernels("_matmul").linear(
-        source.data_ptr(), columns.data_ptr(), 0 if bias is None else bias.data_ptr(),
+        source.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(),
         0 if added is None else added.data_ptr(), out.data_ptr(), x.numel() // in_features, in_features,
         out_features, torch.get_num_threads())
     return out

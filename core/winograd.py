@@ -116,7 +116,8 @@ def tile_of(u: torch.Tensor) -> int:
 
 def transform_weight(weight: torch.Tensor, transposed: bool = False, tile: int = TILE) -> torch.Tensor:
     """(C_out, C_in, 3, 3) weights as the (tile + 2)^2 (C_in, C_out) matrices G g G^T that
-    :func:`conv3x3` takes, for weights where :func:`applies`.
+    :func:`conv3x3` takes, for weights where :func:`applies`; each matrix's memory is laid out in
+    panels of 16 columns, as the kernels' products read it (``packed_at`` in ``core/_matmul.h``).
 
     ``transposed``: those of the transposed convolution (the input's gradient), whose kernel is
     the weights turned by 180 degrees with inputs and outputs swapped: (positions, C_out, C_in).

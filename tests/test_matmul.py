@@ -14,7 +14,7 @@ needs_kernels = pytest.mark.skipif(not matmul.available() and not MUST_BUILD,
 
 
 @needs_kernels
-@pytest.mark.parametrize("rows,c,k", [(100, 64, 192), (7, 24, 8), (197, 40, 48), (1, 16, 16)])
+@pytest.mark.parametrize("rows,c,k", [(100, 64, 192), (7, 24, 8), (197, 40, 48), (1, 16, 16), (13, 32, 40)])
 def test_linear_matches_float64(rows, c, k):
     """Rows off the tiles' 6 and off their groups of 96, outputs off their 16, with and without
     bias, against float64."""
