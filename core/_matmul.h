@@ -140,18 +140,19 @@ inline void rows_product(const float* v, const float* u, float* m, long rows, in
 constexpr long PRODUCT_ROWS = 96;
 
 // y (rows, k) = x (rows, c) w (c, k, packed) [+ bias (k,)] [+ added (rows, k)]; with `count` above 1, that
-// many such products laid one after another in x, w, added and y (Winograd's 36), sharing the
-// bias. Groups of rows of all of them split over OpenMP threads.
+// many such products laid one after another in w and added, and x_step and y_step floats apart
+// in x and y (Winograd's positions), sharing the bias. Groups of rows of all of them split over
+// OpenMP threads.
 inline void matmul(const float* x, const float* w, const float* bias, const float* added, float* y, long rows, int c,
-                   int k, int threads, int count = 1) {
+                   int k, int threads, int count = 1, long x_step = 0, long y_step = 0) {
     const long groups = (rows + PRODUCT_ROWS - 1) / PRODUCT_ROWS;
     const long per_group = (rows + groups * 6 - 1) / (groups * 6) * 6;  // the rows split evenly, in sixes
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long job = 0; job < count * groups; ++job) {
-        const long p = job / groups, first = job % groups * per_group, row = p * rows + first;
+        const long p = job / groups, first = job % groups * per_group;
         if (first < rows)
-            rows_product(x + row * c, w + p * c * k, y + row * k, std::min(per_group, rows - first), c, k, bias,
-                         at_column(added, row, k, 0));
+            rows_product(x + p * x_step + first * c, w + p * c * k, y + p * y_step + first * k,
+                         std::min(per_group, rows - first), c, k, bias, at_column(added, p * rows + first, k, 0));
     }
 }
 

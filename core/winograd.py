@@ -158,10 +158,10 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None,
                      _address(residual, 0), out.data_ptr(), n, h, w, cin, cout, tile, threads)
         return out
     for first, count, tiles, products in _rounds(x.shape, cout, round_bytes, tile):
-        kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, tile, threads)
-        kernels.products(tiles.data_ptr(), u.data_ptr(), products.data_ptr(), tiles.shape[1], cin, cout, tile,
-                         threads)
-        kernels.output(products.data_ptr(), _address(bias, first if bias_per_image else 0),
+        kernels.input(x[first].data_ptr(), tiles.data_ptr(), tiles.stride(0), count, h, w, cin, tile, threads)
+        kernels.products(tiles.data_ptr(), tiles.stride(0), u.data_ptr(), products.data_ptr(), products.stride(0),
+                         tiles.shape[1], cin, cout, tile, threads)
+        kernels.output(products.data_ptr(), products.stride(0), _address(bias, first if bias_per_image else 0),
                        cout if bias_per_image else 0, _address(residual, first), out[first].data_ptr(),
                        count, h, w, cout, tile, threads)
     return out
@@ -171,7 +171,9 @@ def _rounds(shape: torch.Size, cout: int, round_bytes: int,
             tile: int = TILE) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
     """(first image, images, input tiles, product tiles) for each round of as many images of an
     input of ``shape`` as keep the two tile buffers within ``round_bytes``, or make
-    :data:`MIN_ROUND_TILES` tiles; the buffers are made once, and again for a shorter last round."""
+    :data:`MIN_ROUND_TILES` tiles; the buffers are made once, and again for a shorter last round.
+    Each buffer is (positions, tiles, channels) with its positions the kernels' ``POSITION_PAD``
+    floats further apart than their tiles need (see ``core/_winograd.cpp``)."""
     n, cin, h, w = shape
     positions = (tile + 2) ** 2
     tiles_per_image = -(-h // tile) * -(-w // tile)
@@ -181,8 +183,14 @@ def _rounds(shape: torch.Size, cout: int, round_bytes: int,
         count = min(images, n - first)
         if first == 0 or count < images:
             rows = count * tiles_per_image
-            tiles, products = torch.empty((positions, rows, cin)), torch.empty((positions, rows, cout))
+            tiles, products = _positions(positions, rows, cin), _positions(positions, rows, cout)
         yield first, count, tiles, products
+
+
+def _positions(positions: int, rows: int, channels: int) -> torch.Tensor:
+    """An empty (positions, rows, channels) buffer of tiles, its positions padded apart."""
+    pad = native.kernels("_winograd").POSITION_PAD
+    return torch.empty_strided((positions, rows, channels), (rows * channels + pad, channels, 1))
 
 
 def _address(t: torch.Tensor | None, first: int) -> int:
@@ -224,8 +232,8 @@ def weight_grad(x: torch.Tensor, grad: torch.Tensor, round_bytes: int = TRAINING
     dy = grad.float().contiguous(memory_format=torch.channels_last)
     du = torch.zeros((36, cin, cout))
     for first, count, tiles, products in _rounds(x.shape, cout, round_bytes):
-        kernels.input(x[first].data_ptr(), tiles.data_ptr(), count, h, w, cin, TILE, threads)
-        kernels.output_grad(dy[first].data_ptr(), products.data_ptr(), count, h, w, cout, threads)
+        kernels.input(x[first].data_ptr(), tiles.data_ptr(), tiles.stride(0), count, h, w, cin, TILE, threads)
+        kernels.output_grad(dy[first].data_ptr(), products.data_ptr(), products.stride(0), count, h, w, cout, threads)
         du.baddbmm_(tiles.transpose(1, 2), products)
     dw = torch.empty((cout, cin, 3, 3))
     kernels.weights_grad(du.data_ptr(), dw.data_ptr(), cin, cout, threads)
