@@ -170,6 +170,18 @@ def test_inference_attends_the_images_in_parts_with_the_same_result(monkeypatch)
     torch.testing.assert_close(whole, attn.self_attention(F.linear(x, weight, bias), 2, "naive"), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("batch,fits,threads,expected", [
+    (100, 27, 2, 26),  # 4 parts of 25 would leave a thread idle at each part's end: 26, 26, 26, 22
+    (100, 55, 2, 50),
+    (100, 111, 2, 100),
+    (100, 27, 3, 27),
+    (100, 1, 2, 1),  # a multiple of the threads would not fit
+    (7, 3, 2, 3),
+])
+def test_inference_parts_are_equal_and_a_multiple_of_the_threads_where_they_fit(batch, fits, threads, expected):
+    assert narrow_attention._part_images(batch, fits, threads) == expected
+
+
 def test_heads_narrow_cannot_take_go_to_naive_over_short_maps_in_inference_and_to_sdpa_otherwise(monkeypatch):
     """Short maps are cheaper written out than through torch's fused kernel, but only in inference
     does that cost no memory (attn.NAIVE_MAX_TOKENS)."""
