@@ -10,7 +10,7 @@
 // time with 128 channels at 14x14, 0.80 at 7x7, 0.87 with 64 at 28x28 (F(4x4, 3x3): 0.89-0.94),
 // and a sampling step of the tutorial's network 0.970 (18 steps each, in alternation). Linear
 // layers vary more with where their operands lie than with the packing (4,900 x 256 by 256 x 768:
-// 9.9-11.2 ms packed, 10.4-11.2 in place, from one set of allocations to the next).
+// 9.9-11.7 ms packed, 10.4-11.2 in place, from one set of allocations to the next).
 //
 // Why not torch's (MKL's) sgemm: on 2 AVX2 EPYC cores it ran the products of the tutorial's
 // network, 64 to 256 channels deep and a few hundred to 78,400 rows long, at 98-133 GFLOP/s, and
