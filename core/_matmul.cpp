@@ -31,7 +31,8 @@ static PyObject* py_linear(PyObject*, PyObject* args) {
     // packed on a cache line's start, as torch's allocations are: panels' rows of 64 bytes each
     // in one line
     std::vector<float> buffer(static_cast<size_t>(c) * k + 16);
-    float* packed = reinterpret_cast<float*>((reinterpret_cast<std::uintptr_t>(buffer.data()) + 63) & ~std::uintptr_t{63});
+    const auto start = (reinterpret_cast<std::uintptr_t>(buffer.data()) + 63) & ~std::uintptr_t{63};
+    float* packed = reinterpret_cast<float*>(start);
     pack_columns(pointer(w), 1, c, packed, c, k);
     matmul(pointer(x), packed, bias ? pointer(bias) : nullptr, added ? pointer(added) : nullptr, pointer(y), rows,
            c, k, threads);

@@ -23,9 +23,8 @@
 // m (36, tiles, k) with tiles numbered (image, tile row, tile column), ceil(h/4) x ceil(w/4)
 // tiles per image (for F7: 81 positions, tiles of 7x7 outputs), each position's rows contiguous
 // and the positions a stride apart (POSITION_PAD); c and k multiples of 8. Zero padding of 1 on
-// every side, stride 1. The module
-// is plain CPython: core/winograd.py passes data pointers, and the GIL is released while the
-// threads run.
+// every side, stride 1. The module is plain CPython: core/winograd.py passes data pointers, and
+// the GIL is released while the threads run.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -376,7 +375,8 @@ AVX2_FN void weight_transform(const float* w, float* u, int rows, int cols, bool
                 __m256 out[N];
                 T::g(t[i], out);
                 for (int j = 0; j < N; ++j)
-                    _mm256_storeu_ps(u + (i * N + j) * static_cast<long>(cols) * rows + packed_at(c, r, cols, rows), out[j]);
+                    _mm256_storeu_ps(u + (i * N + j) * static_cast<long>(cols) * rows + packed_at(c, r, cols, rows),
+                                     out[j]);
             }
         }
 }
@@ -438,7 +438,8 @@ void fused_conv(const Shape& s, int k, const float* x, const float* u, const Add
     constexpr int NN = T::N * T::N, BLOCK = BLOCK_TILES<T>;
     const int c = s.channels;
     const long tiles = s.tiles(), blocks = (tiles + BLOCK - 1) / BLOCK;
-    const long v_stride = static_cast<long>(BLOCK) * c + POSITION_PAD, m_stride = static_cast<long>(BLOCK) * k + POSITION_PAD;
+    const long v_stride = static_cast<long>(BLOCK) * c + POSITION_PAD;
+    const long m_stride = static_cast<long>(BLOCK) * k + POSITION_PAD;
     const Shape out{s.images, s.h, s.w, k, s.m};
 #pragma omp parallel num_threads(threads)
     {
@@ -495,7 +496,8 @@ static PyObject* py_input(PyObject*, PyObject* args) {
     unsigned long long x, v;
     long stride, images;
     int h, w, channels, tile, threads;
-    if (!PyArg_ParseTuple(args, "KKlliiiii", &x, &v, &stride, &images, &h, &w, &channels, &tile, &threads)) return nullptr;
+    if (!PyArg_ParseTuple(args, "KKlliiiii", &x, &v, &stride, &images, &h, &w, &channels, &tile, &threads))
+        return nullptr;
     if (!valid_shape(images, h, w, channels) || !valid_tile(tile)) return nullptr;
 #ifdef CORE_X86
     const Shape s{images, h, w, channels, tile};
