@@ -27,7 +27,7 @@ class BuildExt(build_ext):
 
 setup(
     ext_modules=[
-        Extension(f"core.{name}", [f"core/{name}.cpp"], depends=["core/_avx2.h", "core/_matmul.h"], language="c++", optional=True)
+        Extension(f"core.{name}", [f"core/{name}.cpp"], depends=["core/_avx2.h", "core/_matmul.h", "core/_narrow_attention_bf16.h"], language="c++", optional=True)
         for name in ("_narrow_attention", "_norm_act", "_winograd", "_matmul")
     ],
     cmdclass={"build_ext": BuildExt},

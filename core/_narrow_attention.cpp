@@ -16,6 +16,7 @@
 // the kernels add it as they read the projections, so that the projection before them is a plain
 // matrix product (with its bias, torch's addmm first fills its whole output with copies of it,
 // 7.5 ms per 784-token layer with 16-channel heads at batch 100 on 2 AVX2 EPYC cores).
+// Sampling's forward pass may instead run its products in bf16: core/_narrow_attention_bf16.h.
 // The module is plain CPython (no torch headers): core/narrow_attention.py passes data pointers
 // of contiguous CPU tensors, and the GIL is released while the threads run.
 
@@ -24,6 +25,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -386,6 +388,10 @@ AVX2_FN void backward_map(In q, In k, In v, const float* const* bias, In out, In
         }
 }
 
+#include "_narrow_attention_bf16.h"
+
+enum class Pass { forward, forward_bf16, backward };  // forward_bf16: _narrow_attention_bf16.h
+
 struct Problem {
     const float *qkv, *bias, *out, *dout;  // bias: never null (run() gives zeros for none)
     float *o, *stats, *dqkv;
@@ -418,35 +424,44 @@ struct Problem {
 // it took map by map, the most for the shortest maps and the narrowest heads (49 tokens of 64
 // channels, 196 of 8).
 template <int D>
-void run_maps(const Problem& P, int threads, bool backward) {
+void run_maps(const Problem& P, int threads, Pass pass) {
 #pragma omp parallel num_threads(threads)
     {
-        Buffers<D> B(P.n);
+        Buffers<D> B(pass == Pass::forward_bf16 ? 0 : P.n);
+#ifdef CORE_BF16
+        Bf16Buffers<D> B16(pass == Pass::forward_bf16 && D >= BF16_MIN_WIDTH ? P.n : 0);
+#endif
 #pragma omp for schedule(dynamic, P.heads)
         for (long m = 0; m < P.maps(); ++m) {
             const In q = P.rows(P.qkv, 3, 0, m), k = P.rows(P.qkv, 3, 1, m), v = P.rows(P.qkv, 3, 2, m);
             const float* bias[3];
             P.head_bias(m, bias);
             float* stats = P.stats + 2 * m * P.n;
-            if (backward)
+            if (pass == Pass::backward) {
                 backward_map<D>(q, k, v, bias, P.rows(P.out, 1, 0, m), P.rows(P.dout, 1, 0, m), stats,
                                 P.rows(P.dqkv, 3, 0, m), P.rows(P.dqkv, 3, 1, m), P.rows(P.dqkv, 3, 2, m), P.scale, B);
-            else
+            } else if (pass == Pass::forward) {
                 forward_map<D>(q, k, v, bias, P.rows(P.o, 1, 0, m), stats, P.scale, B);
+            } else {
+#ifdef CORE_BF16
+                if constexpr (D >= BF16_MIN_WIDTH)
+                    forward_map_bf16<D>(q, k, v, bias, P.rows(P.o, 1, 0, m), stats, P.scale, B16);
+#endif
+            }
         }
     }
 }
 
-void run(Problem P, int threads, bool backward) {
+void run(Problem P, int threads, Pass pass) {
     threads = static_cast<int>(std::max(1L, std::min<long>(threads, P.maps())));
     const std::vector<float> zeros(P.bias ? 0 : 3 * P.heads * P.d, 0.0f);
     if (!P.bias) P.bias = zeros.data();
     switch (P.d) {
-        case 4: run_maps<4>(P, threads, backward); break;
-        case 8: run_maps<8>(P, threads, backward); break;
-        case 16: run_maps<16>(P, threads, backward); break;
-        case 32: run_maps<32>(P, threads, backward); break;
-        default: run_maps<64>(P, threads, backward); break;
+        case 4: run_maps<4>(P, threads, pass); break;
+        case 8: run_maps<8>(P, threads, pass); break;
+        case 16: run_maps<16>(P, threads, pass); break;
+        case 32: run_maps<32>(P, threads, pass); break;
+        default: run_maps<64>(P, threads, pass); break;
     }
 }
 
@@ -460,7 +475,26 @@ static bool valid_shape(int n, int d) {
     return false;
 }
 
-static PyObject* py_forward(PyObject*, PyObject* args) {
+#ifdef CORE_X86
+// Whether forward_bf16 runs on this CPU for heads of d channels; if not, a ValueError is set.
+static bool bf16_runs(int d) {
+#ifdef CORE_BF16
+    if (!avx512_bf16_supported()) {
+        PyErr_SetString(PyExc_ValueError, "narrow attention: this CPU has no AVX-512-BF16");
+        return false;
+    }
+    if (d >= BF16_MIN_WIDTH) return true;
+    PyErr_Format(PyExc_ValueError, "narrow attention: bf16 heads need at least %d channels, not %d", BF16_MIN_WIDTH, d);
+    return false;
+#else
+    PyErr_SetString(PyExc_ValueError, "narrow attention: built without the bf16 kernels");
+    return false;
+#endif
+}
+#endif
+
+// The forward pass, by the bf16 kernels or the fp32 ones; null with a Python error set if they can't run.
+static PyObject* forward(PyObject* args, bool bf16) {
     unsigned long long qkv, bias, o, stats;
     long batch;
     int heads, n, d, threads;
@@ -469,12 +503,25 @@ static PyObject* py_forward(PyObject*, PyObject* args) {
         return nullptr;
     if (!valid_shape(n, d)) return nullptr;
 #ifdef CORE_X86
+    if (bf16 && !bf16_runs(d)) return nullptr;
     const Problem P{pointer(qkv), pointer(bias), nullptr, nullptr, pointer(o), pointer(stats), nullptr,
                     batch, heads, n, d, scale};
-    Py_BEGIN_ALLOW_THREADS run(P, threads, false);
+    Py_BEGIN_ALLOW_THREADS run(P, threads, bf16 ? Pass::forward_bf16 : Pass::forward);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 #else
     return PyErr_Format(PyExc_RuntimeError, "narrow attention needs an x86-64 CPU");
+#endif
+}
+
+static PyObject* py_forward(PyObject*, PyObject* args) { return forward(args, false); }
+
+static PyObject* py_forward_bf16(PyObject*, PyObject* args) { return forward(args, true); }
+
+static PyObject* py_supported_bf16(PyObject*, PyObject*) {
+#ifdef CORE_BF16
+    return PyBool_FromLong(avx512_bf16_supported());
+#else
+    Py_RETURN_FALSE;
 #endif
 }
 
@@ -490,7 +537,7 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
 #ifdef CORE_X86
     const Problem P{pointer(qkv), pointer(bias), pointer(out), pointer(dout), nullptr, pointer(stats), pointer(dqkv),
                     batch, heads, n, d, scale};
-    Py_BEGIN_ALLOW_THREADS run(P, threads, true);
+    Py_BEGIN_ALLOW_THREADS run(P, threads, Pass::backward);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 #else
     return PyErr_Format(PyExc_RuntimeError, "narrow attention needs an x86-64 CPU");
@@ -500,6 +547,10 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
     {"forward", py_forward, METH_VARARGS, "forward(qkv, bias, out, stats, batch, heads, tokens, d, scale, threads)"},
+    {"supported_bf16", py_supported_bf16, METH_NOARGS,
+     "Whether this CPU runs forward_bf16 (AVX-512-BF16), heads of at least min_width_bf16 channels."},
+    {"forward_bf16", py_forward_bf16, METH_VARARGS,
+     "forward with the products in bf16 (core/_narrow_attention_bf16.h); arguments as forward's"},
     {"backward", py_backward, METH_VARARGS,
      "backward(qkv, bias, out, grad_out, stats, dqkv, batch, heads, tokens, d, scale, threads)"},
     {nullptr, nullptr, 0, nullptr},
@@ -508,4 +559,11 @@ static PyMethodDef methods[] = {
 static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_narrow_attention", "Narrow-head fp32 attention kernels.", -1,
                              methods, nullptr, nullptr, nullptr, nullptr};
 
-PyMODINIT_FUNC PyInit__narrow_attention(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__narrow_attention(void) {
+    PyObject* m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "min_width_bf16", BF16_MIN_WIDTH) < 0) {
+        Py_DECREF(m);
+        return nullptr;
+    }
+    return m;
+}

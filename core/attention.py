@@ -10,6 +10,10 @@ All four ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed 
   heads, 2.3x with 4-channel ones (784 tokens, 2 AVX2 EPYC cores). Other heads go as ``sdpa``
   in fp32 (``naive`` over maps of at most NAIVE_MAX_TOKENS tokens in inference) and as ``auto`` in
   bf16, the faster kernel for each there.
+- ``narrow-bf16``: ``narrow`` with the inference pass's products in bf16 on CPUs with
+  AVX-512-BF16 (:func:`core.narrow_attention.projected_self_attention`), for sampling only:
+  training and what it does not take run as ``narrow``. :mod:`core.autotune` times it only where
+  the config's precision is ``auto``, which lets bf16 run.
 - ``chunked``: the map in slices small enough to stay in the CPU's cache, recomputed in the
   backward pass instead of kept. The tutorial's heads are narrow (4 to 64 channels each), which the CPU
   flash kernel handles poorly: forward+backward of one 28x28 layer (784 tokens, 64 channels,
@@ -31,9 +35,11 @@ import torch.nn.functional as F
 from . import matmul, narrow_attention
 from .device import onednn_bf16
 
-AttentionImpl = Literal["auto", "narrow", "chunked", "sdpa", "naive", "tutorial"]
+AttentionImpl = Literal["auto", "narrow", "narrow-bf16", "chunked", "sdpa", "naive", "tutorial"]
 """The kernels below, and "tutorial": ``nn.MultiheadAttention``'s own forward, which only
 :class:`core.unet.SelfAttention` can run (it includes the projections)."""
+
+NARROW = ("narrow", "narrow-bf16")  # the kernels of core.narrow_attention
 
 # Attention-map elements per slice: 2.4 MB in bf16, which a core's L2 plus its share of L3
 # holds. Measured at 784 tokens: 1 or 2 maps per slice are equally fast, 4 or more slower.
@@ -55,7 +61,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: Attention
     """(B, heads, N, d) queries, keys and values -> (B, heads, N, d) attended values."""
     if impl == "tutorial":
         raise ValueError("attention_impl 'tutorial' is nn.MultiheadAttention's forward: only SelfAttention runs it")
-    if impl == "narrow":
+    if impl in NARROW:
         if narrow_attention.applies(q, q.shape[-1]):
             return narrow_attention.attention(q, k, v)
         impl = _narrow_fallback(q)
@@ -85,8 +91,8 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     instead of keeping them (:func:`core.narrow_attention.projected_self_attention`)."""
     d = weight.shape[0] // (3 * heads)
     plain_fp32 = x.dtype == weight.dtype and not torch.is_autocast_enabled(x.device.type)
-    if impl == "narrow" and plain_fp32 and narrow_attention.applies(x, d):
-        return narrow_attention.projected_self_attention(x, weight, bias, heads)
+    if impl in NARROW and plain_fp32 and narrow_attention.applies(x, d):
+        return narrow_attention.projected_self_attention(x, weight, bias, heads, bf16=impl == "narrow-bf16")
     return self_attention(F.linear(x, weight, bias), heads, impl)
 
 
@@ -97,7 +103,7 @@ def output_projection(values: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     (sampling) by :func:`core.matmul.linear` where that applies, which adds the residual as it
     writes the projection (the two 28x28 layers of the tutorial's network at batch 100: 2.2 ms
     each for a separate add)."""
-    if impl == "narrow" and not torch.is_grad_enabled():
+    if impl in NARROW and not torch.is_grad_enabled():
         return matmul.linear(values, weight, bias, residual)
     out = F.linear(values, weight, bias)
     return out if residual is None else out + residual
@@ -109,7 +115,7 @@ def self_attention(qkv: torch.Tensor, heads: int, impl: AttentionImpl) -> torch.
     :func:`core.narrow_attention.self_attention`), the other kernels as (B, heads, N, d) views."""
     b, n, c3 = qkv.shape
     d = c3 // (3 * heads)
-    if impl == "narrow" and narrow_attention.applies(qkv, d):
+    if impl in NARROW and narrow_attention.applies(qkv, d):
         return narrow_attention.self_attention(qkv, heads)
     q, k, v = qkv.view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
     return attention(q, k, v, impl).transpose(1, 2).reshape(b, n, heads * d)

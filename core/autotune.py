@@ -43,7 +43,8 @@ CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 # 5: Winograd convolutions (core.winograd). 6: Winograd timed after the part size, at that size
 # 7: Winograd's fused pass and the register-tiled products (core.matmul), which change what it gains
 # 8: sampling's F(7x7, 3x3) tiles (core.winograd.sampling_tile), which change what Winograd gains there
-CACHE_VERSION = 8
+# 9: narrow-bf16, sampling's attention with bf16 products on AVX-512-BF16 CPUs
+CACHE_VERSION = 9
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left
@@ -59,13 +60,18 @@ PART_MARGIN = 0.05
 BUSY_LOAD_PER_CORE = 0.5  # a 1-minute load average above this per core: timings are not remembered
 
 
-def attention_kernels(device: torch.device) -> tuple[str, ...]:
+def attention_kernels(device: torch.device, bf16_products: bool = False) -> tuple[str, ...]:
     """The kernels worth timing on ``device``, the device's default first. "naive" keeps the whole
     map: never faster, always larger. "narrow" is first where it runs: it is the fastest for the
-    fp32 heads it takes on AVX2 CPUs, and it lets the precision round time fp32 with it."""
+    fp32 heads it takes on AVX2 CPUs, and it lets the precision round time fp32 with it.
+    ``bf16_products`` (sampling where the precision may be bf16) adds "narrow-bf16" where the CPU
+    runs it."""
     if device.type != "cpu":
         return ("sdpa", "chunked")
-    return ("narrow", "chunked", "sdpa") if narrow_attention.available() else ("chunked", "sdpa")
+    if not narrow_attention.available():
+        return ("chunked", "sdpa")
+    bf16 = ("narrow-bf16",) if bf16_products and narrow_attention.available_bf16() else ()
+    return ("narrow", *bf16, "chunked", "sdpa")
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,8 @@ def options(config: Config, device: torch.device, *, training: bool, batch: int,
 
     ``attention`` overrides ``train_params.attention`` when not "auto" (the benchmarks' way to
     pin a kernel). Precision is searched only between bf16 and fp32 where the hardware
-    computes bf16; fp16 (older GPUs) stays as :func:`core.device.pick_precision` says. Smaller
+    computes bf16; fp16 (older GPUs) stays as :func:`core.device.pick_precision` says. Where it
+    is searched, sampling also times attention with bf16 products in fp32 networks. Smaller
     micro-batches are tried on the CPU only, never larger ones: the default part size is what
     keeps training's memory low.
     """
@@ -209,7 +216,7 @@ def options(config: Config, device: torch.device, *, training: bool, batch: int,
     if len(precisions) > 1:
         found["precision"] = precisions
     if attention == "auto":
-        found["attention"] = attention_kernels(device)
+        found["attention"] = attention_kernels(device, bf16_products=not training and len(precisions) > 1)
     if device.type in ("cpu", "cuda"):
         found["channels_last"] = (True, False)
     if training and tp.micro_batch_size is None and device.type == "cpu" and start.micro_batch_size > 8:

@@ -29,11 +29,23 @@ HEAD_WIDTHS = (4, 8, 16, 32, 64)
 # faults a step, and a layer with 16-channel heads took 151 ms where parts of 50 or of 25 images
 # took 141 (2 AVX2 EPYC cores).
 PART_BYTES = 16 * 2**20
+# The bf16 inference pass (core/_narrow_attention_bf16.h) takes maps of at least this many tokens:
+# it packs each map's keys and values into bf16 pairs, work that grows with the tokens where its
+# products grow with their square. On 2 Zen 4 cores, 50 images of 4 heads took 38-40 against
+# 58-65 ms in fp32 with 784 tokens and 16 channels, 9.8 against 7.7 ms with 196 tokens and 32,
+# 100 images of 49 tokens and 64 channels 4.3 against 3.3-3.7 ms.
+BF16_MIN_TOKENS = 512
 
 
 def available() -> bool:
     """Whether this install and this CPU run the kernels."""
     return native.kernels("_narrow_attention") is not None
+
+
+def available_bf16() -> bool:
+    """Whether this install and this CPU run the bf16 inference pass (AVX-512-BF16)."""
+    kernels = native.kernels("_narrow_attention")
+    return kernels is not None and kernels.supported_bf16()
 
 
 def applies(x: torch.Tensor, d: int) -> bool:
@@ -57,7 +69,7 @@ def self_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                             heads: int) -> torch.Tensor:
+                             heads: int, bf16: bool = False) -> torch.Tensor:
     """:func:`self_attention` of the input projections ``F.linear(x, weight, bias)`` of (B, N, C)
     tokens, with the projections remade in the backward pass rather than kept.
 
@@ -67,22 +79,34 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     products are :func:`core.matmul.linear`'s, without the bias: the kernels add ``bias`` as they
     read the projections (see ``core/_narrow_attention.cpp``), and :class:`_ProjectedAttention`
     gives the projections' gradients.
+
+    ``bf16`` runs the inference pass's products in bf16 where the kernels take the heads (see
+    :func:`_bf16_runs`); with gradients it changes nothing.
     """
     if x.shape[1] == 1:
         return self_attention(F.linear(x, weight, bias), heads)
     if not torch.is_grad_enabled():
-        return _forward_in_parts(x, weight, bias, heads)
+        return _forward_in_parts(x, weight, bias, heads, bf16 and _bf16_runs(x.shape[1], weight.shape[0] // (3 * heads)))
     return _ProjectedAttention.apply(x, weight, bias, heads)
 
 
-def _forward_in_parts(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, heads: int) -> torch.Tensor:
+def _bf16_runs(tokens: int, d: int) -> bool:
+    """Whether the bf16 inference pass runs maps of ``tokens`` tokens with ``d``-channel heads:
+    on this CPU, wide enough heads (narrower ones are bound by the exponentials, not the
+    products) and maps long enough (:data:`BF16_MIN_TOKENS`)."""
+    return (tokens >= BF16_MIN_TOKENS and available_bf16()
+            and d >= native.kernels("_narrow_attention").min_width_bf16)
+
+
+def _forward_in_parts(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, heads: int,
+                      bf16: bool) -> torch.Tensor:
     """The attended values of (B, N, C) tokens without gradients, their projections made and
     attended a part of the images at a time: see :data:`PART_BYTES`."""
     b, n = x.shape[:2]
     out = x.new_empty(b, n, weight.shape[0] // 3)
     images = _part_images(b, PART_BYTES // (n * weight.shape[0] * x.element_size()), torch.get_num_threads())
     for first in range(0, b, images):
-        _forward(matmul.linear(x[first:first + images], weight), heads, bias, out[first:first + images])
+        _forward(matmul.linear(x[first:first + images], weight), heads, bias, out[first:first + images], bf16)
     return out
 
 
@@ -114,16 +138,17 @@ def _call(name: str, *tensors: torch.Tensor | None, batch: int, heads: int, toke
 
 
 def _forward(qkv: torch.Tensor, heads: int, bias: torch.Tensor | None = None,
-             out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             out: torch.Tensor | None = None, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The kernels' forward pass over the projections ``qkv + bias``: the attended values (into
     ``out``, contiguous, where given) and each row's softmax maximum and denominator (fp32,
-    whatever the default dtype), which the backward pass needs."""
+    whatever the default dtype), which the backward pass needs; ``bf16``: by the bf16 pass."""
     b, n, c3 = qkv.shape
     d = c3 // (3 * heads)
     if out is None:
         out = qkv.new_empty(b, n, heads * d)
     stats = torch.empty(b, heads, n, 2, dtype=torch.float32)
-    _call("forward", qkv, native.readable(bias), out, stats, batch=b, heads=heads, tokens=n, d=d)
+    _call("forward_bf16" if bf16 else "forward", qkv, native.readable(bias), out, stats, batch=b, heads=heads,
+          tokens=n, d=d)
     return out, stats
 
 

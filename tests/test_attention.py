@@ -170,6 +170,65 @@ def test_inference_attends_the_images_in_parts_with_the_same_result(monkeypatch)
     torch.testing.assert_close(whole, attn.self_attention(F.linear(x, weight, bias), 2, "naive"), rtol=1e-5, atol=1e-6)
 
 
+needs_bf16_pass = pytest.mark.skipif(not narrow_attention.available_bf16(), reason="this CPU has no AVX-512-BF16")
+
+
+def _bf16_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, heads: int) -> torch.Tensor:
+    """Attention of the projections with queries, keys, values and the softmax weights rounded to
+    bf16 and everything else in float64, as the bf16 pass computes it."""
+    b, n, c = x.shape
+    d = c // heads
+    q, k, v = (F.linear(x, weight, bias).double().view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
+               .to(torch.bfloat16).double())
+    weights = torch.softmax(q @ k.transpose(-2, -1) * d ** -0.5, dim=-1)
+    return (weights.to(torch.bfloat16).double() @ v).transpose(1, 2).reshape(b, n, c)
+
+
+@needs_bf16_pass
+@pytest.mark.parametrize("n,d", [(512, 16), (530, 32), (515, 64)])  # maps off the 32-key tiles, odd
+def test_the_bf16_pass_attends_as_bf16_autocast_rounds(monkeypatch, n, d):
+    """narrow-bf16 in inference: the values of attention whose products take bf16 operands, to
+    within what the order of the fp32 sums and the weights' normalisation after their rounding
+    change; and not the fp32 kernels' values, which differ from them by bf16's rounding."""
+    gen = torch.Generator().manual_seed(0)
+    heads, c = 2, 2 * d
+    x = torch.randn(2, n, c, generator=gen)
+    weight, bias = torch.randn(3 * c, c, generator=gen) * (2 / c ** 0.5), torch.randn(3 * c, generator=gen)
+    with torch.no_grad():
+        got = attn.projected_self_attention(x, weight, bias, heads, "narrow-bf16").double()
+        fp32 = attn.projected_self_attention(x, weight, bias, heads, "narrow").double()
+    want = _bf16_reference(x, weight, bias, heads)
+    scale = float(want.abs().max())
+    assert float((got - want).abs().max()) <= 4e-3 * scale
+    assert float((fp32 - got).abs().max()) >= 1e-3 * scale
+
+
+@needs_bf16_pass
+def test_the_bf16_pass_leaves_training_short_maps_and_narrow_heads_to_the_fp32_kernels():
+    """Where it does not run, narrow-bf16 is narrow bit for bit: with gradients, over maps shorter
+    than BF16_MIN_TOKENS and for heads narrower than the bf16 kernels take."""
+    gen = torch.Generator().manual_seed(0)
+    cases = [(narrow_attention.BF16_MIN_TOKENS, 16, True), (narrow_attention.BF16_MIN_TOKENS - 1, 16, False),
+             (narrow_attention.BF16_MIN_TOKENS, 8, False)]
+    for n, d, grad in cases:
+        x = torch.randn(1, n, 2 * d, generator=gen, requires_grad=grad)
+        weight, bias = torch.randn(6 * d, 2 * d, generator=gen), torch.randn(6 * d, generator=gen)
+        with torch.set_grad_enabled(grad):
+            outs = [attn.projected_self_attention(x, weight, bias, 2, impl) for impl in ("narrow-bf16", "narrow")]
+        assert torch.equal(*outs), (n, d, grad)
+
+
+def test_the_bf16_pass_is_refused_where_it_cannot_run():
+    """The kernel itself names what is missing rather than compute something else."""
+    if not narrow_attention.available():
+        pytest.skip("no narrow attention kernels for this platform or CPU")
+    kernels = narrow_attention.native.kernels("_narrow_attention")
+    out, stats = torch.empty(1, 40, 8), torch.empty(1, 1, 40, 2)
+    qkv = torch.randn(1, 40, 24)
+    with pytest.raises(ValueError, match="AVX-512-BF16|at least 16 channels"):
+        kernels.forward_bf16(qkv.data_ptr(), 0, out.data_ptr(), stats.data_ptr(), 1, 1, 40, 8, 8 ** -0.5, 1)
+
+
 @pytest.mark.parametrize("batch,fits,threads,expected", [
     (100, 27, 2, 26),  # 4 parts of 25 would leave a thread idle at each part's end: 26, 26, 26, 22
     (100, 55, 2, 50),

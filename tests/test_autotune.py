@@ -187,6 +187,23 @@ def test_bf16_is_searched_only_where_auto_would_pick_it(monkeypatch):
     assert "precision" not in found
 
 
+def test_bf16_attention_products_are_timed_only_in_sampling_where_bf16_may_run(monkeypatch):
+    """narrow-bf16 rounds attention's operands to bf16: a candidate only where the config lets
+    auto pick bf16, in sampling (its pass has no backward), and on CPUs that run it."""
+    monkeypatch.setattr(autotune.narrow_attention, "available", lambda: True)
+    monkeypatch.setattr(autotune.narrow_attention, "available_bf16", lambda: True)
+    monkeypatch.setattr(autotune, "pick_precision", lambda pref, dev: autotune.Precision(torch.bfloat16))
+    _, found = autotune.options(_config(precision="auto"), CPU, training=False, batch=8)
+    assert found["attention"] == ("narrow", "narrow-bf16", "chunked", "sdpa")
+    _, found = autotune.options(_config(precision="auto"), CPU, training=True, batch=8)
+    assert "narrow-bf16" not in found["attention"]
+    _, found = autotune.options(_config(precision="bf16"), CPU, training=False, batch=8)
+    assert "narrow-bf16" not in found["attention"]
+    monkeypatch.setattr(autotune.narrow_attention, "available_bf16", lambda: False)
+    _, found = autotune.options(_config(precision="auto"), CPU, training=False, batch=8)
+    assert "narrow-bf16" not in found["attention"]
+
+
 def test_cache_round_trips_and_ignores_a_damaged_file(tmp_path, monkeypatch):
     monkeypatch.setenv(autotune.CACHE_ENV, str(tmp_path / "cache"))
     assert autotune.read_cache("k") is None  # no file yet

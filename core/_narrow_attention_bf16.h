@@ -1,0 +1,177 @@
+// The inference pass of core/_narrow_attention.cpp for heads of 16, 32 or 64 channels with its two
+// products in bf16 (AVX-512-BF16's dot products, fp32 sums), for sampling on CPUs that have them.
+//
+// Why it exists: the products are most of such a layer's work, and VDPBF16PS does twice the
+// multiply-adds of an fp32 FMA per instruction (Zen 4: 444 against 200 GFLOP/s in MKL's products
+// on 2 cores). Everything else stays fp32: the scores, the softmax and its sums, the outputs. The
+// rounding is torch's bf16 autocast's, queries, keys, values and the softmax weights to bf16
+// (relative 2^-9), which is why it is a kernel of its own that auto only times where the config's
+// precision lets bf16 run (core/autotune.py) and never in training.
+//
+// Layout: per map, keys as channel pairs along the keys (D/2, n32: lane j of pair p holds key j's
+// channels 2p and 2p+1) and values as key pairs along the channels (n32/2, D: lane c of pair p
+// holds channel c of keys 2p and 2p+1), so that each dot product's pair is one 32-bit lane and the
+// other operand a broadcast: a query's channel pair for the scores, a weight pair for the values.
+// Tokens are padded to a multiple of 32 with zeros. Included by core/_narrow_attention.cpp inside
+// its namespace, after the rows it reads (In, Out). GCC and clang only; elsewhere the module says
+// bf16 is not supported and sampling keeps the fp32 kernels.
+#pragma once
+
+constexpr int BF16_MIN_WIDTH = 16;  // narrower heads are bound by the exponentials, not the products
+
+#if defined(CORE_X86) && (defined(__GNUC__) || defined(__clang__))
+#define CORE_BF16 1
+#define BF16_FN __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+inline bool avx512_bf16_supported() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+constexpr int BR = 8;  // query rows per register tile: 16 accumulators of 16 keys or 16 channels
+
+// x to bf16, rounded to nearest even (the inputs are finite).
+inline uint32_t bf16_bits(float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    return (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+}
+
+inline uint32_t bf16_pair(float low, float high) { return bf16_bits(low) | (bf16_bits(high) << 16); }
+
+BF16_FN inline __m512 dot_pairs(__m512 acc, __m512i a, __m512i b) {
+    return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
+}
+
+// 2^x for 16 lanes by the fp32 kernels' degree-4 polynomial (core/_avx2.h), the integer part
+// applied by VSCALEFPS.
+BF16_FN inline __m512 exp2_16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
+    const __m512 whole = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(x, whole);
+    __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(9.582826808165728e-3f), r, _mm512_set1_ps(5.590637580547839e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(2.4024098762257615e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(6.931241991206918e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, whole);
+}
+
+// Lanes of the 16 keys from j that are real tokens.
+inline __mmask16 real_keys(int j, int n) {
+    const int real = n - j;
+    return real >= 16 ? __mmask16(0xFFFF) : real <= 0 ? __mmask16(0) : __mmask16((1u << real) - 1);
+}
+
+template <int D>
+struct Bf16Buffers {
+    static constexpr int P = D / 2;  // channel pairs
+    int n, n32;
+    std::vector<uint32_t> keys, values, queries;  // (P, n32), (n32 / 2, D), (BR, P)
+    std::vector<float> scores;  // (BR, n32)
+    std::vector<uint16_t> weights;  // (BR, n32): the softmax's numerators in bf16
+    explicit Bf16Buffers(int tokens)
+        : n(tokens), n32((tokens + 31) / 32 * 32), keys(P * n32), values(n32 / 2 * D), queries(BR * P),
+          scores(BR * n32), weights(BR * n32) {}
+
+    void pack(In k, In v, const float* const* bias) {
+        for (int j = 0; j < n; ++j)
+            for (int p = 0; p < P; ++p)
+                keys[p * n32 + j] = bf16_pair(k[j][2 * p] + bias[1][2 * p], k[j][2 * p + 1] + bias[1][2 * p + 1]);
+        for (int j = 0; j < n; j += 2)
+            for (int c = 0; c < D; ++c)
+                values[j / 2 * D + c] = bf16_pair(v[j][c] + bias[2][c], j + 1 < n ? v[j + 1][c] + bias[2][c] : 0.0f);
+    }
+
+    // The query block from i0 as channel pairs; rows past the end repeat the last one.
+    void query_pairs(In q, const float* bias, int i0, int rows) {
+        for (int r = 0; r < BR; ++r) {
+            const float* x = q[i0 + std::min(r, rows - 1)];
+            for (int p = 0; p < P; ++p) queries[r * P + p] = bf16_pair(x[2 * p] + bias[2 * p], x[2 * p + 1] + bias[2 * p + 1]);
+        }
+    }
+};
+
+// The unscaled scores of the BR query rows against the 32 keys from j.
+template <int D>
+BF16_FN inline void score_tile(const Bf16Buffers<D>& B, int j, __m512 (*acc)[2]) {
+    for (int r = 0; r < BR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int p = 0; p < Bf16Buffers<D>::P; ++p) {
+        const uint32_t* row = B.keys.data() + p * B.n32 + j;
+        const __m512i b0 = _mm512_loadu_si512(row), b1 = _mm512_loadu_si512(row + 16);
+        for (int r = 0; r < BR; ++r) {
+            const __m512i a = _mm512_set1_epi32(static_cast<int>(B.queries[r * Bf16Buffers<D>::P + p]));
+            acc[r][0] = dot_pairs(acc[r][0], a, b0);
+            acc[r][1] = dot_pairs(acc[r][1], a, b1);
+        }
+    }
+}
+
+// out_r = sum_j w[r][j] v_j for the BR rows, channels c0 .. c0 + 16 H, each row divided by its sum.
+template <int D, int H>
+BF16_FN inline void weighted_values(const Bf16Buffers<D>& B, int c0, const float* inv, int rows, Out out, int i0) {
+    __m512 acc[BR][H];
+    for (int r = 0; r < BR; ++r)
+        for (int h = 0; h < H; ++h) acc[r][h] = _mm512_setzero_ps();
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(B.weights.data());
+    const int pairs = B.n32 / 2;
+    for (int jp = 0; jp < pairs; ++jp) {
+        __m512i b[H];
+        for (int h = 0; h < H; ++h) b[h] = _mm512_loadu_si512(B.values.data() + jp * D + c0 + 16 * h);
+        for (int r = 0; r < BR; ++r) {
+            const __m512i a = _mm512_set1_epi32(static_cast<int>(w[r * pairs + jp]));
+            for (int h = 0; h < H; ++h) acc[r][h] = dot_pairs(acc[r][h], a, b[h]);
+        }
+    }
+    for (int r = 0; r < rows; ++r)
+        for (int h = 0; h < H; ++h)
+            _mm512_storeu_ps(out[i0 + r] + c0 + 16 * h, _mm512_mul_ps(acc[r][h], _mm512_set1_ps(inv[r])));
+}
+
+template <int D>
+BF16_FN void forward_map_bf16(In q, In k, In v, const float* const* bias, Out out, float* stats, float scale,
+                              Bf16Buffers<D>& B) {
+    const int n = B.n, n32 = B.n32;
+    B.pack(k, v, bias);
+    const __m512 base2 = _mm512_set1_ps(scale * LOG2E);
+    for (int i0 = 0; i0 < n; i0 += BR) {
+        const int rows = std::min(BR, n - i0);
+        B.query_pairs(q, bias[0], i0, rows);
+        __m512 vmax[BR];
+        for (int r = 0; r < BR; ++r) vmax[r] = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < n32; j += 32) {
+            __m512 acc[BR][2];
+            score_tile<D>(B, j, acc);
+            const __mmask16 real[2] = {real_keys(j, n), real_keys(j + 16, n)};
+            for (int r = 0; r < BR; ++r)
+                for (int h = 0; h < 2; ++h) {
+                    const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), real[h], acc[r][h]);
+                    vmax[r] = _mm512_max_ps(vmax[r], s);
+                    _mm512_storeu_ps(B.scores.data() + r * n32 + j + 16 * h, s);
+                }
+        }
+        float mx[BR], inv[BR];
+        for (int r = 0; r < BR; ++r) {
+            mx[r] = _mm512_reduce_max_ps(vmax[r]);
+            const __m512 shifted = _mm512_set1_ps(-mx[r] * (scale * LOG2E));
+            const float* s = B.scores.data() + r * n32;
+            __m512 total = _mm512_setzero_ps();
+            for (int j = 0; j < n32; j += 32) {
+                const __m512 p0 = exp2_16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j), base2, shifted));
+                const __m512 p1 = exp2_16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j + 16), base2, shifted));
+                total = _mm512_add_ps(total, _mm512_add_ps(p0, p1));
+                _mm512_storeu_si512(B.weights.data() + r * n32 + j,
+                                    reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+            }
+            inv[r] = 1.0f / _mm512_reduce_add_ps(total);
+        }
+        constexpr int H = D / 16 < 2 ? D / 16 : 2;  // 16 accumulators at most
+        for (int c0 = 0; c0 < D; c0 += 16 * H) weighted_values<D, H>(B, c0, inv, rows, out, i0);
+        for (int r = 0; r < rows; ++r) {
+            stats[2 * (i0 + r)] = mx[r];
+            stats[2 * (i0 + r) + 1] = inv[r];
+        }
+    }
+}
+
+#endif
