@@ -31,14 +31,20 @@ inline bool avx512_bf16_supported() {
 
 constexpr int BR = 8;  // query rows per register tile: 16 accumulators of 16 keys or 16 channels
 
-// x to bf16, rounded to nearest even (the inputs are finite).
-inline uint32_t bf16_bits(float x) {
-    uint32_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    return (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+// x + bias to bf16 (rounded to nearest even), count a multiple of 16: consecutive values pair up.
+BF16_FN inline void to_bf16(const float* x, const float* bias, int count, uint16_t* out) {
+    for (int c = 0; c < count; c += 16) {
+        const __m256bh y = _mm512_cvtneps_pbh(_mm512_add_ps(_mm512_loadu_ps(x + c), _mm512_loadu_ps(bias + c)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), reinterpret_cast<__m256i>(y));
+    }
 }
 
-inline uint32_t bf16_pair(float low, float high) { return bf16_bits(low) | (bf16_bits(high) << 16); }
+// Lane i: a[i] in bf16 in the low half, b[i] in the high half.
+BF16_FN inline __m512i bf16_pairs(__m512 a, __m512 b) {
+    const __m512i low = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(a)));
+    const __m512i high = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(b)));
+    return _mm512_or_si512(low, _mm512_slli_epi32(high, 16));
+}
 
 BF16_FN inline __m512 dot_pairs(__m512 acc, __m512i a, __m512i b) {
     return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
@@ -67,28 +73,33 @@ template <int D>
 struct Bf16Buffers {
     static constexpr int P = D / 2;  // channel pairs
     int n, n32;
+    std::vector<float> kT;  // (D, n32): the keys transposed, zero past n
     std::vector<uint32_t> keys, values, queries;  // (P, n32), (n32 / 2, D), (BR, P)
     std::vector<float> scores;  // (BR, n32)
     std::vector<uint16_t> weights;  // (BR, n32): the softmax's numerators in bf16
     explicit Bf16Buffers(int tokens)
-        : n(tokens), n32((tokens + 31) / 32 * 32), keys(P * n32), values(n32 / 2 * D), queries(BR * P),
-          scores(BR * n32), weights(BR * n32) {}
+        : n(tokens), n32((tokens + 31) / 32 * 32), kT(D * n32), keys(P * n32), values(n32 / 2 * D),
+          queries(BR * P), scores(BR * n32), weights(BR * n32) {}
 
-    void pack(In k, In v, const float* const* bias) {
+    BF16_FN void pack(In k, In v, const float* const* bias) {
         for (int j = 0; j < n; ++j)
-            for (int p = 0; p < P; ++p)
-                keys[p * n32 + j] = bf16_pair(k[j][2 * p] + bias[1][2 * p], k[j][2 * p + 1] + bias[1][2 * p + 1]);
+            for (int c = 0; c < D; ++c) kT[c * n32 + j] = k[j][c] + bias[1][c];
+        for (int p = 0; p < P; ++p)
+            for (int j = 0; j < n32; j += 16)
+                _mm512_storeu_si512(keys.data() + p * n32 + j, bf16_pairs(_mm512_loadu_ps(kT.data() + 2 * p * n32 + j),
+                                                                          _mm512_loadu_ps(kT.data() + (2 * p + 1) * n32 + j)));
         for (int j = 0; j < n; j += 2)
-            for (int c = 0; c < D; ++c)
-                values[j / 2 * D + c] = bf16_pair(v[j][c] + bias[2][c], j + 1 < n ? v[j + 1][c] + bias[2][c] : 0.0f);
+            for (int c = 0; c < D; c += 16) {
+                const __m512 b = _mm512_loadu_ps(bias[2] + c);
+                const __m512 second = j + 1 < n ? _mm512_add_ps(_mm512_loadu_ps(v[j + 1] + c), b) : _mm512_setzero_ps();
+                _mm512_storeu_si512(values.data() + j / 2 * D + c, bf16_pairs(_mm512_add_ps(_mm512_loadu_ps(v[j] + c), b), second));
+            }
     }
 
     // The query block from i0 as channel pairs; rows past the end repeat the last one.
-    void query_pairs(In q, const float* bias, int i0, int rows) {
-        for (int r = 0; r < BR; ++r) {
-            const float* x = q[i0 + std::min(r, rows - 1)];
-            for (int p = 0; p < P; ++p) queries[r * P + p] = bf16_pair(x[2 * p] + bias[2 * p], x[2 * p + 1] + bias[2 * p + 1]);
-        }
+    BF16_FN void query_pairs(In q, const float* bias, int i0, int rows) {
+        for (int r = 0; r < BR; ++r)
+            to_bf16(q[i0 + std::min(r, rows - 1)], bias, D, reinterpret_cast<uint16_t*>(queries.data() + r * P));
     }
 };
 

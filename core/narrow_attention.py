@@ -29,13 +29,6 @@ HEAD_WIDTHS = (4, 8, 16, 32, 64)
 # faults a step, and a layer with 16-channel heads took 151 ms where parts of 50 or of 25 images
 # took 141 (2 AVX2 EPYC cores).
 PART_BYTES = 16 * 2**20
-# The bf16 inference pass (core/_narrow_attention_bf16.h) takes maps of at least this many tokens:
-# it packs each map's keys and values into bf16 pairs, work that grows with the tokens where its
-# products grow with their square. On 2 Zen 4 cores, 50 images of 4 heads took 38-40 against
-# 58-65 ms in fp32 with 784 tokens and 16 channels, 9.8 against 7.7 ms with 196 tokens and 32,
-# 100 images of 49 tokens and 64 channels 4.3 against 3.3-3.7 ms.
-BF16_MIN_TOKENS = 512
-
 
 def available() -> bool:
     """Whether this install and this CPU run the kernels."""
@@ -86,16 +79,16 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     if x.shape[1] == 1:
         return self_attention(F.linear(x, weight, bias), heads)
     if not torch.is_grad_enabled():
-        return _forward_in_parts(x, weight, bias, heads, bf16 and _bf16_runs(x.shape[1], weight.shape[0] // (3 * heads)))
+        return _forward_in_parts(x, weight, bias, heads, bf16 and _bf16_runs(weight.shape[0] // (3 * heads)))
     return _ProjectedAttention.apply(x, weight, bias, heads)
 
 
-def _bf16_runs(tokens: int, d: int) -> bool:
-    """Whether the bf16 inference pass runs maps of ``tokens`` tokens with ``d``-channel heads:
-    on this CPU, wide enough heads (narrower ones are bound by the exponentials, not the
-    products) and maps long enough (:data:`BF16_MIN_TOKENS`)."""
-    return (tokens >= BF16_MIN_TOKENS and available_bf16()
-            and d >= native.kernels("_narrow_attention").min_width_bf16)
+def _bf16_runs(d: int) -> bool:
+    """Whether the bf16 inference pass runs heads of ``d`` channels on this CPU (narrower heads
+    are bound by the exponentials, not the products). On 2 Zen 4 cores it took 0.62 of the fp32
+    pass's time with 784 tokens and 16 channels, 0.68 with 196 and 32, 0.70 with 49 and 64
+    (scratch ``s34/bf16_check.py``)."""
+    return available_bf16() and d >= native.kernels("_narrow_attention").min_width_bf16
 
 
 def _forward_in_parts(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, heads: int,
