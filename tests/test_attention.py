@@ -174,12 +174,14 @@ needs_bf16_pass = pytest.mark.skipif(not narrow_attention.available_bf16(), reas
 
 
 def _bf16_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, heads: int) -> torch.Tensor:
-    """Attention of the projections with queries, keys, values and the softmax weights rounded to
-    bf16 and everything else in float64, as the bf16 pass computes it."""
+    """Attention as the bf16 pass computes it, in float64 but for its roundings to bf16: the
+    tokens and weights, the projections (before their bias), queries, keys and values (after it)
+    and the softmax weights."""
     b, n, c = x.shape
     d = c // heads
-    q, k, v = (F.linear(x, weight, bias).double().view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
-               .to(torch.bfloat16).double())
+    rounded = [t.to(torch.bfloat16).double() for t in (x, weight)]
+    projections = F.linear(*rounded).to(torch.bfloat16).double() + bias.double()
+    q, k, v = projections.view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4).to(torch.bfloat16).double()
     weights = torch.softmax(q @ k.transpose(-2, -1) * d ** -0.5, dim=-1)
     return (weights.to(torch.bfloat16).double() @ v).transpose(1, 2).reshape(b, n, c)
 
@@ -187,9 +189,10 @@ def _bf16_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h
 @needs_bf16_pass
 @pytest.mark.parametrize("n,d", [(2, 16), (13, 64), (197, 32), (530, 16)])  # maps off the 32-key tiles, odd
 def test_the_bf16_pass_attends_as_bf16_autocast_rounds(monkeypatch, n, d):
-    """narrow-bf16 in inference: the values of attention whose products take bf16 operands, to
-    within what the order of the fp32 sums and the weights' normalisation after their rounding
-    change; and not the fp32 kernels' values, which differ from them by bf16's rounding."""
+    """narrow-bf16 in inference: the values of attention whose projections and products take bf16
+    operands, to within what the order of the fp32 sums and the weights' normalisation after
+    their rounding change; and not the fp32 kernels' values, which differ from them by bf16's
+    rounding."""
     gen = torch.Generator().manual_seed(0)
     heads, c = 2, 2 * d
     x = torch.randn(2, n, c, generator=gen)
