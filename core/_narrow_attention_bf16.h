@@ -85,14 +85,17 @@ struct Bf16Buffers {
         for (int j = 0; j < n; ++j)
             for (int c = 0; c < D; ++c) kT[c * n32 + j] = k[j][c] + bias[1][c];
         for (int p = 0; p < P; ++p)
-            for (int j = 0; j < n32; j += 16)
-                _mm512_storeu_si512(keys.data() + p * n32 + j, bf16_pairs(_mm512_loadu_ps(kT.data() + 2 * p * n32 + j),
-                                                                          _mm512_loadu_ps(kT.data() + (2 * p + 1) * n32 + j)));
+            for (int j = 0; j < n32; j += 16) {
+                const float* even = kT.data() + 2 * p * n32 + j;
+                _mm512_storeu_si512(keys.data() + p * n32 + j,
+                                    bf16_pairs(_mm512_loadu_ps(even), _mm512_loadu_ps(even + n32)));
+            }
         for (int j = 0; j < n; j += 2)
             for (int c = 0; c < D; c += 16) {
                 const __m512 b = _mm512_loadu_ps(bias[2] + c);
+                const __m512 first = _mm512_add_ps(_mm512_loadu_ps(v[j] + c), b);
                 const __m512 second = j + 1 < n ? _mm512_add_ps(_mm512_loadu_ps(v[j + 1] + c), b) : _mm512_setzero_ps();
-                _mm512_storeu_si512(values.data() + j / 2 * D + c, bf16_pairs(_mm512_add_ps(_mm512_loadu_ps(v[j] + c), b), second));
+                _mm512_storeu_si512(values.data() + j / 2 * D + c, bf16_pairs(first, second));
             }
     }
 

@@ -10,7 +10,7 @@ All four ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed 
   heads, 2.3x with 4-channel ones (784 tokens, 2 AVX2 EPYC cores). Other heads go as ``sdpa``
   in fp32 (``naive`` over maps of at most NAIVE_MAX_TOKENS tokens in inference) and as ``auto`` in
   bf16, the faster kernel for each there.
-- ``narrow-bf16``: ``narrow`` with the inference pass's products in bf16 on CPUs with
+- ``narrow-bf16``: ``narrow`` with the inference pass's projections and products in bf16 on CPUs with
   AVX-512-BF16 (:func:`core.narrow_attention.projected_self_attention`), for sampling only:
   training and what it does not take run as ``narrow``. :mod:`core.autotune` times it only where
   the config's precision is ``auto``, which lets bf16 run.

@@ -74,8 +74,8 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     read the projections (see ``core/_narrow_attention.cpp``), and :class:`_ProjectedAttention`
     gives the projections' gradients.
 
-    ``bf16`` runs the inference pass's products in bf16 where the kernels take the heads (see
-    :func:`_bf16_runs`); with gradients it changes nothing.
+    ``bf16`` runs the inference pass's projections and products in bf16 where the kernels take
+    the heads (see :func:`_bf16_runs`); with gradients it changes nothing.
     """
     if x.shape[1] == 1:
         return self_attention(F.linear(x, weight, bias), heads)
