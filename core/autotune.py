@@ -43,7 +43,7 @@ CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 # 5: Winograd convolutions (core.winograd). 6: Winograd timed after the part size, at that size
 # 7: Winograd's fused pass and the register-tiled products (core.matmul), which change what it gains
 # 8: sampling's F(7x7, 3x3) tiles (core.winograd.sampling_tile), which change what Winograd gains there
-# 9: narrow-bf16, sampling's attention with bf16 products on AVX-512-BF16 CPUs
+# 9: narrow-bf16, sampling's attention projections and products in bf16 on AVX-512-BF16 CPUs
 CACHE_VERSION = 9
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes

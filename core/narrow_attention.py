@@ -31,6 +31,7 @@ HEAD_WIDTHS = (4, 8, 16, 32, 64)
 # took 141 (2 AVX2 EPYC cores).
 PART_BYTES = 16 * 2**20
 
+
 def available() -> bool:
     """Whether this install and this CPU run the kernels."""
     return native.kernels("_narrow_attention") is not None
