@@ -31,6 +31,10 @@
 
 #include "_avx2.h"
 
+// The narrowest heads forward_bf16 takes (core/_narrow_attention_bf16.h): narrower ones are bound
+// by the exponentials, not the products. Outside the x86 code, as the module exports it everywhere.
+constexpr int BF16_MIN_WIDTH = 16;
+
 #ifdef CORE_X86
 namespace {
 

@@ -17,8 +17,6 @@
 // bf16 is not supported and sampling keeps the fp32 kernels.
 #pragma once
 
-constexpr int BF16_MIN_WIDTH = 16;  // narrower heads are bound by the exponentials, not the products
-
 #if defined(CORE_X86) && (defined(__GNUC__) || defined(__clang__))
 #define CORE_BF16 1
 #define BF16_FN __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
