@@ -31,10 +31,6 @@
 
 #include "_avx2.h"
 
-// The narrowest heads forward_bf16 takes (core/_narrow_attention_bf16.h): narrower ones are bound
-// by the exponentials, not the products. Outside the x86 code, as the module exports it everywhere.
-constexpr int BF16_MIN_WIDTH = 16;
-
 #ifdef CORE_X86
 namespace {
 
@@ -433,7 +429,7 @@ void run_maps(const Problem& P, int threads, Pass pass) {
     {
         Buffers<D> B(pass == Pass::forward_bf16 ? 0 : P.n);
 #ifdef CORE_BF16
-        Bf16Buffers<D> B16(pass == Pass::forward_bf16 && D >= BF16_MIN_WIDTH ? P.n : 0);
+        Bf16Buffers<D> B16(pass == Pass::forward_bf16 ? P.n : 0);
 #endif
 #pragma omp for schedule(dynamic, P.heads)
         for (long m = 0; m < P.maps(); ++m) {
@@ -448,8 +444,7 @@ void run_maps(const Problem& P, int threads, Pass pass) {
                 forward_map<D>(q, k, v, bias, P.rows(P.o, 1, 0, m), stats, P.scale, B);
             } else {
 #ifdef CORE_BF16
-                if constexpr (D >= BF16_MIN_WIDTH)
-                    forward_map_bf16<D>(q, k, v, bias, P.rows(P.o, 1, 0, m), stats, P.scale, B16);
+                forward_map_bf16<D>(q, k, v, bias, P.rows(P.o, 1, 0, m), stats, P.scale, B16);
 #endif
             }
         }
@@ -480,16 +475,14 @@ static bool valid_shape(int n, int d) {
 }
 
 #ifdef CORE_X86
-// Whether forward_bf16 runs on this CPU for heads of d channels; if not, a ValueError is set.
-static bool bf16_runs(int d) {
+// Whether forward_bf16 runs on this CPU; if not, a ValueError is set.
+static bool bf16_runs() {
 #ifdef CORE_BF16
     if (!avx512_bf16_supported()) {
         PyErr_SetString(PyExc_ValueError, "narrow attention: this CPU has no AVX-512-BF16");
         return false;
     }
-    if (d >= BF16_MIN_WIDTH) return true;
-    PyErr_Format(PyExc_ValueError, "narrow attention: bf16 heads need at least %d channels, not %d", BF16_MIN_WIDTH, d);
-    return false;
+    return true;
 #else
     PyErr_SetString(PyExc_ValueError, "narrow attention: built without the bf16 kernels");
     return false;
@@ -507,7 +500,7 @@ static PyObject* forward(PyObject* args, bool bf16) {
         return nullptr;
     if (!valid_shape(n, d)) return nullptr;
 #ifdef CORE_X86
-    if (bf16 && !bf16_runs(d)) return nullptr;
+    if (bf16 && !bf16_runs()) return nullptr;
     const Problem P{pointer(qkv), pointer(bias), nullptr, nullptr, pointer(o), pointer(stats), nullptr,
                     batch, heads, n, d, scale};
     Py_BEGIN_ALLOW_THREADS run(P, threads, bf16 ? Pass::forward_bf16 : Pass::forward);
@@ -552,7 +545,7 @@ static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
     {"forward", py_forward, METH_VARARGS, "forward(qkv, bias, out, stats, batch, heads, tokens, d, scale, threads)"},
     {"supported_bf16", py_supported_bf16, METH_NOARGS,
-     "Whether this CPU runs forward_bf16 (AVX-512-BF16), heads of at least min_width_bf16 channels."},
+     "Whether this CPU runs forward_bf16 (AVX-512-BF16)."},
     {"forward_bf16", py_forward_bf16, METH_VARARGS,
      "forward with the products in bf16 (core/_narrow_attention_bf16.h); arguments as forward's"},
     {"backward", py_backward, METH_VARARGS,
@@ -563,11 +556,4 @@ static PyMethodDef methods[] = {
 static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_narrow_attention", "Narrow-head fp32 attention kernels.", -1,
                              methods, nullptr, nullptr, nullptr, nullptr};
 
-PyMODINIT_FUNC PyInit__narrow_attention(void) {
-    PyObject* m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "min_width_bf16", BF16_MIN_WIDTH) < 0) {
-        Py_DECREF(m);
-        return nullptr;
-    }
-    return m;
-}
+PyMODINIT_FUNC PyInit__narrow_attention(void) { return PyModule_Create(&module); }

@@ -1,20 +1,28 @@
-// The inference pass of core/_narrow_attention.cpp for heads of 16, 32 or 64 channels with its two
-// products in bf16 (AVX-512-BF16's dot products, fp32 sums), for sampling on CPUs that have them.
+// The inference pass of core/_narrow_attention.cpp with its two products in bf16 (AVX-512-BF16's
+// dot products, fp32 sums), for sampling on CPUs that have them.
 //
-// Why it exists: the products are most of such a layer's work, and VDPBF16PS does twice the
-// multiply-adds of an fp32 FMA per instruction (Zen 4: 444 against 200 GFLOP/s in MKL's products
-// on 2 cores). Everything else stays fp32: the scores, the softmax and its sums, the outputs. The
-// rounding is torch's bf16 autocast's, queries, keys, values and the softmax weights to bf16
-// (relative 2^-9), which is why it is a kernel of its own that auto only times where the config's
-// precision lets bf16 run (core/autotune.py) and never in training.
+// Why it exists: for heads of 16 to 64 channels the products are most of a layer's work, and
+// VDPBF16PS does twice the multiply-adds of an fp32 FMA per instruction (Zen 4: 444 against 200
+// GFLOP/s in MKL's products on 2 cores). Heads of 4 and 8 channels are bound by the exponentials
+// instead, which here take fewer operations than in the AVX2 kernels (VSCALEFPS, and a degree-3
+// polynomial where the weights are rounded to bf16 anyway), and their weights go straight into
+// the products without a pass of their own: on 2 Zen 4 cores such a pass over 784 tokens with
+// 4-channel heads took 0.68 of the fp32 kernel's time, over 196 tokens with 8-channel heads 0.50
+// (scratch s35/ab2.sh, builds in alternation). Everything else stays fp32: the scores, the
+// softmax and its sums, the outputs. The rounding is torch's bf16 autocast's, queries, keys,
+// values and the softmax weights to bf16 (relative 2^-9), which is why it is a kernel of its own
+// that auto only times where the config's precision lets bf16 run (core/autotune.py) and never in
+// training.
 //
 // Layout: per map, keys as channel pairs along the keys (D/2, n32: lane j of pair p holds key j's
-// channels 2p and 2p+1) and values as key pairs along the channels (n32/2, D: lane c of pair p
-// holds channel c of keys 2p and 2p+1), so that each dot product's pair is one 32-bit lane and the
-// other operand a broadcast: a query's channel pair for the scores, a weight pair for the values.
-// Tokens are padded to a multiple of 32 with zeros. Included by core/_narrow_attention.cpp inside
-// its namespace, after the rows it reads (In, Out). GCC and clang only; elsewhere the module says
-// bf16 is not supported and sampling keeps the fp32 kernels.
+// channels 2p and 2p+1), so that each dot product's pair is one 32-bit lane and the other operand
+// a broadcast query channel pair. Values of heads of 16 channels or more as key pairs along the
+// channels (n32/2, D: lane c of pair p holds channel c of keys 2p and 2p+1), the other operand a
+// broadcast pair of weights; of narrower heads along the keys, channel by channel (D, n32 in bf16:
+// lane i of channel c holds keys 2i and 2i+1), the other operand a row's weights, whose lanes are
+// summed at the end. Tokens are padded to a multiple of 32 with zeros. Included by
+// core/_narrow_attention.cpp inside its namespace, after the rows it reads (In, Out). GCC and
+// clang only; elsewhere the module says bf16 is not supported and sampling keeps the fp32 kernels.
 #pragma once
 
 #if defined(CORE_X86) && (defined(__GNUC__) || defined(__clang__))
@@ -29,11 +37,13 @@ inline bool avx512_bf16_supported() {
 
 constexpr int BR = 8;  // query rows per register tile: 16 accumulators of 16 keys or 16 channels
 
-// x + bias to bf16 (rounded to nearest even), count a multiple of 16: consecutive values pair up.
+// x + bias to bf16 (rounded to nearest even), count a multiple of 16 or less than 16: consecutive
+// values pair up.
 BF16_FN inline void to_bf16(const float* x, const float* bias, int count, uint16_t* out) {
     for (int c = 0; c < count; c += 16) {
-        const __m256bh y = _mm512_cvtneps_pbh(_mm512_add_ps(_mm512_loadu_ps(x + c), _mm512_loadu_ps(bias + c)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), reinterpret_cast<__m256i>(y));
+        const __mmask16 lanes = count - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (count - c)) - 1);
+        const __m512 y = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, x + c), _mm512_maskz_loadu_ps(lanes, bias + c));
+        _mm256_mask_storeu_epi16(out + c, lanes, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(y)));
     }
 }
 
@@ -48,15 +58,17 @@ BF16_FN inline __m512 dot_pairs(__m512 acc, __m512i a, __m512i b) {
     return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a), reinterpret_cast<__m512bh>(b));
 }
 
-// 2^x for 16 lanes by the fp32 kernels' degree-4 polynomial (core/_avx2.h), the integer part
-// applied by VSCALEFPS.
+// 2^x for 16 lanes, the integer part applied by VSCALEFPS, the fraction's power by a degree-3
+// polynomial (relative error 1.0e-4, minimax on [-1/2, 1/2] with 2^0 = 1): the weights it makes
+// are rounded to bf16 (relative 2^-9) before they are used, so the fp32 kernels' degree 4 (2.8e-6)
+// bought nothing, and one FMA fewer made the pass over 784 tokens with 16-channel heads take
+// 0.95 of the time (2 Zen 4 cores, builds in alternation; scratch s35/ab.py).
 BF16_FN inline __m512 exp2_16(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
     const __m512 whole = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 r = _mm512_sub_ps(x, whole);
-    __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(9.582826808165728e-3f), r, _mm512_set1_ps(5.590637580547839e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(2.4024098762257615e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(6.931241991206918e-1f));
+    __m512 y = _mm512_fmadd_ps(_mm512_set1_ps(5.5008914321660995e-2f), r, _mm512_set1_ps(2.422109991312027e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(6.93282961845398e-1f));
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(y, whole);
 }
@@ -77,24 +89,40 @@ struct Bf16Buffers {
     std::vector<uint16_t> weights;  // (BR, n32): the softmax's numerators in bf16
     explicit Bf16Buffers(int tokens)
         : n(tokens), n32((tokens + 31) / 32 * 32), kT(D * n32), keys(P * n32), values(n32 / 2 * D),
-          queries(BR * P), scores(BR * n32), weights(BR * n32) {}
+          queries(BR * P), scores(BR * n32), weights(D < 16 ? 0 : BR * n32) {}
 
     BF16_FN void pack(In k, In v, const float* const* bias) {
-        for (int j = 0; j < n; ++j)
-            for (int c = 0; c < D; ++c) kT[c * n32 + j] = k[j][c] + bias[1][c];
+        transpose(k, bias[1]);
         for (int p = 0; p < P; ++p)
             for (int j = 0; j < n32; j += 16) {
                 const float* even = kT.data() + 2 * p * n32 + j;
                 _mm512_storeu_si512(keys.data() + p * n32 + j,
                                     bf16_pairs(_mm512_loadu_ps(even), _mm512_loadu_ps(even + n32)));
             }
-        for (int j = 0; j < n; j += 2)
-            for (int c = 0; c < D; c += 16) {
-                const __m512 b = _mm512_loadu_ps(bias[2] + c);
-                const __m512 first = _mm512_add_ps(_mm512_loadu_ps(v[j] + c), b);
-                const __m512 second = j + 1 < n ? _mm512_add_ps(_mm512_loadu_ps(v[j + 1] + c), b) : _mm512_setzero_ps();
-                _mm512_storeu_si512(values.data() + j / 2 * D + c, bf16_pairs(first, second));
-            }
+        if constexpr (D < 16) {
+            transpose(v, bias[2]);
+            for (int c = 0; c < D; ++c)
+                for (int j = 0; j < n32; j += 32) {
+                    const float* x = kT.data() + c * n32 + j;
+                    _mm512_storeu_si512(values.data() + (c * n32 + j) / 2, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(
+                                                                                _mm512_loadu_ps(x + 16), _mm512_loadu_ps(x))));
+                }
+        } else {
+            for (int j = 0; j < n; j += 2)
+                for (int c = 0; c < D; c += 16) {
+                    const __m512 b = _mm512_loadu_ps(bias[2] + c);
+                    const __m512 first = _mm512_add_ps(_mm512_loadu_ps(v[j] + c), b);
+                    const __m512 second =
+                        j + 1 < n ? _mm512_add_ps(_mm512_loadu_ps(v[j + 1] + c), b) : _mm512_setzero_ps();
+                    _mm512_storeu_si512(values.data() + j / 2 * D + c, bf16_pairs(first, second));
+                }
+        }
+    }
+
+    // kT = x + bias transposed; past n it stays zero.
+    void transpose(In x, const float* bias) {
+        for (int j = 0; j < n; ++j)
+            for (int c = 0; c < D; ++c) kT[c * n32 + j] = x[j][c] + bias[c];
     }
 
     // The query block from i0 as channel pairs; rows past the end repeat the last one.
@@ -140,12 +168,34 @@ BF16_FN inline void weighted_values(const Bf16Buffers<D>& B, int c0, const float
             _mm512_storeu_ps(out[i0 + r] + c0 + 16 * h, _mm512_mul_ps(acc[r][h], _mm512_set1_ps(inv[r])));
 }
 
+// Heads under 16 channels: row r's attended values into o and the reciprocal of its softmax sum,
+// its weights made from its scores (maximum m) 32 keys at a time and taken straight into the dot
+// products with the values, whose lanes run along the keys (two keys a lane): each output channel
+// is one register's lanes summed at the end.
+template <int D>
+BF16_FN inline float attend_narrow(const Bf16Buffers<D>& B, int r, float m, float scale, float* o) {
+    const __m512 base2 = _mm512_set1_ps(scale * LOG2E), shifted = _mm512_set1_ps(-m * (scale * LOG2E));
+    const float* s = B.scores.data() + r * B.n32;
+    __m512 acc[D], total = _mm512_setzero_ps();
+    for (int c = 0; c < D; ++c) acc[c] = _mm512_setzero_ps();
+    for (int j = 0; j < B.n32; j += 32) {
+        const __m512 p0 = exp2_16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j), base2, shifted));
+        const __m512 p1 = exp2_16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j + 16), base2, shifted));
+        total = _mm512_add_ps(total, _mm512_add_ps(p0, p1));
+        const __m512i w = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0));
+        for (int c = 0; c < D; ++c)
+            acc[c] = dot_pairs(acc[c], w, _mm512_loadu_si512(B.values.data() + (c * B.n32 + j) / 2));
+    }
+    const float inv = 1.0f / _mm512_reduce_add_ps(total);
+    for (int c = 0; c < D; ++c) o[c] = _mm512_reduce_add_ps(acc[c]) * inv;
+    return inv;
+}
+
 template <int D>
 BF16_FN void forward_map_bf16(In q, In k, In v, const float* const* bias, Out out, float* stats, float scale,
                               Bf16Buffers<D>& B) {
     const int n = B.n, n32 = B.n32;
     B.pack(k, v, bias);
-    const __m512 base2 = _mm512_set1_ps(scale * LOG2E);
     for (int i0 = 0; i0 < n; i0 += BR) {
         const int rows = std::min(BR, n - i0);
         B.query_pairs(q, bias[0], i0, rows);
@@ -163,22 +213,27 @@ BF16_FN void forward_map_bf16(In q, In k, In v, const float* const* bias, Out ou
                 }
         }
         float mx[BR], inv[BR];
-        for (int r = 0; r < BR; ++r) {
-            mx[r] = _mm512_reduce_max_ps(vmax[r]);
-            const __m512 shifted = _mm512_set1_ps(-mx[r] * (scale * LOG2E));
-            const float* s = B.scores.data() + r * n32;
-            __m512 total = _mm512_setzero_ps();
-            for (int j = 0; j < n32; j += 32) {
-                const __m512 p0 = exp2_16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j), base2, shifted));
-                const __m512 p1 = exp2_16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j + 16), base2, shifted));
-                total = _mm512_add_ps(total, _mm512_add_ps(p0, p1));
-                _mm512_storeu_si512(B.weights.data() + r * n32 + j,
-                                    reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+        for (int r = 0; r < BR; ++r) mx[r] = _mm512_reduce_max_ps(vmax[r]);
+        if constexpr (D < 16) {
+            for (int r = 0; r < rows; ++r) inv[r] = attend_narrow<D>(B, r, mx[r], scale, out[i0 + r]);
+        } else {
+            const __m512 base2 = _mm512_set1_ps(scale * LOG2E);
+            for (int r = 0; r < BR; ++r) {
+                const __m512 shifted = _mm512_set1_ps(-mx[r] * (scale * LOG2E));
+                const float* s = B.scores.data() + r * n32;
+                __m512 total = _mm512_setzero_ps();
+                for (int j = 0; j < n32; j += 32) {
+                    const __m512 p0 = exp2_16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j), base2, shifted));
+                    const __m512 p1 = exp2_16(_mm512_fmadd_ps(_mm512_loadu_ps(s + j + 16), base2, shifted));
+                    total = _mm512_add_ps(total, _mm512_add_ps(p0, p1));
+                    _mm512_storeu_si512(B.weights.data() + r * n32 + j,
+                                        reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(p1, p0)));
+                }
+                inv[r] = 1.0f / _mm512_reduce_add_ps(total);
             }
-            inv[r] = 1.0f / _mm512_reduce_add_ps(total);
+            constexpr int H = D / 16 < 2 ? D / 16 : 2;  // 16 accumulators at most
+            for (int c0 = 0; c0 < D; c0 += 16 * H) weighted_values<D, H>(B, c0, inv, rows, out, i0);
         }
-        constexpr int H = D / 16 < 2 ? D / 16 : 2;  // 16 accumulators at most
-        for (int c0 = 0; c0 < D; c0 += 16 * H) weighted_values<D, H>(B, c0, inv, rows, out, i0);
         for (int r = 0; r < rows; ++r) {
             stats[2 * (i0 + r)] = mx[r];
             stats[2 * (i0 + r) + 1] = inv[r];

@@ -44,7 +44,8 @@ CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 # 7: Winograd's fused pass and the register-tiled products (core.matmul), which change what it gains
 # 8: sampling's F(7x7, 3x3) tiles (core.winograd.sampling_tile), which change what Winograd gains there
 # 9: narrow-bf16, sampling's attention projections and products in bf16 on AVX-512-BF16 CPUs
-CACHE_VERSION = 9
+# 10: narrow-bf16 for heads of 4 and 8 channels too, which changes what it gains
+CACHE_VERSION = 10
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left

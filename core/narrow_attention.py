@@ -75,22 +75,14 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     read the projections (see ``core/_narrow_attention.cpp``), and :class:`_ProjectedAttention`
     gives the projections' gradients.
 
-    ``bf16`` runs the inference pass's projections and products in bf16 where the kernels take
-    the heads (see :func:`_bf16_runs`); with gradients it changes nothing.
+    ``bf16`` runs the inference pass's projections and products in bf16 where the CPU has
+    AVX-512-BF16 (:func:`available_bf16`); with gradients it changes nothing.
     """
     if x.shape[1] == 1:
         return self_attention(F.linear(x, weight, bias), heads)
     if not torch.is_grad_enabled():
-        return _forward_in_parts(x, weight, bias, heads, bf16 and _bf16_runs(weight.shape[0] // (3 * heads)))
+        return _forward_in_parts(x, weight, bias, heads, bf16 and available_bf16())
     return _ProjectedAttention.apply(x, weight, bias, heads)
-
-
-def _bf16_runs(d: int) -> bool:
-    """Whether the bf16 inference pass runs heads of ``d`` channels on this CPU (narrower heads
-    are bound by the exponentials, not the products). On 2 Zen 4 cores it took 0.62 of the fp32
-    pass's time with 784 tokens and 16 channels, 0.68 with 196 and 32, 0.70 with 49 and 64
-    (scratch ``s34/bf16_check.py``)."""
-    return available_bf16() and d >= native.kernels("_narrow_attention").min_width_bf16
 
 
 def _forward_in_parts(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, heads: int,

@@ -187,7 +187,7 @@ def _bf16_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, h
 
 
 @needs_bf16_pass
-@pytest.mark.parametrize("n,d", [(2, 16), (13, 64), (197, 32), (530, 16)])  # maps off the 32-key tiles, odd
+@pytest.mark.parametrize("n,d", [(2, 16), (13, 64), (197, 32), (530, 16), (3, 4), (45, 8), (784, 4)])  # off the 32-key tiles, odd
 def test_the_bf16_pass_attends_as_bf16_autocast_rounds(monkeypatch, n, d):
     """narrow-bf16 in inference: the values of attention whose projections and products take bf16
     operands, to within what the order of the fp32 sums and the weights' normalisation after
@@ -207,27 +207,29 @@ def test_the_bf16_pass_attends_as_bf16_autocast_rounds(monkeypatch, n, d):
 
 
 @needs_bf16_pass
-def test_the_bf16_pass_leaves_training_and_narrow_heads_to_the_fp32_kernels():
-    """Where it does not run, narrow-bf16 is narrow bit for bit: with gradients, and for heads
-    narrower than the bf16 kernels take."""
+def test_the_bf16_pass_leaves_training_to_the_fp32_kernels():
+    """With gradients, narrow-bf16 is narrow bit for bit: training never rounds to bf16."""
     gen = torch.Generator().manual_seed(0)
-    for n, d, grad in [(40, 16, True), (40, 8, False), (40, 4, False)]:
-        x = torch.randn(1, n, 2 * d, generator=gen, requires_grad=grad)
+    for d in (4, 16):
+        x = torch.randn(1, 40, 2 * d, generator=gen, requires_grad=True)
         weight, bias = torch.randn(6 * d, 2 * d, generator=gen), torch.randn(6 * d, generator=gen)
-        with torch.set_grad_enabled(grad):
-            outs = [attn.projected_self_attention(x, weight, bias, 2, impl) for impl in ("narrow-bf16", "narrow")]
-        assert torch.equal(*outs), (n, d, grad)
+        outs = [attn.projected_self_attention(x, weight, bias, 2, impl) for impl in ("narrow-bf16", "narrow")]
+        assert torch.equal(*outs), d
 
 
-def test_the_bf16_pass_is_refused_where_it_cannot_run():
-    """The kernel itself names what is missing rather than compute something else."""
+@pytest.mark.parametrize("d,refusal", [(12, "d must be 4, 8, 16, 32 or 64"), (8, "AVX-512-BF16")])
+def test_the_bf16_pass_is_refused_where_it_cannot_run(d, refusal):
+    """The kernel itself names what is missing rather than compute something else: a head width
+    it has no kernel for, or (on CPUs without it) AVX-512-BF16."""
     if not narrow_attention.available():
         pytest.skip("no narrow attention kernels for this platform or CPU")
+    if refusal == "AVX-512-BF16" and narrow_attention.available_bf16():
+        pytest.skip("this CPU runs the bf16 pass")
     kernels = narrow_attention.native.kernels("_narrow_attention")
-    out, stats = torch.empty(1, 40, 8), torch.empty(1, 1, 40, 2)
-    qkv = torch.randn(1, 40, 24)
-    with pytest.raises(ValueError, match="AVX-512-BF16|at least 16 channels"):
-        kernels.forward_bf16(qkv.data_ptr(), 0, out.data_ptr(), stats.data_ptr(), 1, 1, 40, 8, 8 ** -0.5, 1)
+    out, stats = torch.empty(1, 40, d), torch.empty(1, 1, 40, 2)
+    qkv = torch.randn(1, 40, 3 * d)
+    with pytest.raises(ValueError, match=refusal):
+        kernels.forward_bf16(qkv.data_ptr(), 0, out.data_ptr(), stats.data_ptr(), 1, 1, 40, d, d ** -0.5, 1)
 
 
 @pytest.mark.parametrize("batch,fits,threads,expected", [
