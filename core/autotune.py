@@ -113,20 +113,23 @@ class Choice:
 class Tuned:
     choice: Choice
     precision: Precision  # the choice's, for this device: what to run the model in
-    seconds: dict[str, float]  # per image, per candidate timed: what the choice rests on
+    # per image, per candidate timed, by round (the field it varied): what the choice rests on. Each
+    # round times its base again, so a label's figure belongs to its round
+    seconds: dict[str, dict[str, float]]
     cached: bool
 
 
 # -- the search: pure logic over a measuring function ----------------------------------------------
-def search(start: Choice, options: dict[str, Sequence[Any]],
-           measure: Callable[[Choice], Callable[[], float]], passes: int = TIMED_PASSES) -> tuple[Choice, dict[str, float]]:
+def search(start: Choice, options: dict[str, Sequence[Any]], measure: Callable[[Choice], Callable[[], float]],
+           passes: int = TIMED_PASSES) -> tuple[Choice, dict[str, dict[str, float]]]:
     """The fastest choice found by changing one field of ``start`` at a time, in ``options`` order.
 
     ``measure(choice)`` prepares a candidate and returns a function that runs one pass and
     returns its cost (seconds per image); each is run once untimed, then at least ``passes``
     times in turn with the others so outside load hits all alike (more while a round is quick,
     see :data:`ROUND_SECONDS`), and the least cost counts. A
-    candidate that raises (a kernel missing on this device, out of memory) is left out.
+    candidate that raises (a kernel missing on this device, out of memory) is left out. Returns the
+    choice and each round's costs by label, keyed by the field the round varied.
 
     Where the part size is searched too, the rounds before its own are timed in the smallest
     part on offer, and the rounds after it in the part chosen, so that timing never takes more
@@ -138,19 +141,20 @@ def search(start: Choice, options: dict[str, Sequence[Any]],
     """
     parts = options.get("micro_batch_size")
     probe_part = min(parts) if parts else start.micro_batch_size
-    best, costs = start, {}
+    best: Choice = start
+    rounds: dict[str, dict[str, float]] = {}
     part_chosen = False
     for field, values in options.items():
         part_chosen |= field == "micro_batch_size"
         base = best if part_chosen else dataclasses.replace(best, micro_batch_size=probe_part)
         round_ = [base] + [dataclasses.replace(base, **{field: v}) for v in values if v != getattr(base, field)]
         timed = _time_round(round_, measure, passes)
-        costs.update({_label(c): s for c, s in timed.items()})
+        rounds[field] = {_label(c): s for c, s in timed.items()}
         if timed and field == "micro_batch_size":
             best = min(timed, key=lambda c: timed[c] * (1 if c.micro_batch_size == probe_part else 1 + PART_MARGIN))
         elif timed:
             best = dataclasses.replace(min(timed, key=timed.__getitem__), micro_batch_size=best.micro_batch_size)
-    return best, costs
+    return best, rounds
 
 
 def _time_round(candidates: list[Choice], measure: Callable[[Choice], Callable[[], float]],
@@ -297,19 +301,20 @@ def tune(model: torch.nn.Module, config: Config, device: torch.device, *, traini
     was_training = model.training
     model.train(training)
     try:
-        best, costs = search(start, found, _pass_runner(
+        best, rounds = search(start, found, _pass_runner(
             model, device, (m.im_channels, m.im_size, m.im_size), config.diffusion_params.num_timesteps,
             training=training, batch=batch, graphs=graphs))
     finally:
         model.train(was_training)
-    log.info("autotune: %s chosen; seconds per image: %s", _label(best),
-             ", ".join(f"{label} {cost:.4g}" for label, cost in costs.items()))
+    log.info("autotune: %s chosen; seconds per image, round by round: %s", _label(best),
+             "; ".join(f"{field}: " + ", ".join(f"{label} {cost:.4g}" for label, cost in costs.items())
+                       for field, costs in rounds.items()))
     if device.type != "cpu" or not machine_is_busy():
         write_cache(key, best)
     else:
         _UNREMEMBERED[key] = best
         log.info("autotune: timed while other programs kept the CPU busy; timed again next run")
-    return Tuned(best, best.apply(device, model), costs, cached=False)
+    return Tuned(best, best.apply(device, model), rounds, cached=False)
 
 
 #: Choices timed on a busy machine: kept for this process only, so that within one session the

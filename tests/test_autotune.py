@@ -51,7 +51,30 @@ def test_search_keeps_the_fastest_value_of_each_field_in_turn():
     best, seconds = autotune.search(START, {"precision": ("bf16", "fp32"), "attention": ("chunked", "sdpa"),
                                             "channels_last": (True, False)}, measure)
     assert best == Choice("fp32", "sdpa", True, 32)
-    assert seconds["fp32/sdpa/nchw/32"] == 2.0
+    assert seconds["channels_last"]["fp32/sdpa/nchw/32"] == 2.0
+
+
+def test_each_round_keeps_its_own_timing_of_the_base():
+    """Each round times its base again; the machine's speed may have moved since, and the costs
+    a choice rests on are those of its own round: the precision round's fp32 figure is not
+    replaced by a slower one of the attention round, which would show bf16 ahead of the winner."""
+    passes = {"n": 0}
+
+    def measure(choice: Choice):
+        def run() -> float:
+            passes["n"] += 1
+            if choice.precision == "bf16":
+                return 2.0
+            if choice.attention == "sdpa":
+                return 4.0
+            return 1.0 if passes["n"] <= 6 else 3.0  # the machine slows down after the first round's passes
+        return run
+
+    best, seconds = autotune.search(START, {"precision": ("bf16", "fp32"), "attention": ("chunked", "sdpa")},
+                                    measure)
+    assert best == Choice("fp32", "chunked", True, 32)
+    assert seconds["precision"] == {"bf16/chunked/nhwc/32": 2.0, "fp32/chunked/nhwc/32": 1.0}
+    assert seconds["attention"] == {"fp32/chunked/nhwc/32": 3.0, "fp32/sdpa/nhwc/32": 4.0}
 
 
 def test_rounds_before_the_part_size_are_timed_in_the_smallest_part():
@@ -67,7 +90,7 @@ def test_rounds_before_the_part_size_are_timed_in_the_smallest_part():
     assert best == Choice("bf16", "sdpa", True, 32)
     assert {c.micro_batch_size for c in calls[:-2]} == {16}  # all but the part-size round
     assert {c.micro_batch_size for c in calls[-2:]} == {32, 16}
-    assert seconds["fp32/chunked/nhwc/16"] == 3.0
+    assert seconds["precision"]["fp32/chunked/nhwc/16"] == 3.0
 
 
 def test_rounds_after_the_part_size_are_timed_in_the_part_chosen():
@@ -99,7 +122,7 @@ def test_a_candidate_that_raises_is_skipped():
     best, seconds = autotune.search(START, {"attention": ("chunked", "sdpa")}, measure)
     assert best == START
     assert Choice("bf16", "sdpa", True, 32) in calls  # it was tried
-    assert "bf16/sdpa/nhwc/32" not in seconds
+    assert seconds == {"attention": {"bf16/chunked/nhwc/32": 5.0}}
 
 
 def test_a_candidate_that_fails_while_timed_is_dropped():
