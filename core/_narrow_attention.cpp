@@ -52,6 +52,13 @@ AVX2_FN inline __m256 tail_mask(int j, int n) {
     return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n - j), lane));
 }
 
+// out (D, stride) = the n rows of x (n, D) plus bias, transposed; columns from n on are left as they are.
+template <int D>
+void transpose_rows(In x, const float* bias, int n, int stride, float* out) {
+    for (int j = 0; j < n; ++j)
+        for (int c = 0; c < D; ++c) out[c * stride + j] = x[j][c] + bias[c];
+}
+
 // Per-thread buffers for one map. Tokens are padded to a multiple of 16 (n16) and channels to a
 // multiple of 8 (D8); the padding is zero and stays zero.
 template <int D>
@@ -72,8 +79,7 @@ struct Buffers {
           rowsA(MR * n16), rowsB(MR * n16), dkN(n16 * D8), dvN(n16 * D8), queries(MR * D) {}
 
     void transpose(In x, const float* bias, std::vector<float>& xT) const {
-        for (int j = 0; j < n; ++j)
-            for (int c = 0; c < D; ++c) xT[c * n16 + j] = x[j][c] + bias[c];
+        transpose_rows<D>(x, bias, n, n16, xT.data());
     }
 
     void copy_rows(In x, const float* bias) {

@@ -62,7 +62,7 @@ BF16_FN inline __m512 dot_pairs(__m512 acc, __m512i a, __m512i b) {
 // polynomial (relative error 1.0e-4, minimax on [-1/2, 1/2] with 2^0 = 1): the weights it makes
 // are rounded to bf16 (relative 2^-9) before they are used, so the fp32 kernels' degree 4 (2.8e-6)
 // bought nothing, and one FMA fewer made the pass over 784 tokens with 16-channel heads take
-// 0.95 of the time (2 Zen 4 cores, builds in alternation; scratch s35/ab.py).
+// 0.95 of the time (2 Zen 4 cores, builds in alternation; scratch s35/ab2.sh).
 BF16_FN inline __m512 exp2_16(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
     const __m512 whole = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -82,28 +82,31 @@ inline __mmask16 real_keys(int j, int n) {
 template <int D>
 struct Bf16Buffers {
     static constexpr int P = D / 2;  // channel pairs
+    // heads under 16 channels: values along the keys and weights straight into the products
+    static constexpr bool along_keys = D < 16;
     int n, n32;
-    std::vector<float> kT;  // (D, n32): the keys transposed, zero past n
-    std::vector<uint32_t> keys, values, queries;  // (P, n32), (n32 / 2, D), (BR, P)
+    std::vector<float> xT;  // (D, n32): the keys, then (along_keys) the values, transposed; zero past n
+    // keys (P, n32); values (n32 / 2, D), or along_keys (D, n32 / 2); queries (BR, P)
+    std::vector<uint32_t> keys, values, queries;
     std::vector<float> scores;  // (BR, n32)
-    std::vector<uint16_t> weights;  // (BR, n32): the softmax's numerators in bf16
+    std::vector<uint16_t> weights;  // (BR, n32): the softmax's numerators in bf16; none along_keys
     explicit Bf16Buffers(int tokens)
-        : n(tokens), n32((tokens + 31) / 32 * 32), kT(D * n32), keys(P * n32), values(n32 / 2 * D),
-          queries(BR * P), scores(BR * n32), weights(D < 16 ? 0 : BR * n32) {}
+        : n(tokens), n32((tokens + 31) / 32 * 32), xT(D * n32), keys(P * n32), values(n32 / 2 * D),
+          queries(BR * P), scores(BR * n32), weights(along_keys ? 0 : BR * n32) {}
 
     BF16_FN void pack(In k, In v, const float* const* bias) {
         transpose(k, bias[1]);
         for (int p = 0; p < P; ++p)
             for (int j = 0; j < n32; j += 16) {
-                const float* even = kT.data() + 2 * p * n32 + j;
+                const float* even = xT.data() + 2 * p * n32 + j;
                 _mm512_storeu_si512(keys.data() + p * n32 + j,
                                     bf16_pairs(_mm512_loadu_ps(even), _mm512_loadu_ps(even + n32)));
             }
-        if constexpr (D < 16) {
+        if constexpr (along_keys) {
             transpose(v, bias[2]);
             for (int c = 0; c < D; ++c)
                 for (int j = 0; j < n32; j += 32) {
-                    const float* x = kT.data() + c * n32 + j;
+                    const float* x = xT.data() + c * n32 + j;
                     _mm512_storeu_si512(values.data() + (c * n32 + j) / 2, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(
                                                                                 _mm512_loadu_ps(x + 16), _mm512_loadu_ps(x))));
                 }
@@ -119,11 +122,7 @@ struct Bf16Buffers {
         }
     }
 
-    // kT = x + bias transposed; past n it stays zero.
-    void transpose(In x, const float* bias) {
-        for (int j = 0; j < n; ++j)
-            for (int c = 0; c < D; ++c) kT[c * n32 + j] = x[j][c] + bias[c];
-    }
+    void transpose(In x, const float* bias) { transpose_rows<D>(x, bias, n, n32, xT.data()); }
 
     // The query block from i0 as channel pairs; rows past the end repeat the last one.
     BF16_FN void query_pairs(In q, const float* bias, int i0, int rows) {
@@ -214,7 +213,7 @@ BF16_FN void forward_map_bf16(In q, In k, In v, const float* const* bias, Out ou
         }
         float mx[BR], inv[BR];
         for (int r = 0; r < BR; ++r) mx[r] = _mm512_reduce_max_ps(vmax[r]);
-        if constexpr (D < 16) {
+        if constexpr (Bf16Buffers<D>::along_keys) {
             for (int r = 0; r < rows; ++r) inv[r] = attend_narrow<D>(B, r, mx[r], scale, out[i0 + r]);
         } else {
             const __m512 base2 = _mm512_set1_ps(scale * LOG2E);
