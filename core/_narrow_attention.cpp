@@ -396,7 +396,7 @@ AVX2_FN void backward_map(In q, In k, In v, const float* const* bias, In out, In
 
 #include "_narrow_attention_bf16.h"
 
-enum class Pass { forward, forward_bf16, backward };  // forward_bf16: _narrow_attention_bf16.h
+enum class Pass { forward, forward_bf16, backward, backward_bf16 };  // the bf16 passes: _narrow_attention_bf16.h
 
 struct Problem {
     const float *qkv, *bias, *out, *dout;  // bias: never null (run() gives zeros for none)
@@ -433,9 +433,11 @@ template <int D>
 void run_maps(const Problem& P, int threads, Pass pass) {
 #pragma omp parallel num_threads(threads)
     {
-        Buffers<D> B(pass == Pass::forward_bf16 ? 0 : P.n);
+        const bool bf16 = pass == Pass::forward_bf16 || pass == Pass::backward_bf16;
+        Buffers<D> B(bf16 ? 0 : P.n);
 #ifdef CORE_BF16
         Bf16Buffers<D> B16(pass == Pass::forward_bf16 ? P.n : 0);
+        Bf16GradBuffers<D> G16(pass == Pass::backward_bf16 ? P.n : 0);
 #endif
 #pragma omp for schedule(dynamic, P.heads)
         for (long m = 0; m < P.maps(); ++m) {
@@ -450,7 +452,12 @@ void run_maps(const Problem& P, int threads, Pass pass) {
                 forward_map<D>(q, k, v, bias, P.rows(P.o, 1, 0, m), stats, P.scale, B);
             } else {
 #ifdef CORE_BF16
-                forward_map_bf16<D>(q, k, v, bias, P.rows(P.o, 1, 0, m), stats, P.scale, B16);
+                if (pass == Pass::forward_bf16)
+                    forward_map_bf16<D>(q, k, v, bias, P.rows(P.o, 1, 0, m), stats, P.scale, B16);
+                else
+                    backward_map_bf16<D>(q, k, v, bias, P.rows(P.out, 1, 0, m), P.rows(P.dout, 1, 0, m), stats,
+                                         P.rows(P.dqkv, 3, 0, m), P.rows(P.dqkv, 3, 1, m), P.rows(P.dqkv, 3, 2, m),
+                                         P.scale, G16);
 #endif
             }
         }
@@ -528,7 +535,8 @@ static PyObject* py_supported_bf16(PyObject*, PyObject*) {
 #endif
 }
 
-static PyObject* py_backward(PyObject*, PyObject* args) {
+// The backward pass, by the bf16 kernels or the fp32 ones; null with a Python error set if they can't run.
+static PyObject* backward(PyObject* args, bool bf16) {
     unsigned long long qkv, bias, out, dout, stats, dqkv;
     long batch;
     int heads, n, d, threads;
@@ -538,24 +546,31 @@ static PyObject* py_backward(PyObject*, PyObject* args) {
         return nullptr;
     if (!valid_shape(n, d)) return nullptr;
 #ifdef CORE_X86
+    if (bf16 && !bf16_runs()) return nullptr;
     const Problem P{pointer(qkv), pointer(bias), pointer(out), pointer(dout), nullptr, pointer(stats), pointer(dqkv),
                     batch, heads, n, d, scale};
-    Py_BEGIN_ALLOW_THREADS run(P, threads, Pass::backward);
+    Py_BEGIN_ALLOW_THREADS run(P, threads, bf16 ? Pass::backward_bf16 : Pass::backward);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 #else
     return PyErr_Format(PyExc_RuntimeError, "narrow attention needs an x86-64 CPU");
 #endif
 }
 
+static PyObject* py_backward(PyObject*, PyObject* args) { return backward(args, false); }
+
+static PyObject* py_backward_bf16(PyObject*, PyObject* args) { return backward(args, true); }
+
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernels (AVX2 and FMA)."},
     {"forward", py_forward, METH_VARARGS, "forward(qkv, bias, out, stats, batch, heads, tokens, d, scale, threads)"},
     {"supported_bf16", py_supported_bf16, METH_NOARGS,
-     "Whether this CPU runs forward_bf16 (AVX-512-BF16)."},
+     "Whether this CPU runs forward_bf16 and backward_bf16 (AVX-512-BF16)."},
     {"forward_bf16", py_forward_bf16, METH_VARARGS,
      "forward with the products in bf16 (core/_narrow_attention_bf16.h); arguments as forward's"},
     {"backward", py_backward, METH_VARARGS,
      "backward(qkv, bias, out, grad_out, stats, dqkv, batch, heads, tokens, d, scale, threads)"},
+    {"backward_bf16", py_backward_bf16, METH_VARARGS,
+     "backward of forward_bf16, its products in bf16 (core/_narrow_attention_bf16.h); arguments as backward's"},
     {nullptr, nullptr, 0, nullptr},
 };
 

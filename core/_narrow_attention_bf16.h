@@ -79,6 +79,40 @@ inline __mmask16 real_keys(int j, int n) {
     return real >= 16 ? __mmask16(0xFFFF) : real <= 0 ? __mmask16(0) : __mmask16((1u << real) - 1);
 }
 
+// The D x n32 transposed tokens xT as channel pairs along the keys, (D/2, n32): lane j of pair p
+// holds token j's channels 2p and 2p+1, the layout of the scores' right operand.
+template <int D>
+BF16_FN void channel_pairs(const float* xT, int n32, uint32_t* out) {
+    for (int p = 0; p < D / 2; ++p)
+        for (int j = 0; j < n32; j += 16) {
+            const float* even = xT + 2 * p * n32 + j;
+            _mm512_storeu_si512(out + p * n32 + j, bf16_pairs(_mm512_loadu_ps(even), _mm512_loadu_ps(even + n32)));
+        }
+}
+
+// The n tokens x + bias as the right operand of a product with rows of weights over the keys:
+// key pairs along the channels, (n32/2, D), or for heads under 16 channels along the keys, (D,
+// n32/2) bf16 pairs, from xT, their transpose. Zero past n.
+template <int D>
+BF16_FN void product_rows(In x, const float* bias, int n, const float* xT, int n32, uint32_t* out) {
+    if constexpr (D < 16) {
+        for (int c = 0; c < D; ++c)
+            for (int j = 0; j < n32; j += 32) {
+                const float* t = xT + c * n32 + j;
+                _mm512_storeu_si512(out + (c * n32 + j) / 2, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(
+                                                                 _mm512_loadu_ps(t + 16), _mm512_loadu_ps(t))));
+            }
+    } else {
+        for (int j = 0; j < n32; j += 2)
+            for (int c = 0; c < D; c += 16) {
+                const __m512 b = _mm512_loadu_ps(bias + c);
+                const __m512 first = j < n ? _mm512_add_ps(_mm512_loadu_ps(x[j] + c), b) : _mm512_setzero_ps();
+                const __m512 second = j + 1 < n ? _mm512_add_ps(_mm512_loadu_ps(x[j + 1] + c), b) : _mm512_setzero_ps();
+                _mm512_storeu_si512(out + j / 2 * D + c, bf16_pairs(first, second));
+            }
+    }
+}
+
 template <int D>
 struct Bf16Buffers {
     static constexpr int P = D / 2;  // channel pairs
@@ -96,30 +130,9 @@ struct Bf16Buffers {
 
     BF16_FN void pack(In k, In v, const float* const* bias) {
         transpose(k, bias[1]);
-        for (int p = 0; p < P; ++p)
-            for (int j = 0; j < n32; j += 16) {
-                const float* even = xT.data() + 2 * p * n32 + j;
-                _mm512_storeu_si512(keys.data() + p * n32 + j,
-                                    bf16_pairs(_mm512_loadu_ps(even), _mm512_loadu_ps(even + n32)));
-            }
-        if constexpr (along_keys) {
-            transpose(v, bias[2]);
-            for (int c = 0; c < D; ++c)
-                for (int j = 0; j < n32; j += 32) {
-                    const float* x = xT.data() + c * n32 + j;
-                    _mm512_storeu_si512(values.data() + (c * n32 + j) / 2, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(
-                                                                                _mm512_loadu_ps(x + 16), _mm512_loadu_ps(x))));
-                }
-        } else {
-            for (int j = 0; j < n; j += 2)
-                for (int c = 0; c < D; c += 16) {
-                    const __m512 b = _mm512_loadu_ps(bias[2] + c);
-                    const __m512 first = _mm512_add_ps(_mm512_loadu_ps(v[j] + c), b);
-                    const __m512 second =
-                        j + 1 < n ? _mm512_add_ps(_mm512_loadu_ps(v[j + 1] + c), b) : _mm512_setzero_ps();
-                    _mm512_storeu_si512(values.data() + j / 2 * D + c, bf16_pairs(first, second));
-                }
-        }
+        channel_pairs<D>(xT.data(), n32, keys.data());
+        if constexpr (along_keys) transpose(v, bias[2]);
+        product_rows<D>(v, bias[2], n, xT.data(), n32, values.data());
     }
 
     void transpose(In x, const float* bias) { transpose_rows<D>(x, bias, n, n32, xT.data()); }
@@ -131,32 +144,37 @@ struct Bf16Buffers {
     }
 };
 
-// The unscaled scores of the BR query rows against the 32 keys from j.
+// acc[r][h] = the BR rows' (rows, (BR, D/2) channel pairs) dot products with the 16 tokens from
+// j + 16 h of `pairs`, (D/2, n32) channel pairs along the keys: the unscaled scores of queries
+// against keys, or in the backward pass dP, the output gradient's against the values.
 template <int D>
-BF16_FN inline void score_tile(const Bf16Buffers<D>& B, int j, __m512 (*acc)[2]) {
+BF16_FN inline void score_tile(const uint32_t* rows, const uint32_t* pairs, int n32, int j, __m512 (*acc)[2]) {
+    constexpr int P = D / 2;
     for (int r = 0; r < BR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int p = 0; p < Bf16Buffers<D>::P; ++p) {
-        const uint32_t* row = B.keys.data() + p * B.n32 + j;
+    for (int p = 0; p < P; ++p) {
+        const uint32_t* row = pairs + p * n32 + j;
         const __m512i b0 = _mm512_loadu_si512(row), b1 = _mm512_loadu_si512(row + 16);
         for (int r = 0; r < BR; ++r) {
-            const __m512i a = _mm512_set1_epi32(static_cast<int>(B.queries[r * Bf16Buffers<D>::P + p]));
+            const __m512i a = _mm512_set1_epi32(static_cast<int>(rows[r * P + p]));
             acc[r][0] = dot_pairs(acc[r][0], a, b0);
             acc[r][1] = dot_pairs(acc[r][1], a, b1);
         }
     }
 }
 
-// out_r = sum_j w[r][j] v_j for the BR rows, channels c0 .. c0 + 16 H, each row divided by its sum.
+// out_r = factor[r] sum_j w[r][j] x_j for the BR rows of weights w (BR, n32) in bf16 and the tokens
+// x laid out by product_rows (key pairs along the channels), channels c0 .. c0 + 16 H.
 template <int D, int H>
-BF16_FN inline void weighted_values(const Bf16Buffers<D>& B, int c0, const float* inv, int rows, Out out, int i0) {
+BF16_FN inline void weighted_rows_bf16(const uint16_t* weights, const uint32_t* x, int n32, int c0,
+                                       const float* factor, int rows, Out out, int i0) {
     __m512 acc[BR][H];
     for (int r = 0; r < BR; ++r)
         for (int h = 0; h < H; ++h) acc[r][h] = _mm512_setzero_ps();
-    const uint32_t* w = reinterpret_cast<const uint32_t*>(B.weights.data());
-    const int pairs = B.n32 / 2;
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(weights);
+    const int pairs = n32 / 2;
     for (int jp = 0; jp < pairs; ++jp) {
         __m512i b[H];
-        for (int h = 0; h < H; ++h) b[h] = _mm512_loadu_si512(B.values.data() + jp * D + c0 + 16 * h);
+        for (int h = 0; h < H; ++h) b[h] = _mm512_loadu_si512(x + jp * D + c0 + 16 * h);
         for (int r = 0; r < BR; ++r) {
             const __m512i a = _mm512_set1_epi32(static_cast<int>(w[r * pairs + jp]));
             for (int h = 0; h < H; ++h) acc[r][h] = dot_pairs(acc[r][h], a, b[h]);
@@ -164,7 +182,15 @@ BF16_FN inline void weighted_values(const Bf16Buffers<D>& B, int c0, const float
     }
     for (int r = 0; r < rows; ++r)
         for (int h = 0; h < H; ++h)
-            _mm512_storeu_ps(out[i0 + r] + c0 + 16 * h, _mm512_mul_ps(acc[r][h], _mm512_set1_ps(inv[r])));
+            _mm512_storeu_ps(out[i0 + r] + c0 + 16 * h, _mm512_mul_ps(acc[r][h], _mm512_set1_ps(factor[r])));
+}
+
+// weighted_rows_bf16 over all the channels, 32 at a time (16 accumulators at most).
+template <int D>
+BF16_FN inline void weighted_rows_bf16(const uint16_t* weights, const uint32_t* x, int n32, const float* factor,
+                                       int rows, Out out, int i0) {
+    constexpr int H = D / 16 < 2 ? D / 16 : 2;
+    for (int c0 = 0; c0 < D; c0 += 16 * H) weighted_rows_bf16<D, H>(weights, x, n32, c0, factor, rows, out, i0);
 }
 
 // Heads under 16 channels: row r's attended values into o and the reciprocal of its softmax sum,
@@ -202,7 +228,7 @@ BF16_FN void forward_map_bf16(In q, In k, In v, const float* const* bias, Out ou
         for (int r = 0; r < BR; ++r) vmax[r] = _mm512_set1_ps(-INFINITY);
         for (int j = 0; j < n32; j += 32) {
             __m512 acc[BR][2];
-            score_tile<D>(B, j, acc);
+            score_tile<D>(B.queries.data(), B.keys.data(), n32, j, acc);
             const __mmask16 real[2] = {real_keys(j, n), real_keys(j + 16, n)};
             for (int r = 0; r < BR; ++r)
                 for (int h = 0; h < 2; ++h) {
@@ -230,14 +256,163 @@ BF16_FN void forward_map_bf16(In q, In k, In v, const float* const* bias, Out ou
                 }
                 inv[r] = 1.0f / _mm512_reduce_add_ps(total);
             }
-            constexpr int H = D / 16 < 2 ? D / 16 : 2;  // 16 accumulators at most
-            for (int c0 = 0; c0 < D; c0 += 16 * H) weighted_values<D, H>(B, c0, inv, rows, out, i0);
+            weighted_rows_bf16<D>(B.weights.data(), B.values.data(), n32, inv, rows, out, i0);
         }
         for (int r = 0; r < rows; ++r) {
             stats[2 * (i0 + r)] = mx[r];
             stats[2 * (i0 + r) + 1] = inv[r];
         }
     }
+}
+
+// Per-thread buffers of the bf16 backward pass, for maps of `tokens` tokens (none for 0).
+template <int D>
+struct Bf16GradBuffers {
+    static constexpr int P = D / 2, RP = BR / 2;  // channel pairs; pairs of query rows
+    int n, n32;
+    // xT: the keys, then the values, transposed (D, n32); dkT, dvT: the keys' and values'
+    // gradients transposed (D, n32), fp32 sums; probs: the block's softmax weights, 32 keys (BR, 32)
+    std::vector<float> xT, dkT, dvT, probs;
+    // keys, values (P, n32) channel pairs along the keys; keyRows, the keys as product_rows lays
+    // them out; queries, douts: the block's rows (BR, P); queryPairs, doutPairs (RP, D): lane c
+    // of pair p holds channel c of the block's rows 2p and 2p + 1
+    std::vector<uint32_t> keys, values, keyRows, queries, douts, queryPairs, doutPairs;
+    std::vector<uint16_t> grads;  // (BR, n32): the block's dS in bf16
+    explicit Bf16GradBuffers(int tokens)
+        : n(tokens), n32((tokens + 31) / 32 * 32), xT(D * n32), dkT(D * n32), dvT(D * n32), probs(BR * 32),
+          keys(P * n32), values(P * n32), keyRows(n32 / 2 * D), queries(BR * P), douts(BR * P),
+          queryPairs(RP * D), doutPairs(RP * D), grads(BR * n32) {}
+
+    BF16_FN void pack(In k, In v, const float* const* bias) {
+        transpose_rows<D>(k, bias[1], n, n32, xT.data());
+        channel_pairs<D>(xT.data(), n32, keys.data());
+        product_rows<D>(k, bias[1], n, xT.data(), n32, keyRows.data());
+        transpose_rows<D>(v, bias[2], n, n32, xT.data());
+        channel_pairs<D>(xT.data(), n32, values.data());
+        std::fill(dkT.begin(), dkT.end(), 0.0f);
+        std::fill(dvT.begin(), dvT.end(), 0.0f);
+    }
+
+    // The block's rows of x + bias from i0 in bf16, as channel pairs (BR, P) and as pairs of rows
+    // (RP, D); rows past the end repeat the last one.
+    BF16_FN void block(In x, const float* bias, int i0, int rows, std::vector<uint32_t>& byRow,
+                       std::vector<uint32_t>& byPair) const {
+        uint16_t* half = reinterpret_cast<uint16_t*>(byRow.data());
+        for (int r = 0; r < BR; ++r) to_bf16(x[i0 + std::min(r, rows - 1)], bias, D, half + r * D);
+        for (int rp = 0; rp < RP; ++rp)
+            for (int c = 0; c < D; ++c)
+                byPair[rp * D + c] = half[2 * rp * D + c] | static_cast<uint32_t>(half[(2 * rp + 1) * D + c]) << 16;
+    }
+};
+
+// grad^T[c][j..j+32] += sum over the block's rows r of w[r][j..] x[r][c] for every channel c: the
+// keys' or values' gradient, transposed, from the 32 keys' weights w (RP pairs of rows along the
+// keys, two registers of 16 keys each) and the rows x as pairs of rows (RP, D).
+template <int D>
+BF16_FN inline void accumulate_keys(const __m512i (*w)[2], const uint32_t* x, int n32, int j, float* gradT) {
+    constexpr int RP = BR / 2;
+    for (int c = 0; c < D; ++c) {
+        float* g = gradT + c * n32 + j;
+        __m512 acc[2] = {_mm512_loadu_ps(g), _mm512_loadu_ps(g + 16)};
+        for (int rp = 0; rp < RP; ++rp) {
+            const __m512i a = _mm512_set1_epi32(static_cast<int>(x[rp * D + c]));
+            acc[0] = dot_pairs(acc[0], w[rp][0], a);
+            acc[1] = dot_pairs(acc[1], w[rp][1], a);
+        }
+        _mm512_storeu_ps(g, acc[0]);
+        _mm512_storeu_ps(g + 16, acc[1]);
+    }
+}
+
+// Heads under 16 channels: out_r = factor sum_j w[r][j] x_j for the block's rows r < rows, the
+// weights (BR, n32) in bf16 and x laid out along the keys by product_rows; each channel one
+// register's lanes summed at the end, as attend_narrow does.
+template <int D>
+BF16_FN inline void weighted_rows_along_keys(const uint16_t* weights, const uint32_t* x, int n32, float factor,
+                                             int rows, Out out, int i0) {
+    for (int r = 0; r < rows; ++r) {
+        __m512 acc[D];
+        for (int c = 0; c < D; ++c) acc[c] = _mm512_setzero_ps();
+        for (int j = 0; j < n32; j += 32) {
+            const __m512i w = _mm512_loadu_si512(weights + r * n32 + j);
+            for (int c = 0; c < D; ++c) acc[c] = dot_pairs(acc[c], w, _mm512_loadu_si512(x + (c * n32 + j) / 2));
+        }
+        for (int c = 0; c < D; ++c) out[i0 + r][c] = _mm512_reduce_add_ps(acc[c]) * factor;
+    }
+}
+
+// The backward pass of forward_map_bf16, one block of BR query rows at a time, in one sweep over
+// the keys 32 at a time: P recomputed from the scores as the forward pass computed them (the same
+// products in the same order, so the same weights) and its row maxima and sums, dP = dO V^T,
+// dS = P (dP - delta), dV += P^T dO and dK += dS^T Q; then dQ = dS K. Every product's operands in
+// bf16, their sums fp32, as torch's bf16 autocast rounds them; P, dS and delta fp32 until they
+// enter a product.
+template <int D>
+BF16_FN void backward_map_bf16(In q, In k, In v, const float* const* bias, In out, In dout, const float* stats,
+                               Out dq, Out dk, Out dv, float scale, Bf16GradBuffers<D>& B) {
+    constexpr int RP = BR / 2;
+    const int n = B.n, n32 = B.n32;
+    const float zeros[D] = {};
+    B.pack(k, v, bias);
+    const __m512 base2 = _mm512_set1_ps(scale * LOG2E);
+    float* probs = B.probs.data();
+    for (int i0 = 0; i0 < n; i0 += BR) {
+        const int rows = std::min(BR, n - i0);
+        B.block(q, bias[0], i0, rows, B.queries, B.queryPairs);
+        B.block(dout, zeros, i0, rows, B.douts, B.doutPairs);
+        __m512 shifted[BR], inv[BR], delta[BR];
+        __mmask16 live[BR];  // repeated rows add nothing
+        for (int r = 0; r < BR; ++r) {
+            const int i = i0 + std::min(r, rows - 1);
+            float dsum = 0.0f;
+            for (int c = 0; c < D; ++c) dsum = std::fma(dout[i][c], out[i][c], dsum);
+            shifted[r] = _mm512_set1_ps(-stats[2 * i] * (scale * LOG2E));
+            inv[r] = _mm512_set1_ps(stats[2 * i + 1]);
+            delta[r] = _mm512_set1_ps(dsum);
+            live[r] = r < rows ? __mmask16(0xFFFF) : __mmask16(0);
+        }
+        for (int j = 0; j < n32; j += 32) {
+            __m512 acc[BR][2];
+            score_tile<D>(B.queries.data(), B.keys.data(), n32, j, acc);
+            const __mmask16 real[2] = {real_keys(j, n), real_keys(j + 16, n)};
+            for (int r = 0; r < BR; ++r)
+                for (int h = 0; h < 2; ++h)
+                    _mm512_storeu_ps(probs + r * 32 + 16 * h,
+                                     _mm512_maskz_mul_ps(real[h] & live[r],
+                                                         exp2_16(_mm512_fmadd_ps(acc[r][h], base2, shifted[r])), inv[r]));
+            score_tile<D>(B.douts.data(), B.values.data(), n32, j, acc);
+            __m512i weights[RP][2], grads[RP][2];
+            for (int rp = 0; rp < RP; ++rp) {
+                __m512 ds[2][2];
+                for (int e = 0; e < 2; ++e) {
+                    const int r = 2 * rp + e;
+                    for (int h = 0; h < 2; ++h)
+                        ds[e][h] = _mm512_mul_ps(_mm512_loadu_ps(probs + r * 32 + 16 * h), _mm512_sub_ps(acc[r][h], delta[r]));
+                    _mm512_storeu_si512(B.grads.data() + r * n32 + j,
+                                        reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(ds[e][1], ds[e][0])));
+                }
+                for (int h = 0; h < 2; ++h) {
+                    weights[rp][h] = bf16_pairs(_mm512_loadu_ps(probs + 2 * rp * 32 + 16 * h),
+                                                _mm512_loadu_ps(probs + (2 * rp + 1) * 32 + 16 * h));
+                    grads[rp][h] = bf16_pairs(ds[0][h], ds[1][h]);
+                }
+            }
+            accumulate_keys<D>(weights, B.doutPairs.data(), n32, j, B.dvT.data());
+            accumulate_keys<D>(grads, B.queryPairs.data(), n32, j, B.dkT.data());
+        }
+        if constexpr (D < 16) {
+            weighted_rows_along_keys<D>(B.grads.data(), B.keyRows.data(), n32, scale, rows, dq, i0);
+        } else {
+            float factor[BR];
+            std::fill(factor, factor + BR, scale);
+            weighted_rows_bf16<D>(B.grads.data(), B.keyRows.data(), n32, factor, rows, dq, i0);
+        }
+    }
+    for (int j = 0; j < n; ++j)
+        for (int c = 0; c < D; ++c) {
+            dk[j][c] = B.dkT[c * n32 + j] * scale;
+            dv[j][c] = B.dvT[c * n32 + j];
+        }
 }
 
 #endif

@@ -45,7 +45,9 @@ CACHE_ENV = "DDPM_STUDIO_CACHE_DIR"
 # 8: sampling's F(7x7, 3x3) tiles (core.winograd.sampling_tile), which change what Winograd gains there
 # 9: narrow-bf16, sampling's attention projections and products in bf16 on AVX-512-BF16 CPUs
 # 10: narrow-bf16 for heads of 4 and 8 channels too, which changes what it gains
-CACHE_VERSION = 10
+# 11: narrow attention under bf16 autocast by the bf16 kernels, forward and backward, which makes bf16
+# training worth choosing on AVX-512-BF16 CPUs
+CACHE_VERSION = 11
 TIMED_PASSES = 2  # per candidate at least, after one untimed pass; the fastest counts (load only adds time)
 # Quick passes are repeated until a round has taken this long, up to MAX_TIMED_PASSES: two passes
 # of a 0.1 s step are too little timing to keep a choice for good by, and one such choice left

@@ -75,14 +75,16 @@ def projected_self_attention(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     read the projections (see ``core/_narrow_attention.cpp``), and :class:`_ProjectedAttention`
     gives the projections' gradients.
 
-    ``bf16`` runs the inference pass's projections and products in bf16 where the CPU has
-    AVX-512-BF16 (:func:`available_bf16`); with gradients it changes nothing.
+    ``bf16`` runs the projections and the kernels' products in bf16 where the CPU has
+    AVX-512-BF16 (:func:`available_bf16`), as bf16 autocast rounds them: sampling's pass, and
+    training's forward and backward passes (:class:`_ProjectedAttention`).
     """
+    bf16 = bf16 and available_bf16()
     if x.shape[1] == 1:
         return self_attention(F.linear(x, weight, bias), heads)
     if not torch.is_grad_enabled():
-        return _forward_in_parts(x, weight, bias, heads, bf16 and available_bf16())
-    return _ProjectedAttention.apply(x, weight, bias, heads)
+        return _forward_in_parts(x, weight, bias, heads, bf16)
+    return _ProjectedAttention.apply(x, weight, bias, heads, bf16)
 
 
 def _forward_in_parts(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, heads: int,
@@ -150,12 +152,13 @@ def _forward(qkv: torch.Tensor, heads: int, bias: torch.Tensor | None = None,
 
 
 def _backward(qkv: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, stats: torch.Tensor,
-              grad_out: torch.Tensor, heads: int) -> torch.Tensor:
-    """The projections' gradient from the output's, given what :func:`_forward` gave."""
+              grad_out: torch.Tensor, heads: int, bf16: bool = False) -> torch.Tensor:
+    """The projections' gradient from the output's, given what :func:`_forward` gave (with the
+    same ``bf16``)."""
     b, n, c3 = qkv.shape
     dqkv = torch.empty_like(qkv)
-    _call("backward", qkv, native.readable(bias), out, grad_out.float().contiguous(), stats, dqkv, batch=b, heads=heads,
-          tokens=n, d=c3 // (3 * heads))
+    _call("backward_bf16" if bf16 else "backward", qkv, native.readable(bias), out, grad_out.float().contiguous(),
+          stats, dqkv, batch=b, heads=heads, tokens=n, d=c3 // (3 * heads))
     return dqkv
 
 
@@ -179,24 +182,35 @@ class _NarrowAttention(torch.autograd.Function):
 class _ProjectedAttention(torch.autograd.Function):
     """:class:`_NarrowAttention` of the tokens' input projections: keeps the tokens, the output
     and the softmax statistics, and remakes the projections (without their bias, which the
-    kernels add) for the backward pass."""
+    kernels add) for the backward pass. With ``bf16`` the products, the projections' included,
+    take bf16 operands and sum in fp32; the gradients come out fp32."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                heads: int) -> torch.Tensor:
-        out, stats = _forward(matmul.linear(x, weight), heads, bias)
+                heads: int, bf16: bool) -> torch.Tensor:
+        out, stats = _forward(_projections(x, weight, bf16), heads, bias, bf16=bf16)
         ctx.save_for_backward(x, weight, bias, out, stats)
-        ctx.heads = heads
+        ctx.heads, ctx.bf16 = heads, bf16
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, bias, out, stats = ctx.saved_tensors
-        dqkv = _backward(matmul.linear(x, weight), bias, out, stats, grad_out, ctx.heads)
-        b, n, c3 = dqkv.shape
-        rows = dqkv.view(b * n, c3)
+        bf16 = ctx.bf16
+        dqkv = _backward(_projections(x, weight, bf16), bias, out, stats, grad_out, ctx.heads, bf16=bf16)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = matmul.linear(dqkv, weight.t()) if need_x else None
-        dw = rows.t().mm(x.reshape(b * n, -1)) if need_w else None
-        db = rows.sum(0) if need_b and bias is not None else None
-        return dx, dw, db, None
+        rows = dqkv.view(-1, dqkv.shape[-1])
+        if bf16:
+            rows, tokens, weight = rows.bfloat16(), x.reshape(rows.shape[0], -1).bfloat16(), weight.bfloat16()
+            dx = rows.mm(weight).view(x.shape).float() if need_x else None
+        else:
+            tokens = x.reshape(rows.shape[0], -1)
+            dx = matmul.linear(dqkv, weight.t()) if need_x else None
+        dw = rows.t().mm(tokens).float() if need_w else None
+        db = dqkv.view(rows.shape).sum(0) if need_b and bias is not None else None
+        return dx, dw, db, None, None
+
+
+def _projections(x: torch.Tensor, weight: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """``x weight^T`` in fp32, from bf16 operands with ``bf16``."""
+    return _bf16_projections(x, weight.bfloat16()) if bf16 else matmul.linear(x, weight)

@@ -207,8 +207,8 @@ def test_the_bf16_pass_attends_as_bf16_autocast_rounds(monkeypatch, n, d):
 
 
 @needs_bf16_pass
-def test_the_bf16_pass_leaves_training_to_the_fp32_kernels():
-    """With gradients, narrow-bf16 is narrow bit for bit: training never rounds to bf16."""
+def test_the_bf16_pass_leaves_fp32_training_to_the_fp32_kernels():
+    """With gradients, narrow-bf16 is narrow bit for bit: fp32 training never rounds to bf16."""
     gen = torch.Generator().manual_seed(0)
     for d in (4, 16):
         x = torch.randn(1, 40, 2 * d, generator=gen, requires_grad=True)
@@ -217,19 +217,58 @@ def test_the_bf16_pass_leaves_training_to_the_fp32_kernels():
         assert torch.equal(*outs), d
 
 
+def _gradients_under_autocast(impl: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                              grad: torch.Tensor, heads: int, bf16: bool = True) -> list[torch.Tensor]:
+    """The output of attention by ``impl`` (under bf16 autocast, or in ``x``'s dtype) and the
+    gradients of x, the weights and the bias given the output's ``grad``, in float64."""
+    x, weight, bias = (t.detach().clone().requires_grad_() for t in (x, weight, bias))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = attn.projected_self_attention(x, weight, bias, heads, impl)
+    out.backward(grad.to(out.dtype))
+    return [t.detach().double() for t in (out, x.grad, weight.grad, bias.grad)]
+
+
+@needs_bf16_pass
+@pytest.mark.parametrize("n,d", [(2, 16), (13, 64), (197, 32), (530, 16), (3, 4), (45, 8), (784, 4)])
+def test_bf16_training_attends_and_back_propagates_as_torchs_bf16_kernels_do(monkeypatch, n, d):
+    """Under bf16 autocast, narrow trains by the bf16 kernels, forward and backward: the output
+    and the three gradients lie within twice the distance from float64 of torch's own bf16 kernels
+    (sdpa's and the chunked kernel's, under the same autocast), and as far as bf16 puts them."""
+    calls = []
+    call = narrow_attention._call
+    monkeypatch.setattr(narrow_attention, "_call", lambda name, *a, **k: calls.append(name) or call(name, *a, **k))
+    gen = torch.Generator().manual_seed(0)
+    heads, c = 2, 2 * d
+    x = torch.randn(2, n, c, generator=gen)
+    weight, bias = torch.randn(3 * c, c, generator=gen) * (2 / c ** 0.5), torch.randn(3 * c, generator=gen)
+    grad = torch.randn(2, n, c, generator=gen)
+    exact = _gradients_under_autocast("naive", *(t.double() for t in (x, weight, bias, grad)), heads, bf16=False)
+
+    def errors(impl: str) -> list[float]:
+        got = _gradients_under_autocast(impl, x, weight, bias, grad, heads)
+        return [float((a - b).norm() / b.norm()) for a, b in zip(got, exact)]
+
+    ours, torchs = errors("narrow"), [max(e) for e in zip(errors("sdpa"), errors("chunked"))]
+    assert calls == ["forward_bf16", "backward_bf16"]
+    for name, mine, theirs in zip(("output", "x", "weight", "bias"), ours, torchs):
+        assert 1e-3 < mine <= 2 * theirs, name
+
+
+@pytest.mark.parametrize("kernel", ["forward_bf16", "backward_bf16"])
 @pytest.mark.parametrize("d,refusal", [(12, "d must be 4, 8, 16, 32 or 64"), (8, "AVX-512-BF16")])
-def test_the_bf16_pass_is_refused_where_it_cannot_run(d, refusal):
-    """The kernel itself names what is missing rather than compute something else: a head width
-    it has no kernel for, or (on CPUs without it) AVX-512-BF16."""
+def test_the_bf16_pass_is_refused_where_it_cannot_run(kernel, d, refusal):
+    """The kernels themselves name what is missing rather than compute something else: a head
+    width they have no kernel for, or (on CPUs without it) AVX-512-BF16."""
     if not narrow_attention.available():
         pytest.skip("no narrow attention kernels for this platform or CPU")
     if refusal == "AVX-512-BF16" and narrow_attention.available_bf16():
         pytest.skip("this CPU runs the bf16 pass")
     kernels = narrow_attention.native.kernels("_narrow_attention")
-    out, stats = torch.empty(1, 40, d), torch.empty(1, 1, 40, 2)
-    qkv = torch.randn(1, 40, 3 * d)
+    qkv, out, stats = torch.randn(1, 40, 3 * d), torch.empty(1, 40, d), torch.empty(1, 1, 40, 2)
+    tensors = (qkv, out, stats) if kernel == "forward_bf16" else (qkv, out, torch.randn(1, 40, d), stats, qkv)
     with pytest.raises(ValueError, match=refusal):
-        kernels.forward_bf16(qkv.data_ptr(), 0, out.data_ptr(), stats.data_ptr(), 1, 1, 40, d, d ** -0.5, 1)
+        getattr(kernels, kernel)(*(t.data_ptr() for t in tensors[:1]), 0, *(t.data_ptr() for t in tensors[1:]),
+                                 1, 1, 40, d, d ** -0.5, 1)
 
 
 @pytest.mark.parametrize("batch,fits,threads,expected", [
