@@ -1,5 +1,6 @@
-// The inference pass of core/_narrow_attention.cpp with its two products in bf16 (AVX-512-BF16's
-// dot products, fp32 sums), for sampling on CPUs that have them.
+// The passes of core/_narrow_attention.cpp with their products in bf16 (AVX-512-BF16's dot
+// products, fp32 sums), for CPUs that have them: the forward pass, for sampling and for training
+// under bf16 autocast, and training's backward pass.
 //
 // Why it exists: for heads of 16 to 64 channels the products are most of a layer's work, and
 // VDPBF16PS does twice the multiply-adds of an fp32 FMA per instruction (Zen 4: 444 against 200
@@ -8,11 +9,12 @@
 // polynomial where the weights are rounded to bf16 anyway), and their weights go straight into
 // the products without a pass of their own: on 2 Zen 4 cores such a pass over 784 tokens with
 // 4-channel heads took 0.68 of the fp32 kernel's time, over 196 tokens with 8-channel heads 0.50
-// (scratch s35/ab2.sh, builds in alternation). Everything else stays fp32: the scores, the
-// softmax and its sums, the outputs. The rounding is torch's bf16 autocast's, queries, keys,
-// values and the softmax weights to bf16 (relative 2^-9), which is why it is a kernel of its own
-// that auto only times where the config's precision lets bf16 run (core/autotune.py) and never in
-// training.
+// (scratch s35/ab2.sh, builds in alternation). The backward pass over 128 maps of 784 tokens took
+// 0.58 of the fp32 kernel's time with 16- and 4-channel heads, over 196 tokens 0.65-0.71 (scratch
+// s36/kt.py). Everything else stays fp32: the scores, the softmax and its sums, dS, the outputs
+// and gradients. The rounding is torch's bf16 autocast's, the products' operands to bf16
+// (relative 2^-9), which is why these are kernels of their own that auto only times where the
+// config's precision lets bf16 run (core/autotune.py).
 //
 // Layout: per map, keys as channel pairs along the keys (D/2, n32: lane j of pair p holds key j's
 // channels 2p and 2p+1), so that each dot product's pair is one 32-bit lane and the other operand
@@ -20,9 +22,12 @@
 // channels (n32/2, D: lane c of pair p holds channel c of keys 2p and 2p+1), the other operand a
 // broadcast pair of weights; of narrower heads along the keys, channel by channel (D, n32 in bf16:
 // lane i of channel c holds keys 2i and 2i+1), the other operand a row's weights, whose lanes are
-// summed at the end. Tokens are padded to a multiple of 32 with zeros. Included by
+// summed at the end. The backward pass lays the values out as the keys, and the keys also as the
+// values (dQ = dS K), and sums dK and dV transposed, (D, n32), from pairs of query rows along the
+// keys. Tokens are padded to a multiple of 32 with zeros. Included by
 // core/_narrow_attention.cpp inside its namespace, after the rows it reads (In, Out). GCC and
-// clang only; elsewhere the module says bf16 is not supported and sampling keeps the fp32 kernels.
+// clang only; elsewhere the module says bf16 is not supported, and attention under bf16 autocast
+// goes to torch's kernels (core/attention.py).
 #pragma once
 
 #if defined(CORE_X86) && (defined(__GNUC__) || defined(__clang__))

@@ -11,7 +11,7 @@ All four ways compute ``softmax(q k^T / sqrt(d)) v``; they differ only in speed 
   in fp32 (``naive`` over maps of at most NAIVE_MAX_TOKENS tokens in inference) and as ``auto`` in
   bf16, the faster kernel for each there. Under bf16 autocast on CPUs with AVX-512-BF16 its
   kernels run their projections and products in bf16, forward and backward, rounded as autocast
-  rounds: a training step of the tutorial's network took 1.5-1.6 s so against 2.4 s in fp32 and
+  rounds: a training step of the tutorial's network took 1.5-1.6 s against 2.4 s in fp32 and
   2.4-3.4 s with torch's bf16 kernels (batch 64, 2 Zen 4 cores).
 - ``narrow-bf16``: ``narrow`` with the inference pass's projections and products in bf16 on CPUs with
   AVX-512-BF16 (:func:`core.narrow_attention.projected_self_attention`) in fp32 networks, for

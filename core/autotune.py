@@ -87,6 +87,12 @@ class Choice:
     micro_batch_size: int | None = None  # images per pass in training; None: sampling, whole batch
     winograd: bool = False  # 3x3 convs through core.winograd where it applies
 
+    @property
+    def runs_winograd(self) -> bool:
+        """Whether the 3x3 convolutions go through core.winograd: its kernels are fp32, so a bf16
+        choice timed with it on (where auto searched bf16 against fp32) runs torch's convolutions."""
+        return self.winograd and self.precision == "fp32"
+
     def describe(self, device: torch.device) -> str:
         """One line for the window and the log, e.g. 'cpu · 2 threads · fp32 · sdpa'."""
         parts = [device.type]
@@ -95,7 +101,7 @@ class Choice:
         parts += [self.precision, self.attention]
         if not self.channels_last:
             parts.append("NCHW")
-        if self.winograd:
+        if self.runs_winograd:
             parts.append("winograd")
         if self.micro_batch_size:
             parts.append(f"parts of {self.micro_batch_size}")
@@ -106,7 +112,7 @@ class Choice:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         for model in models:
             model.set_attention_impl(self.attention)  # type: ignore[operator]
-            model.set_winograd(self.winograd)  # type: ignore[operator]
+            model.set_winograd(self.runs_winograd)  # type: ignore[operator]
             model.to(memory_format=fmt)
         return pick_precision(self.precision, device)
 
@@ -188,7 +194,7 @@ def _time_round(candidates: list[Choice], measure: Callable[[Choice], Callable[[
 
 
 def _label(c: Choice) -> str:
-    layout = ("nhwc" if c.channels_last else "nchw") + ("+winograd" if c.winograd else "")
+    layout = ("nhwc" if c.channels_last else "nchw") + ("+winograd" if c.runs_winograd else "")
     return f"{c.precision}/{c.attention}/{layout}/{c.micro_batch_size or 'all'}"
 
 

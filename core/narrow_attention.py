@@ -9,6 +9,9 @@ forward+backward with 16-channel heads against sdpa's 0.230 s, and 0.075 against
 4-channel heads, the inference pass at batch 100 0.134 against 0.193 s and 0.070 against 0.202 s
 (docs/speed.md). The 7x7 layers' 64-channel heads (49 tokens, batch 100): 4.3 ms against the
 explicit product's 7.8 and sdpa's 7.7 in inference, forward+backward 14.4 against sdpa's 29.4 ms.
+On CPUs with AVX-512-BF16 the same passes also run with their products in bf16
+(``core/_narrow_attention_bf16.h``): sampling in fp32 networks where autotune chooses
+``narrow-bf16``, and training and sampling under bf16 autocast (:mod:`core.attention`).
 
 The kernels are a compiled extension built at install time (``setup.py``); where it could not be
 built, or the CPU lacks AVX2 and FMA, :func:`available` is false and nothing here is used.
@@ -38,7 +41,7 @@ def available() -> bool:
 
 
 def available_bf16() -> bool:
-    """Whether this install and this CPU run the bf16 inference pass (AVX-512-BF16)."""
+    """Whether this install and this CPU run the bf16 passes (AVX-512-BF16)."""
     kernels = native.kernels("_narrow_attention")
     return kernels is not None and kernels.supported_bf16()
 

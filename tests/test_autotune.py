@@ -326,6 +326,18 @@ def test_winograd_is_searched_only_where_fp32_may_run(monkeypatch):
     assert start.describe(CPU).endswith(" · winograd")
 
 
+def test_a_bf16_choice_neither_runs_nor_shows_winograd(tmp_path):
+    """Auto starts from Winograd where fp32 may win; when bf16 wins instead, the convolutions are
+    torch's, and the window must not claim otherwise."""
+    choice = Choice("bf16", "narrow", True, 8, winograd=True)
+    model = tr.Trainer(_config(precision="fp32"), tmp_path / "run").model
+    model.set_winograd(True)
+    choice.apply(CPU, model)
+    assert not any(getattr(m, "winograd", False) for m in model.modules())
+    assert "winograd" not in choice.describe(CPU)
+    assert Choice("fp32", "narrow", True, 8, winograd=True).describe(CPU).endswith("winograd · parts of 8")
+
+
 @pytest.mark.parametrize("choice", [
     Choice("fp32", "chunked", True, 8), Choice("fp32", "sdpa", True, 8),
     pytest.param(Choice("fp32", "narrow", True, 8, winograd=True),
