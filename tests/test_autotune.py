@@ -212,12 +212,14 @@ def test_bf16_is_searched_only_where_auto_would_pick_it(monkeypatch):
 
 def test_bf16_attention_products_are_timed_only_in_sampling_where_bf16_may_run(monkeypatch):
     """narrow-bf16 rounds attention's operands to bf16: a candidate only where the config lets
-    auto pick bf16, in sampling (its pass has no backward), and on CPUs that run it."""
+    auto pick bf16, in sampling (in fp32 training it is narrow), and on CPUs that run it. There the
+    search starts from it, so that the precision round times fp32 networks with it."""
     monkeypatch.setattr(autotune.narrow_attention, "available", lambda: True)
     monkeypatch.setattr(autotune.narrow_attention, "available_bf16", lambda: True)
     monkeypatch.setattr(autotune, "pick_precision", lambda pref, dev: autotune.Precision(torch.bfloat16))
-    _, found = autotune.options(_config(precision="auto"), CPU, training=False, batch=8)
-    assert found["attention"] == ("narrow", "narrow-bf16", "chunked", "sdpa")
+    start, found = autotune.options(_config(precision="auto"), CPU, training=False, batch=8)
+    assert found["attention"] == ("narrow-bf16", "narrow", "chunked", "sdpa")
+    assert start.attention == "narrow-bf16"
     _, found = autotune.options(_config(precision="auto"), CPU, training=True, batch=8)
     assert "narrow-bf16" not in found["attention"]
     _, found = autotune.options(_config(precision="bf16"), CPU, training=False, batch=8)
