@@ -98,11 +98,17 @@ class ThreadController:
         return self.current != min(self.counts) and estimate > SLOWDOWN * self._stay_best
 
     def _try_due(self) -> bool:
-        """Time to look around: enough steps since the last try, its cost paid back, and above
-        the fewest threads, the steps preempted."""
-        if self._since_probe < PROBE_EVERY or MAX_TRY_SHARE * self._since_probe_s < self._try_cost:
+        """Time to look around, once the last try's cost is paid back: above the fewest threads
+        as soon as a step of this stay shows it was preempted, else (or where the CPU time is
+        unknown) every :data:`PROBE_EVERY` steps. Preempted steps leave no time to wait: beside
+        one CPU-bound program that the scheduler favours (the window's training runs at nice 10),
+        a step of the tutorial's network at 2 threads took 22-31 s where one thread took 2-4 s,
+        and a stay that began under that load has no faster step to compare with."""
+        if MAX_TRY_SHARE * self._since_probe_s < self._try_cost:
             return False
-        return self.current == min(self.counts) or self._preempted()
+        if self.current == min(self.counts):
+            return self._since_probe >= PROBE_EVERY
+        return self._preempted() and (bool(self._recent_share) or self._since_probe >= PROBE_EVERY)
 
     def _preempted(self) -> bool:
         """Whether this stay's steps got less CPU time than their threads could use (True where
