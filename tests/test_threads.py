@@ -74,9 +74,9 @@ def test_where_the_cpu_time_is_unknown_the_periodic_try_finds_one_thread():
 
 
 def test_on_a_machine_whose_steps_look_preempted_when_idle_losing_tries_cost_little():
-    """Steps whose serial parts leave a thread idle report a low CPU share on an idle machine too
-    (bf16 steps of the tutorial's network: 0.78): each try of one thread loses, and is paid back
-    before the next."""
+    """Where steps report a low CPU share with no competitor (one idle phase of bf16 training
+    steps measured 0.78 of their threads' time, others 1.0), each try of one thread loses, and is
+    paid back before the next."""
     c, m = ThreadController((2, 1), set_threads=lambda n: None), Machine()
     used = drive(c, m, 2000, cpu_share=MIN_CPU_SHARE - 0.1)
     assert used.count(1) > 0
