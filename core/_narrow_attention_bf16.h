@@ -52,6 +52,12 @@ BF16_FN inline void to_bf16(const float* x, const float* bias, int count, uint16
     }
 }
 
+// The rows i0 .. i0 + BR of x + bias in bf16, (BR, D) into out; rows past the end repeat the last one.
+template <int D>
+BF16_FN inline void block_rows_bf16(In x, const float* bias, int i0, int rows, uint16_t* out) {
+    for (int r = 0; r < BR; ++r) to_bf16(x[i0 + std::min(r, rows - 1)], bias, D, out + r * D);
+}
+
 // Lane i: a[i] in bf16 in the low half, b[i] in the high half.
 BF16_FN inline __m512i bf16_pairs(__m512 a, __m512 b) {
     const __m512i low = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(a)));
@@ -144,8 +150,7 @@ struct Bf16Buffers {
 
     // The query block from i0 as channel pairs; rows past the end repeat the last one.
     BF16_FN void query_pairs(In q, const float* bias, int i0, int rows) {
-        for (int r = 0; r < BR; ++r)
-            to_bf16(q[i0 + std::min(r, rows - 1)], bias, D, reinterpret_cast<uint16_t*>(queries.data() + r * P));
+        block_rows_bf16<D>(q, bias, i0, rows, reinterpret_cast<uint16_t*>(queries.data()));
     }
 };
 
@@ -303,7 +308,7 @@ struct Bf16GradBuffers {
     BF16_FN void block(In x, const float* bias, int i0, int rows, std::vector<uint32_t>& byRow,
                        std::vector<uint32_t>& byPair) const {
         uint16_t* half = reinterpret_cast<uint16_t*>(byRow.data());
-        for (int r = 0; r < BR; ++r) to_bf16(x[i0 + std::min(r, rows - 1)], bias, D, half + r * D);
+        block_rows_bf16<D>(x, bias, i0, rows, half);
         for (int rp = 0; rp < RP; ++rp)
             for (int c = 0; c < D; ++c)
                 byPair[rp * D + c] = half[2 * rp * D + c] | static_cast<uint32_t>(half[(2 * rp + 1) * D + c]) << 16;

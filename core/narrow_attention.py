@@ -200,14 +200,15 @@ class _ProjectedAttention(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, bias, out, stats = ctx.saved_tensors
         bf16 = ctx.bf16
+        if bf16:  # each operand rounded once, for the projections and for their gradients
+            x, weight = x.bfloat16(), weight.bfloat16()
         dqkv = _backward(_projections(x, weight, bf16), bias, out, stats, grad_out, ctx.heads, bf16=bf16)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        rows = dqkv.view(-1, dqkv.shape[-1])
+        rows, tokens = dqkv.view(-1, dqkv.shape[-1]), x.reshape(-1, x.shape[-1])
         if bf16:
-            rows, tokens, weight = rows.bfloat16(), x.reshape(rows.shape[0], -1).bfloat16(), weight.bfloat16()
+            rows = rows.bfloat16()
             dx = rows.mm(weight).view(x.shape).float() if need_x else None
         else:
-            tokens = x.reshape(rows.shape[0], -1)
             dx = matmul.linear(dqkv, weight.t()) if need_x else None
         dw = rows.t().mm(tokens).float() if need_w else None
         db = dqkv.view(rows.shape).sum(0) if need_b and bias is not None else None
@@ -215,5 +216,6 @@ class _ProjectedAttention(torch.autograd.Function):
 
 
 def _projections(x: torch.Tensor, weight: torch.Tensor, bf16: bool) -> torch.Tensor:
-    """``x weight^T`` in fp32, from bf16 operands with ``bf16``."""
+    """``x weight^T`` in fp32, from bf16 operands with ``bf16`` (operands already bf16 are taken
+    as they are)."""
     return _bf16_projections(x, weight.bfloat16()) if bf16 else matmul.linear(x, weight)
